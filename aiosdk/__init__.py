@@ -1,0 +1,82 @@
+"""aiosdk: an async-first Python SDK for a data platform.
+
+``AsyncClient`` is the async API; ``Client`` is its generated blocking twin. Both share one
+connection pool per client, retry under a :class:`RetryMode`, and raise the errors below.
+"""
+
+from ._client import AsyncClient, ServerInfo
+from ._core.errors import (
+    AiosdkError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    ConnectError,
+    DeadlineExceededError,
+    InternalServerError,
+    InvalidTokenError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    ServiceUnavailableError,
+    StatusError,
+    TimeoutError,
+    TransportError,
+    UnprocessableEntityError,
+    UnsupportedBackendError,
+)
+from ._core.options import NOT_GIVEN, NotGiven, RequestOptions
+from ._core.paging import AsyncPager, Page
+from ._core.retry import RetryMode, RetryPolicy
+from ._core.secrets import Secret
+from ._sync import Client, Pager, Tokens
+from ._version import __version__
+from .accounts import AsyncTokens, NewToken, TokenInfo
+from .proto import ServerStatus
+
+embedded = AsyncClient.embedded
+"""Shorthand for :meth:`AsyncClient.embedded`: ``async with aiosdk.embedded() as client``."""
+
+__all__ = [
+    "NOT_GIVEN",
+    "AiosdkError",
+    "AsyncClient",
+    "AsyncPager",
+    "AsyncTokens",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ConfigurationError",
+    "ConflictError",
+    "ConnectError",
+    "DeadlineExceededError",
+    "InternalServerError",
+    "InvalidTokenError",
+    "NewToken",
+    "NotFoundError",
+    "NotGiven",
+    "Page",
+    "Pager",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "RequestOptions",
+    "RetryMode",
+    "RetryPolicy",
+    "Secret",
+    "ServerError",
+    "ServerInfo",
+    "ServerStatus",
+    "ServiceUnavailableError",
+    "StatusError",
+    "TimeoutError",
+    "TokenInfo",
+    "Tokens",
+    "TransportError",
+    "UnprocessableEntityError",
+    "UnsupportedBackendError",
+    "__version__",
+    "embedded",
+]

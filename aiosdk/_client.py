@@ -1,0 +1,248 @@
+"""The client: the entry point that owns the pool and hands out service objects."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from ._core.config import resolve_settings
+from ._core.context import ClientContext
+from ._core.options import NOT_GIVEN, NotGiven, RequestOptions, TimeoutArg
+from ._core.retry import RetryMode, RetryPolicy
+from ._core.transport import Bootstrap, Transport
+from ._embedded import EmbeddedServer
+from .accounts.tokens import AsyncTokens
+from .proto import GetStatusRequest, ServerStatus, StatusServiceStub, WatchStatusRequest
+
+__all__ = ["AsyncClient", "ServerInfo"]
+
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``GET /api/v1/`` says about the server."""
+
+    name: str
+    version: str
+    api_version: str
+    grpc_host: str
+    grpc_port: int
+    principal: str
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+class AsyncClient:
+    """An async connection to an aiosdk server.
+
+    One ``AsyncClient`` owns one connection pool (HTTP and, opened on first use, gRPC) that every
+    service object hanging off it shares. Use it as ``async with AsyncClient(url, token=...)`` or
+    call :meth:`aclose` when done.
+
+    Args:
+        url: the server, e.g. ``"http://127.0.0.1:8000"``; else ``AIOSDK_URL``, else the profile.
+        token: the API token; else ``AIOSDK_TOKEN``, else the profile.
+        retry_mode: ``"default"``, ``"forceful"`` or ``"disabled"`` (see :class:`RetryMode`).
+        timeout: seconds each attempt may wait to connect, read, write or get a pooled connection.
+        deadline: seconds the whole call may take, every retry and backoff included.
+        pool_threads: the most connections open at once (the pool's concurrency).
+        verify: TLS verification: ``True``, ``False`` or a CA bundle path.
+        http_transport: an ``httpx.AsyncBaseTransport`` to use instead of the automatic choice.
+        profile: a named profile from ``profiles.toml`` to fill in what is not given.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        retry_mode: RetryMode | str | None = None,
+        timeout: float | None = 30.0,
+        deadline: float | None = None,
+        pool_threads: int | None = None,
+        verify: bool | str = True,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        profile: str | None = None,
+    ) -> None:
+        settings = resolve_settings(url=url, token=token, retry_mode=retry_mode, profile=profile)
+        self._init(
+            Transport(
+                url=settings.url,
+                token=settings.token,
+                limits=_limits(pool_threads),
+                verify=verify,
+                http_transport=http_transport,
+            ),
+            RequestOptions(RetryPolicy(settings.retry_mode)).merged(
+                timeout=timeout, deadline=deadline
+            ),
+        )
+
+    def _init(self, transport: Transport, options: RequestOptions) -> None:
+        self._ctx = ClientContext(transport, options)
+        self._tokens = AsyncTokens(self._ctx)
+
+    @classmethod
+    def _with_bootstrap(
+        cls, bootstrap: Bootstrap, retry_mode: RetryMode | str, pool_threads: int | None
+    ) -> AsyncClient:
+        client = cls.__new__(cls)
+        client._init(
+            Transport(url=None, token=None, limits=_limits(pool_threads), bootstrap=bootstrap),
+            RequestOptions(RetryPolicy(RetryMode.coerce(retry_mode))),
+        )
+        return client
+
+    @classmethod
+    def from_profile(cls, name: str, **kwargs: Any) -> AsyncClient:
+        """A client configured from the profile ``name``; keyword arguments override it."""
+        return cls(profile=name, **kwargs)
+
+    @classmethod
+    def embedded(
+        cls,
+        *,
+        data_dir: str | Path | None = None,
+        database_url: str | None = None,
+        retry_mode: RetryMode | str = RetryMode.DEFAULT,
+        pool_threads: int | None = None,
+    ) -> AsyncClient:
+        """A client of a reference server started in this process, in its own thread.
+
+        The server starts on free loopback ports on first use (or on ``async with``), with an admin
+        token, and stops when the client closes. Its data directory is temporary unless
+        ``data_dir`` is given. Needs the ``server`` extra.
+        """
+        server = EmbeddedServer(data_dir=data_dir, database_url=database_url)
+        return cls._with_bootstrap(server, retry_mode, pool_threads)
+
+    def __repr__(self) -> str:
+        transport = self._ctx.transport
+        return (
+            f"<AsyncClient url={transport.url!r} retry_mode={self._ctx.options.retry.mode.value!r}"
+            f" http={transport.http_transport_name}>"
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        await self._ctx.transport.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pool (HTTP and gRPC), and stop the embedded server if this client has one.
+
+        Clients made by :meth:`with_options` share the pool: closing any of them closes it.
+        """
+        await self._ctx.transport.aclose()
+
+    @property
+    def url(self) -> str | None:
+        """The server's URL (``None`` for an embedded client not started yet)."""
+        return self._ctx.transport.url
+
+    @property
+    def options(self) -> RequestOptions:
+        """The retry policy, timeout and deadline every call of this client uses."""
+        return self._ctx.options
+
+    def retry_mode(self, mode: RetryMode | str = RetryMode.DEFAULT) -> None:
+        """Set the retry mode of this client and of every service object it handed out."""
+        self._ctx.options = self._ctx.options.merged(retry_mode=mode)
+
+    def set_threads(self, threads: int | None = None) -> None:
+        """Set how many connections the pool opens at once (``None``: the default, 100)."""
+        self._ctx.transport.set_limits(_limits(threads))
+
+    def with_options(
+        self,
+        *,
+        retry_mode: RetryMode | str | NotGiven = NOT_GIVEN,
+        timeout: TimeoutArg = NOT_GIVEN,
+        deadline: TimeoutArg = NOT_GIVEN,
+    ) -> AsyncClient:
+        """A client that shares this one's pool but calls with other options.
+
+        ``client.with_options(retry_mode="disabled").server_info()`` makes one attempt.
+        """
+        clone = type(self).__new__(type(self))
+        clone._init(
+            self._ctx.transport,
+            self._ctx.options.merged(retry_mode=retry_mode, timeout=timeout, deadline=deadline),
+        )
+        return clone
+
+    @property
+    def tokens(self) -> AsyncTokens:
+        """API tokens: create, list, get, revoke."""
+        return self._tokens
+
+    async def server_info(self) -> ServerInfo:
+        """The server's name, version, gRPC endpoint and limits (``GET /api/v1/``)."""
+        data = (await self._ctx.request("GET", "/")).json()
+        return ServerInfo(
+            name=data["name"],
+            version=data["version"],
+            api_version=data["api_version"],
+            grpc_host=data["grpc"]["host"],
+            grpc_port=int(data["grpc"]["port"]),
+            principal=data["principal"],
+            limits=dict(data.get("limits", {})),
+        )
+
+    async def get_status(self) -> ServerStatus:
+        """A snapshot of the server's uptime, load and requests served (unary gRPC)."""
+        return await self._ctx.grpc_unary(
+            StatusServiceStub,
+            lambda stub: stub.get_status(GetStatusRequest()),
+            idempotent=True,
+            what="GetStatus",
+        )
+
+    async def watch_status(
+        self, *, interval: float = 1.0, max_updates: int | None = None
+    ) -> AsyncIterator[ServerStatus]:
+        """Status updates pushed every ``interval`` seconds (server-streaming gRPC).
+
+        Ends after ``max_updates`` updates, or runs until the caller stops iterating. In
+        ``"forceful"`` mode an interrupted stream resumes where it stopped.
+        """
+        if interval <= 0:
+            raise ValueError(f"interval must be positive, not {interval!r}")
+        if max_updates is not None and max_updates < 1:
+            raise ValueError(f"max_updates must be at least 1, not {max_updates!r}")
+
+        received = 0
+
+        def open_stream(
+            stub: StatusServiceStub, last: ServerStatus | None
+        ) -> AsyncIterator[ServerStatus]:
+            # Resuming asks only for the updates still owed; snapshots have no other position.
+            remaining = 0 if max_updates is None else max_updates - received
+            request = WatchStatusRequest(interval_seconds=interval, max_updates=remaining)
+            return stub.watch_status(request)
+
+        async for status in self._ctx.grpc_stream(
+            StatusServiceStub, open_stream, idempotent=True, what="WatchStatus"
+        ):
+            received += 1
+            yield status
+
+
+def _limits(pool_threads: int | None) -> httpx.Limits:
+    if pool_threads is None:
+        return DEFAULT_LIMITS
+    if pool_threads < 1:
+        raise ValueError(f"pool_threads must be at least 1, not {pool_threads!r}")
+    return httpx.Limits(max_connections=pool_threads, max_keepalive_connections=pool_threads)

@@ -1,0 +1,1 @@
+"""The core every service builds on: transport, retries, errors, configuration, paging."""

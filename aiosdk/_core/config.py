@@ -1,0 +1,93 @@
+"""Where a client's settings come from: arguments, then environment, then a named profile.
+
+Environment: ``AIOSDK_URL``, ``AIOSDK_TOKEN``, ``AIOSDK_PROFILE``. Profiles live in
+``profiles.toml`` in the user config directory (``AIOSDK_CONFIG_DIR`` overrides it)::
+
+    [profiles.local]
+    url = "http://127.0.0.1:8000"
+    token = "aio_..."
+    retry_mode = "forceful"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .errors import ConfigurationError
+from .retry import RetryMode
+from .secrets import Secret
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["Settings", "config_dir", "load_profile", "resolve_settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved connection settings of one client."""
+
+    url: str
+    token: Secret | None
+    retry_mode: RetryMode
+
+
+def config_dir() -> Path:
+    """The directory that holds ``profiles.toml``."""
+    override = os.environ.get("AIOSDK_CONFIG_DIR")
+    return Path(override) if override else Path(platformdirs.user_config_dir("aiosdk"))
+
+
+def load_profile(name: str) -> Mapping[str, Any]:
+    """The settings of profile ``name``; a clear :class:`ConfigurationError` when it is missing."""
+    path = config_dir() / "profiles.toml"
+    try:
+        with path.open("rb") as f:
+            profiles = tomllib.load(f).get("profiles", {})
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"no profiles file at {path}; cannot load profile {name!r}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigurationError(f"no profile {name!r} in {path} (profiles: {known})")
+    profile = profiles[name]
+    unknown = set(profile) - {"url", "token", "retry_mode"}
+    if unknown:
+        raise ConfigurationError(f"profile {name!r} has unknown keys: {', '.join(sorted(unknown))}")
+    return dict(profile)
+
+
+def resolve_settings(
+    *,
+    url: str | None,
+    token: str | Secret | None,
+    retry_mode: RetryMode | str | None,
+    profile: str | None = None,
+) -> Settings:
+    """Resolve each setting: argument, then environment, then profile, then default."""
+    profile = profile or os.environ.get("AIOSDK_PROFILE")
+    stored = load_profile(profile) if profile else {}
+    url = url or os.environ.get("AIOSDK_URL") or stored.get("url")
+    if not url:
+        raise ConfigurationError(
+            "no server URL: pass url=, set AIOSDK_URL, use a profile, "
+            "or start one with aiosdk.embedded()"
+        )
+    raw_token = (
+        token if token is not None else os.environ.get("AIOSDK_TOKEN") or stored.get("token")
+    )
+    secret = raw_token if isinstance(raw_token, Secret) or raw_token is None else Secret(raw_token)
+    mode = RetryMode.coerce(retry_mode or stored.get("retry_mode") or RetryMode.DEFAULT)
+    return Settings(url=url.rstrip("/"), token=secret, retry_mode=mode)

@@ -1,0 +1,227 @@
+"""The one exception hierarchy of aiosdk.
+
+HTTP statuses and gRPC statuses map onto the same classes, so ``except NotFoundError`` works for
+both wires. Every status error carries the HTTP-equivalent ``status_code``, the server's
+``request_id`` and ``message``, and the decoded error ``body`` when there was one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from grpclib.const import Status
+
+__all__ = [
+    "AiosdkError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConflictError",
+    "ConnectError",
+    "DeadlineExceededError",
+    "InternalServerError",
+    "InvalidTokenError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "StatusError",
+    "TimeoutError",
+    "TransportError",
+    "UnprocessableEntityError",
+    "UnsupportedBackendError",
+    "error_for_grpc_status",
+    "error_for_http_status",
+]
+
+
+class AiosdkError(Exception):
+    """Base class of every error aiosdk raises."""
+
+
+class ConfigurationError(AiosdkError):
+    """The client was configured in a way that cannot work (no URL, unknown profile, ...)."""
+
+
+class UnsupportedBackendError(AiosdkError):
+    """The feature needs an async backend other than the running one (gRPC needs asyncio)."""
+
+
+class TransportError(AiosdkError):
+    """The request could not be completed on the network: nothing usable came back.
+
+    ``request_sent`` is False when the request certainly never reached the server (no connection,
+    no pooled connection free), which makes even a non-idempotent call safe to retry.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class ConnectError(TransportError):
+    """No connection could be made to the server."""
+
+
+class ProtocolError(TransportError):
+    """The connection broke or the peer spoke the protocol wrongly."""
+
+
+class TimeoutError(TransportError):
+    """One attempt timed out (connect, read, write or waiting for a pooled connection)."""
+
+
+class DeadlineExceededError(TimeoutError):
+    """The call's overall deadline, which bounds every attempt and backoff sleep, passed."""
+
+
+class StatusError(AiosdkError):
+    """The server answered with an error status.
+
+    Attributes:
+        status_code: the HTTP status, or the HTTP equivalent of the gRPC status.
+        grpc_status: the gRPC status name when the error came over gRPC, else ``None``.
+        request_id: the server's request id, for support and logs.
+        message: the server's own explanation.
+        body: the decoded error body (HTTP), if any.
+        retry_after: the wait in seconds the server asked for (``Retry-After``), if any.
+    """
+
+    status_code: int = 0
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        body: object = None,
+        grpc_status: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        if status_code is not None:
+            self.status_code = status_code
+        self.message = message
+        self.request_id = request_id
+        self.body = body
+        self.grpc_status = grpc_status
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = f"gRPC {self.grpc_status}" if self.grpc_status else f"HTTP {self.status_code}"
+        rid = f", request id {self.request_id}" if self.request_id else ""
+        return f"{self.message} ({where}{rid})"
+
+
+class BadRequestError(StatusError):
+    status_code = 400
+
+
+class AuthenticationError(StatusError):
+    status_code = 401
+
+
+class InvalidTokenError(AuthenticationError):
+    """The token is malformed, unknown, revoked or expired."""
+
+
+class PermissionDeniedError(StatusError):
+    status_code = 403
+
+
+class NotFoundError(StatusError):
+    status_code = 404
+
+
+class ConflictError(StatusError):
+    status_code = 409
+
+
+class UnprocessableEntityError(StatusError):
+    status_code = 422
+
+
+class RateLimitError(StatusError):
+    """Too many requests; ``retry_after`` says how long the server asked to wait, if it did."""
+
+    status_code = 429
+
+
+class ServerError(StatusError):
+    """The server failed (5xx)."""
+
+    status_code = 500
+
+
+class InternalServerError(ServerError):
+    status_code = 500
+
+
+class ServiceUnavailableError(ServerError):
+    status_code = 503
+
+
+_HTTP_ERRORS: Mapping[int, type[StatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+    500: InternalServerError,
+    503: ServiceUnavailableError,
+}
+
+# The gRPC status, the SDK class it raises, and the HTTP status that class stands for.
+_GRPC_ERRORS: Mapping[Status, tuple[type[StatusError], int]] = {
+    Status.CANCELLED: (StatusError, 499),
+    Status.UNKNOWN: (InternalServerError, 500),
+    Status.INVALID_ARGUMENT: (BadRequestError, 400),
+    Status.DEADLINE_EXCEEDED: (StatusError, 504),
+    Status.NOT_FOUND: (NotFoundError, 404),
+    Status.ALREADY_EXISTS: (ConflictError, 409),
+    Status.PERMISSION_DENIED: (PermissionDeniedError, 403),
+    Status.RESOURCE_EXHAUSTED: (RateLimitError, 429),
+    Status.FAILED_PRECONDITION: (BadRequestError, 400),
+    Status.ABORTED: (ConflictError, 409),
+    Status.OUT_OF_RANGE: (BadRequestError, 400),
+    Status.UNIMPLEMENTED: (ServerError, 501),
+    Status.INTERNAL: (InternalServerError, 500),
+    Status.UNAVAILABLE: (ServiceUnavailableError, 503),
+    Status.DATA_LOSS: (InternalServerError, 500),
+    Status.UNAUTHENTICATED: (AuthenticationError, 401),
+}
+
+
+def error_for_http_status(
+    status_code: int,
+    message: str,
+    *,
+    request_id: str | None = None,
+    body: object = None,
+    retry_after: float | None = None,
+) -> StatusError:
+    """Build the exception for an HTTP error status (the class is chosen from one table)."""
+    cls = _HTTP_ERRORS.get(status_code)
+    if cls is None:
+        cls = ServerError if status_code >= 500 else StatusError
+    return cls(
+        message, status_code=status_code, request_id=request_id, body=body, retry_after=retry_after
+    )
+
+
+def error_for_grpc_status(
+    status: Status, message: str | None, *, request_id: str | None = None
+) -> StatusError:
+    """Build the exception for a gRPC error status, the same classes as for HTTP."""
+    cls, http_status = _GRPC_ERRORS.get(status, (StatusError, 500))
+    return cls(
+        message or status.name.replace("_", " ").lower(),
+        status_code=http_status,
+        request_id=request_id,
+        grpc_status=status.name,
+    )

@@ -1,0 +1,347 @@
+"""One HTTP/1.1 connection: an asyncio buffered protocol driving an httptools parser."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Final
+
+import httptools
+import httpx
+
+Origin = tuple[str, str, int]
+HeaderList = list[tuple[bytes, bytes]]
+
+_INITIAL_BUFFER: Final = 64 * 1024
+_MAX_BUFFER: Final = 1024 * 1024
+_PAUSE_ABOVE: Final = 8 * 1024 * 1024
+_RESUME_BELOW: Final = 1024 * 1024
+_MAX_HEAD_BYTES: Final = 1024 * 1024
+
+# Response states of a connection.
+_IDLE: Final = 0
+_HEAD: Final = 1
+_BODY: Final = 2
+_DONE: Final = 3
+
+
+class ServerDisconnectedError(httpx.RemoteProtocolError):
+    """The server closed the connection before sending any byte of the response.
+
+    On a reused keep-alive connection this means the server dropped it while it
+    was idle, so the request can safely be sent again on another connection.
+    """
+
+
+class _HeadDone(Exception):
+    """Raised from a parser callback to stop parsing after a HEAD response's headers."""
+
+
+class _UnexpectedMessage(Exception):
+    """Raised from a parser callback when bytes follow a complete response."""
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+class Connection(asyncio.BufferedProtocol):
+    """A keep-alive HTTP/1.1 client connection.
+
+    Bytes are received into one reused buffer (growing from 64 KiB to 1 MiB
+    while reads fill it) and parsed by httptools, which copies each body span
+    once into a ``bytes`` object queued for the reader.  Reading pauses while
+    more than 8 MiB are queued.  At most one request is in flight.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> None:
+        self.origin = origin
+        self.requests_served = 0
+        self.idle_since = 0.0
+        self.closed = False
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray(_INITIAL_BUFFER)
+        self._view = memoryview(self._buffer)
+        self._parser = httptools.HttpResponseParser(self)
+        self._state = _IDLE
+        self._is_head = False
+        self._client_keep_alive = True
+        self._received = 0
+        self._keep_alive = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._waiter: asyncio.Future[bool] | None = None
+        self._drain_waiter: asyncio.Future[bool] | None = None
+        self._error: httpx.TransportError | None = None
+        self._status_code = 0
+        self._reason = b""
+        self._headers: HeaderList = []
+        self._body: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._body_bytes = 0
+
+    # -- asyncio protocol callbacks ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._state == _IDLE or self._state == _DONE:
+            # Nothing may arrive between responses; the connection is unusable.
+            self._fail(httpx.RemoteProtocolError("Received data while no request was pending."))
+            return
+        self._received += nbytes
+        try:
+            self._parser.feed_data(self._view[:nbytes])
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadDone):
+                self._finish_head_response(nbytes)
+            elif isinstance(exc.__context__, _UnexpectedMessage):
+                self._keep_alive = False
+            else:
+                raise
+        except httptools.HttpParserUpgrade:
+            self._fail(httpx.RemoteProtocolError("Unsupported protocol upgrade by the server."))
+        except httptools.HttpParserError as exc:
+            reason = exc.args[0] if exc.args else exc
+            self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {reason}"))
+        else:
+            if self._state == _HEAD and self._received > _MAX_HEAD_BYTES:
+                self._fail(httpx.RemoteProtocolError("Response header section is too large."))
+        if nbytes == len(self._buffer) and nbytes < _MAX_BUFFER:
+            self._buffer = bytearray(2 * nbytes)
+            self._view = memoryview(self._buffer)
+        if self._buffered > _PAUSE_ABOVE and not self._reading_paused and not self.closed:
+            self._reading_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        if self._state == _BODY:
+            if self._reads_until_close():
+                self._state = _DONE
+                self._keep_alive = False
+            else:
+                self._error = httpx.RemoteProtocolError(
+                    "Server closed the connection without sending the complete body "
+                    f"(received {self._body_bytes} bytes)."
+                )
+        self._mark_closed()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self._error is None and self._state in (_HEAD, _BODY):
+            if self._state == _HEAD and self._received == 0:
+                self._error = ServerDisconnectedError(f"Server disconnected: {exc}")
+            else:
+                self._error = httpx.ReadError(str(exc) or type(exc).__name__)
+        elif self._state == _BODY:
+            self.eof_received()
+        self._mark_closed()
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    # -- httptools callbacks -----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._state != _HEAD:
+            raise _UnexpectedMessage
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status_code: int = self._parser.get_status_code()
+        if 100 <= status_code < 200 and status_code != 101:
+            # Informational response (e.g. 100 Continue): wait for the final one.
+            self._reason = b""
+            self._headers = []
+            return
+        self._status_code = status_code
+        self._state = _BODY
+        if self._is_head:
+            raise _HeadDone
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._buffered += len(body)
+        self._body_bytes += len(body)
+
+    def on_message_complete(self) -> None:
+        if self._state == _BODY:
+            self._state = _DONE
+            self._keep_alive = self._client_keep_alive and self._parser.should_keep_alive()
+
+    # -- helpers for the callbacks ----------------------------------------------------
+
+    def _finish_head_response(self, nbytes: int) -> None:
+        # httptools cannot be told that a HEAD response has no body, so parsing was
+        # stopped after the headers and the parser is replaced for the next response.
+        # Reuse is only safe if the headers ended exactly at the end of this read.
+        self._parser = httptools.HttpResponseParser(self)
+        self._state = _DONE
+        ends_with_head = self._buffer[nbytes - 4 : nbytes] == b"\r\n\r\n"
+        self._keep_alive = self._client_keep_alive and ends_with_head
+
+    def _reads_until_close(self) -> bool:
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                return False
+            if lowered == b"transfer-encoding" and b"chunked" in value.lower():
+                return False
+        return True
+
+    def _fail(self, error: httpx.TransportError) -> None:
+        if self._error is None:
+            self._error = error
+        self._keep_alive = False
+        self.abort()
+
+    def _mark_closed(self) -> None:
+        self.closed = True
+        self._keep_alive = False
+        self._wake()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    async def _wait(self, timeout: float | None) -> bool:
+        """Wait for progress on the response; False when the timeout elapsed first."""
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        self._waiter = waiter
+        if timeout is None:
+            try:
+                return await waiter
+            finally:
+                self._waiter = None
+        timer = self._loop.call_later(timeout, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            timer.cancel()
+
+    # -- used by the pool, the transport and the response stream ---------------------
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the last response completed and the connection may be kept alive."""
+        return self._state == _DONE and self._keep_alive and not self.closed
+
+    @property
+    def response_complete(self) -> bool:
+        return self._state == _DONE
+
+    def abort(self) -> None:
+        """Close the connection at once, discarding anything buffered."""
+        self._keep_alive = False
+        if self._transport is not None and not self.closed:
+            self._transport.abort()
+        self._mark_closed()
+
+    def start_request(self, is_head: bool, keep_alive: bool) -> None:
+        """Reset the response state for a request; ``keep_alive`` False closes it after."""
+        self._state = _HEAD
+        self._is_head = is_head
+        self._client_keep_alive = keep_alive
+        self._received = 0
+        self._keep_alive = False
+        self._error = None
+        self._reason = b""
+        self._headers = []
+        self._body_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise ServerDisconnectedError("Server disconnected.")
+        assert self._transport is not None
+        self._transport.write(data)
+
+    async def drain(self, timeout: float | None) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        if not self._writing_paused:
+            return
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        self._drain_waiter = waiter
+        timer = None if timeout is None else self._loop.call_later(timeout, _expire, waiter)
+        try:
+            in_time = await waiter
+        finally:
+            self._drain_waiter = None
+            if timer is not None:
+                timer.cancel()
+        if not in_time:
+            raise httpx.WriteTimeout("Timed out while sending the request.")
+        if self.closed:
+            raise httpx.WriteError("Server closed the connection while the request was sent.")
+
+    @property
+    def head_received(self) -> bool:
+        return self._state >= _BODY
+
+    async def receive_head(self, timeout: float | None) -> tuple[int, bytes, HeaderList]:
+        """Wait for the response's status line and headers."""
+        while self._state == _HEAD:
+            if self._error is not None:
+                raise self._error
+            if self.closed:
+                if self._received == 0:
+                    raise ServerDisconnectedError("Server disconnected without sending a response.")
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected before sending the complete response headers."
+                )
+            if not await self._wait(timeout):
+                raise httpx.ReadTimeout("Timed out waiting for the response headers.")
+        return self._status_code, self._reason, self._headers
+
+    async def receive_body(self, timeout: float | None) -> bytes | None:
+        """Return the next buffered body span, or None once the body is complete."""
+        body = self._body
+        while not body:
+            if self._state == _DONE:
+                return None
+            if self._error is not None:
+                raise self._error
+            if self.closed:
+                raise httpx.RemoteProtocolError("Server disconnected during the response body.")
+            if not await self._wait(timeout):
+                raise httpx.ReadTimeout("Timed out reading the response body.")
+        chunk = body.popleft()
+        self._buffered -= len(chunk)
+        if self._reading_paused and self._buffered < _RESUME_BELOW and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    def release(self) -> None:
+        """Mark the connection idle after its response was fully consumed."""
+        self.requests_served += 1
+        self._state = _IDLE
+        self._body.clear()
+        self._buffered = 0
+        self.idle_since = time.monotonic()

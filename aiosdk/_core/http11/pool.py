@@ -1,0 +1,164 @@
+"""Keep-alive connection pool with a FIFO queue for requests beyond its size."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+import httpx
+
+from .connection import Connection, Origin
+
+
+def _expire_waiter(waiter: asyncio.Future[Connection | None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx.PoolTimeout("Timed out waiting for a connection."))
+
+
+class ConnectionPool:
+    """Bookkeeping of connection slots, idle keep-alive connections and waiters.
+
+    A slot is held by every connection that is open or being opened.  ``acquire``
+    hands out an idle connection of the origin or a free slot (the caller then
+    connects); when neither exists the caller queues.  Released connections and
+    slots go to the oldest live waiter first, so each request costs O(1).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int | None,
+        max_keepalive_connections: int | None,
+        keepalive_expiry: float | None,
+    ) -> None:
+        self._max_connections = max_connections
+        self._max_idle = max_keepalive_connections
+        self._expiry = keepalive_expiry
+        self._slots = 0
+        self._idle: dict[Origin, list[Connection]] = {}
+        self._idle_count = 0
+        self._active: set[Connection] = set()
+        self._waiters: collections.deque[tuple[Origin, asyncio.Future[Connection | None]]] = (
+            collections.deque()
+        )
+
+    async def acquire(self, origin: Origin, timeout: float | None) -> Connection | None:
+        """Return an idle connection to ``origin``, or None with a slot to connect."""
+        if self._idle_count:
+            conn = self._pop_idle(origin)
+            if conn is not None:
+                return conn
+        if self._max_connections is None or self._slots < self._max_connections:
+            self._slots += 1
+            return None
+        if self._idle_count and self._close_any_idle():
+            return None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Connection | None] = loop.create_future()
+        self._waiters.append((origin, waiter))
+        timer = None if timeout is None else loop.call_later(timeout, _expire_waiter, waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                given = waiter.result()
+                if given is None:
+                    self.free_slot()
+                else:
+                    self.release(given)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def track(self, conn: Connection) -> None:
+        """Register a connection that was opened in a slot from ``acquire``."""
+        self._active.add(conn)
+
+    def release(self, conn: Connection) -> None:
+        """Take back a connection after its response: keep it alive or close it."""
+        if not conn.reusable:
+            self.discard(conn)
+            return
+        conn.release()
+        waiters = self._waiters
+        while waiters:
+            origin, waiter = waiters.popleft()
+            if waiter.done():
+                continue
+            if origin != conn.origin:
+                self._active.discard(conn)
+                conn.abort()
+                waiter.set_result(None)
+                return
+            waiter.set_result(conn)
+            return
+        if self._max_idle is not None and self._idle_count >= self._max_idle:
+            self.discard(conn)
+            return
+        self._active.discard(conn)
+        idle = self._idle.get(conn.origin)
+        if idle is None:
+            idle = self._idle[conn.origin] = []
+        idle.append(conn)
+        self._idle_count += 1
+
+    def discard(self, conn: Connection) -> None:
+        """Close a connection that must not be reused and free its slot."""
+        conn.abort()
+        self._active.discard(conn)
+        self.free_slot()
+
+    def free_slot(self) -> None:
+        """Give a slot back: to the oldest waiter, else to the pool."""
+        waiters = self._waiters
+        while waiters:
+            _, waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._slots -= 1
+
+    def close(self) -> None:
+        """Close every connection, idle or in use."""
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.abort()
+        for conn in self._active:
+            conn.abort()
+        self._idle.clear()
+        self._active.clear()
+        self._idle_count = 0
+
+    def _pop_idle(self, origin: Origin) -> Connection | None:
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        expiry = self._expiry
+        cutoff = None if expiry is None else time.monotonic() - expiry
+        # The newest connection is reused first; stale ones are dropped from the
+        # bottom so connections that outlived their expiry do not accumulate.
+        while idle:
+            conn = idle.pop()
+            self._idle_count -= 1
+            if conn.closed or (cutoff is not None and conn.idle_since < cutoff):
+                conn.abort()
+                self._slots -= 1
+                continue
+            if cutoff is not None:
+                while idle and idle[0].idle_since < cutoff:
+                    idle.pop(0).abort()
+                    self._idle_count -= 1
+                    self._slots -= 1
+            self._active.add(conn)
+            return conn
+        return None
+
+    def _close_any_idle(self) -> bool:
+        for idle in self._idle.values():
+            if idle:
+                idle.pop(0).abort()
+                self._idle_count -= 1
+                return True
+        return False

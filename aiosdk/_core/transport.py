@@ -1,0 +1,408 @@
+"""The shared pool and the one request path.
+
+A :class:`Transport` owns one ``httpx.AsyncClient`` and one lazily opened grpclib ``Channel``; every
+service object of a client sends through it. :meth:`Transport.request` and the ``grpc_*`` methods
+apply the same things in the same order: bootstrap (embedded server), auth, ``Idempotency-Key``,
+a retryer built for the call, the overall deadline, error mapping and logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from typing import Any, Protocol, TypeVar
+
+import anyio
+import httpx
+import sniffio
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from . import errors
+from .options import RequestOptions
+from .retry import RetryBudget, RetryMode
+from .secrets import Secret
+
+__all__ = ["Bootstrap", "Transport"]
+
+log = logging.getLogger("aiosdk")
+
+T = TypeVar("T")
+StubT = TypeVar("StubT")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Bootstrap(Protocol):
+    """Something that must run before the first request, such as an embedded server."""
+
+    async def start(self) -> tuple[str, Secret]:
+        """Start, and return the server URL and the token to use."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop; called once by :meth:`Transport.aclose`."""
+        ...
+
+
+class BearerAuth(httpx.Auth):
+    """Adds ``Authorization: Bearer <token>`` to every request (an httpx auth flow)."""
+
+    def __init__(self, token: Secret) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        yield request
+
+
+class Transport:
+    """One client's connection pool: HTTP and gRPC, and the single path every call takes."""
+
+    def __init__(
+        self,
+        *,
+        url: str | None,
+        token: Secret | None,
+        limits: httpx.Limits,
+        verify: bool | str = True,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        bootstrap: Bootstrap | None = None,
+    ) -> None:
+        self.url = url
+        self._token = token
+        self._limits = limits
+        self._verify = verify
+        self._user_transport = http_transport
+        self._bootstrap = bootstrap
+        self._started = bootstrap is None
+        self._closed = False
+        self._pid = os.getpid()
+        self._http: httpx.AsyncClient | None = None
+        self._retired: list[httpx.AsyncClient] = []
+        self._channel: Channel | None = None
+        self._grpc_metadata: dict[str, str] = {}
+        self._lock: anyio.Lock | None = None
+        self.budget = RetryBudget()
+
+    def __repr__(self) -> str:
+        return f"<Transport url={self.url!r} http={self.http_transport_name}>"
+
+    @property
+    def http_transport_name(self) -> str:
+        """The class name of the HTTP transport in use (or that will be used)."""
+        if self._http is not None:
+            return type(self._http._transport).__name__
+        if self._user_transport is not None:
+            return type(self._user_transport).__name__
+        return "auto"
+
+    @property
+    def limits(self) -> httpx.Limits:
+        return self._limits
+
+    def set_limits(self, limits: httpx.Limits) -> None:
+        """Change the pool size; takes effect for connections opened from now on."""
+        self._limits = limits
+        if self._http is not None:
+            # httpx fixes limits when the client is built: swap in a fresh pool for new calls.
+            old, self._http = self._http, None
+            self._retired.append(old)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run the bootstrap (if any) once; concurrent callers wait for the first."""
+        if self._started:
+            return
+        async with self._get_lock():
+            if self._started:
+                return
+            if self._closed:
+                raise errors.ConfigurationError("this client is closed")
+            assert self._bootstrap is not None
+            self.url, self._token = await self._bootstrap.start()
+            self._started = True
+
+    async def aclose(self) -> None:
+        """Close the HTTP pool and the gRPC channel, then stop the bootstrap."""
+        if self._closed:
+            return
+        self._closed = True
+        self._check_fork()
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        clients = [*self._retired, *([self._http] if self._http else [])]
+        self._http, self._retired = None, []
+        for client in clients:
+            await client.aclose()
+        if self._bootstrap is not None and self._started:
+            await self._bootstrap.stop()
+
+    def _get_lock(self) -> anyio.Lock:
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        return self._lock
+
+    def _check_fork(self) -> None:
+        # A forked child must not touch the parent's sockets or loop: start from a fresh pool.
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._http, self._channel, self._lock, self._retired = None, None, None, []
+
+    def _http_client(self) -> httpx.AsyncClient:
+        self._check_fork()
+        if self._closed:
+            raise errors.ConfigurationError("this client is closed")
+        if self._http is None:
+            transport = self._user_transport or _default_http_transport(self._limits, self._verify)
+            self._http = httpx.AsyncClient(
+                base_url=f"{self.url}/api/v1",
+                auth=BearerAuth(self._token) if self._token else None,
+                limits=self._limits,
+                verify=self._verify,
+                transport=transport,
+                timeout=None,
+            )
+            log.debug("HTTP pool opened: %s via %s", self.url, type(transport).__name__)
+        return self._http
+
+    # -- the request path --------------------------------------------------------------------
+
+    async def call(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool,
+        options: RequestOptions,
+        what: str,
+    ) -> T:
+        """Run ``attempt`` under ``options``' retry policy and deadline; the one retry loop."""
+        await self.start()
+        spent: list[int] = []
+        deadline = None if options.deadline is None else time.monotonic() + options.deadline
+        retrying = options.retry.retrying(
+            idempotent=idempotent, budget=self.budget, deadline=deadline, spent=spent
+        )
+        retrying.before_sleep = lambda state: _log_retry(what, state, options.retry.max_retries)
+        with anyio.move_on_after(options.deadline) as scope:
+            result: T = await retrying(attempt)
+            self.budget.refund(sum(spent))
+            return result
+        assert scope.cancelled_caught
+        raise errors.DeadlineExceededError(f"{what}: deadline of {options.deadline} s passed")
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        options: RequestOptions,
+        params: Mapping[str, Any] | None = None,
+        json: object = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+    ) -> httpx.Response:
+        """Send one HTTP request under ``options`` and return the read response.
+
+        Error statuses raise the matching :class:`~aiosdk.StatusError`. Mutating methods carry an
+        ``Idempotency-Key`` that stays the same across every attempt of this call.
+        """
+        method = method.upper()
+        sent_headers = dict(headers or {})
+        if method in MUTATING_METHODS:
+            sent_headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+
+        async def attempt() -> httpx.Response:
+            client = self._http_client()
+            started = time.perf_counter()
+            try:
+                response = await client.request(
+                    method,
+                    path,
+                    params=params,
+                    json=json,
+                    headers=sent_headers,
+                    timeout=options.timeout,
+                )
+            except httpx.TransportError as exc:
+                raise _map_httpx_error(exc, method, path) from exc
+            log.debug(
+                "%s %s -> %d in %.1f ms (request id %s)",
+                method,
+                path,
+                response.status_code,
+                (time.perf_counter() - started) * 1e3,
+                response.headers.get("x-request-id"),
+            )
+            if response.status_code >= 400:
+                raise _status_error(response)
+            return response
+
+        return await self.call(
+            attempt, idempotent=idempotent, options=options, what=f"{method} {path}"
+        )
+
+    # -- gRPC --------------------------------------------------------------------------------
+
+    async def _grpc_channel(self, options: RequestOptions) -> Channel:
+        if sniffio.current_async_library() != "asyncio":
+            raise errors.UnsupportedBackendError(
+                "gRPC features need the asyncio backend (grpclib is asyncio-only); "
+                "HTTP features also work under trio"
+            )
+        self._check_fork()
+        if self._channel is None:
+            async with self._get_lock():
+                if self._channel is None:
+                    info = (await self.request("GET", "/", options=options)).json()
+                    grpc = info["grpc"]
+                    self._channel = Channel(grpc["host"], int(grpc["port"]))
+                    token = self._token.reveal() if self._token else None
+                    self._grpc_metadata = {"authorization": f"Bearer {token}"} if token else {}
+                    log.debug("gRPC channel opened: %s:%s", grpc["host"], grpc["port"])
+        return self._channel
+
+    async def grpc_unary(
+        self,
+        stub_cls: Callable[..., StubT],
+        invoke: Callable[[StubT], Awaitable[T]],
+        *,
+        idempotent: bool,
+        options: RequestOptions,
+        what: str,
+    ) -> T:
+        """One unary gRPC call through the request path (auth, retries, deadline, errors)."""
+        await self.start()
+        channel = await self._grpc_channel(options)
+
+        async def attempt() -> T:
+            stub = stub_cls(channel, metadata=self._grpc_metadata, timeout=options.timeout)
+            try:
+                return await invoke(stub)
+            except errors.AiosdkError:
+                raise
+            except Exception as exc:
+                raise _map_grpc_error(exc, what) from exc
+
+        return await self.call(attempt, idempotent=idempotent, options=options, what=what)
+
+    async def grpc_stream(
+        self,
+        stub_cls: Callable[..., StubT],
+        open_stream: Callable[[StubT, T | None], AsyncIterator[T]],
+        *,
+        idempotent: bool,
+        options: RequestOptions,
+        what: str,
+    ) -> AsyncIterator[T]:
+        """Items of a server-streaming gRPC call, retried under ``options``.
+
+        ``open_stream(stub, last)`` opens the stream; ``last`` is the last item received before an
+        interruption, so the call can resume after it. A stream that already delivered items is
+        resumed only in ``"forceful"`` mode; otherwise its failure is raised.
+        """
+        await self.start()
+        channel = await self._grpc_channel(options)
+        last: T | None = None
+        delivered = 0
+        spent: list[int] = []
+        resumable = options.retry.mode is RetryMode.FORCEFUL
+        retrying = options.retry.retrying(
+            idempotent=idempotent,
+            budget=self.budget,
+            deadline=None,
+            spent=spent,
+            allow=lambda: resumable or not delivered,
+        )
+        retrying.before_sleep = lambda state: _log_retry(what, state, options.retry.max_retries)
+        async for attempt in retrying:
+            with attempt:
+                stub = stub_cls(channel, metadata=self._grpc_metadata)
+                items = open_stream(stub, last)
+                try:
+                    async for item in items:
+                        last, delivered = item, delivered + 1
+                        yield item
+                except errors.AiosdkError:
+                    raise
+                except Exception as exc:
+                    raise _map_grpc_error(exc, what) from exc
+                finally:
+                    aclose = getattr(items, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+        self.budget.refund(sum(spent))
+
+
+def _default_http_transport(limits: httpx.Limits, verify: bool | str) -> httpx.AsyncBaseTransport:
+    return httpx.AsyncHTTPTransport(limits=limits, verify=verify)
+
+
+def _log_retry(what: str, state: Any, max_retries: int) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.info(
+        "%s failed (%s); retry %d of %d in %.2f s",
+        what,
+        error,
+        state.attempt_number,
+        max_retries,
+        state.upcoming_sleep,
+    )
+
+
+def _map_httpx_error(exc: httpx.TransportError, method: str, path: str) -> errors.TransportError:
+    what = f"{method} {path}: {type(exc).__name__}: {exc or 'no detail'}"
+    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return errors.TimeoutError(what, request_sent=False)
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.TimeoutError(what)
+    if isinstance(exc, httpx.ConnectError):
+        return errors.ConnectError(what, request_sent=False)
+    if isinstance(exc, httpx.ProtocolError | httpx.NetworkError):
+        return errors.ProtocolError(what)
+    return errors.TransportError(what)
+
+
+def _map_grpc_error(exc: BaseException, what: str) -> errors.AiosdkError:
+    if isinstance(exc, GRPCError):
+        return errors.error_for_grpc_status(exc.status, exc.message)
+    detail = f"{what}: {type(exc).__name__}: {exc or 'no detail'}"
+    if isinstance(exc, ConnectionRefusedError):
+        return errors.ConnectError(detail, request_sent=False)
+    if isinstance(exc, TimeoutError):
+        return errors.TimeoutError(detail)
+    if isinstance(exc, StreamTerminatedError | OSError):
+        return errors.ProtocolError(detail)
+    return errors.TransportError(detail)
+
+
+def _status_error(response: httpx.Response) -> errors.StatusError:
+    from .retry import parse_retry_after
+
+    request_id = response.headers.get("x-request-id")
+    body: object = None
+    message = response.reason_phrase or f"HTTP {response.status_code}"
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        if text:
+            message = text[:500]
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        message = str(body["error"].get("message") or message)
+        request_id = request_id or body["error"].get("request_id")
+    return errors.error_for_http_status(
+        response.status_code,
+        message,
+        request_id=request_id,
+        body=body,
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+    )

@@ -1,0 +1,64 @@
+"""The embedded default: a reference server in its own thread, started on first use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._core.errors import ConfigurationError
+from ._core.secrets import Secret
+
+if TYPE_CHECKING:
+    from .server import ServerThread
+
+__all__ = ["EmbeddedServer"]
+
+
+class EmbeddedServer:
+    """Starts ``aiosdk.server`` on free loopback ports and stops it with the client.
+
+    The data directory is temporary (deleted on stop) unless ``data_dir`` is given.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: str | Path | None = None,
+        database_url: str | None = None,
+        admin_token: str | None = None,
+    ) -> None:
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self._database_url = database_url
+        self._admin_token = admin_token
+        self._thread: ServerThread | None = None
+
+    def __repr__(self) -> str:
+        where = self._thread.http_url if self._thread else "not started"
+        return f"<EmbeddedServer {where}>"
+
+    async def start(self) -> tuple[str, Secret]:
+        """Start the server thread; returns its URL and admin token."""
+        try:
+            from .server import ServerConfig, ServerThread
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"the embedded server needs the server extra: pip install 'aiosdk[server]' ({exc})"
+            ) from exc
+        thread = ServerThread(
+            ServerConfig(
+                data_dir=self._data_dir,
+                database_url=self._database_url,
+                admin_token=self._admin_token,
+            )
+        )
+        await anyio.to_thread.run_sync(thread.start)
+        self._thread = thread
+        return thread.http_url, Secret(thread.admin_token)
+
+    async def stop(self) -> None:
+        """Stop the server and wait for its thread (never abandoned on cancellation)."""
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            await anyio.to_thread.run_sync(thread.stop)

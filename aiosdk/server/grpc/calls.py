@@ -1,0 +1,109 @@
+"""Per-call bookkeeping of gRPC calls: request ids, counters and internal errors.
+
+grpclib runs a call's listeners and handler in one task, so a context variable set when the
+request arrives is seen when its metadata is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Collection
+from contextvars import ContextVar
+
+from grpclib import GRPCError, Status
+from grpclib.events import RecvRequest, SendInitialMetadata, SendTrailingMetadata, listen
+from grpclib.exceptions import StreamTerminatedError
+from grpclib.server import Server, Stream
+
+from ..state import Metrics
+
+__all__ = ["REQUEST_ID_KEY", "CallTracker", "track_calls"]
+
+logger = logging.getLogger("aiosdk.server")
+
+REQUEST_ID_KEY = "x-request-id"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
+
+_request_id: ContextVar[str] = ContextVar("aiosdk_grpc_request_id")
+
+
+class CallTracker:
+    """Counts the running streaming calls, in :class:`Metrics` and for shutdown."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def stream_opened(self) -> None:
+        """A streaming call started."""
+        self._metrics.active_streams += 1
+        self._idle.clear()
+
+    def stream_closed(self) -> None:
+        """A streaming call ended."""
+        self._metrics.active_streams -= 1
+        if not self._metrics.active_streams:
+            self._idle.set()
+
+    async def wait_streams_closed(self) -> None:
+        """Return once no streaming call runs."""
+        await self._idle.wait()
+
+
+def track_calls(
+    server: Server, metrics: Metrics, streaming_methods: Collection[str]
+) -> CallTracker:
+    """Instrument every call to ``server``.
+
+    Each call gets a request id (the client's ``x-request-id`` when sane), sent back in its
+    initial and trailing metadata. Completed calls are counted; running ``streaming_methods``
+    are tracked by the returned :class:`CallTracker`. An unexpected exception becomes
+    ``INTERNAL`` with a generic message and is logged. Register before any other
+    ``RecvRequest`` listener so that their errors carry the request id too.
+    """
+    streaming = frozenset(streaming_methods)
+    tracker = CallTracker(metrics)
+
+    async def on_request(event: RecvRequest) -> None:
+        client_id = event.metadata.get(REQUEST_ID_KEY)
+        if isinstance(client_id, str) and _SANE_REQUEST_ID.fullmatch(client_id):
+            _request_id.set(client_id)
+        else:
+            _request_id.set(uuid.uuid4().hex)
+        handler = event.method_func
+        method_name = event.method_name
+
+        async def guarded(stream: Stream[object, object]) -> None:
+            is_stream = method_name in streaming
+            if is_stream:
+                tracker.stream_opened()
+            try:
+                await handler(stream)
+            except (GRPCError, StreamTerminatedError, TimeoutError):
+                raise
+            except Exception:
+                logger.exception(
+                    "Unhandled error in %s (request %s)", method_name, _request_id.get()
+                )
+                raise GRPCError(Status.INTERNAL, "Internal server error") from None
+            finally:
+                if is_stream:
+                    tracker.stream_closed()
+
+        event.method_func = guarded
+
+    async def on_initial_metadata(event: SendInitialMetadata) -> None:
+        event.metadata[REQUEST_ID_KEY] = _request_id.get("")
+
+    async def on_trailing_metadata(event: SendTrailingMetadata) -> None:
+        event.metadata[REQUEST_ID_KEY] = _request_id.get("")
+        metrics.requests_served += 1
+
+    listen(server, RecvRequest, on_request)
+    listen(server, SendInitialMetadata, on_initial_metadata)
+    listen(server, SendTrailingMetadata, on_trailing_metadata)
+    return tracker

@@ -1,0 +1,64 @@
+"""The gRPC server: grpclib, with the services and listeners of the reference server."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterable
+
+import anyio
+from grpclib._typing import IServable
+from grpclib.const import Cardinality
+from grpclib.protocol import H2Protocol
+from grpclib.server import Server
+
+from ..state import ServerState
+from .auth import authenticate_calls
+from .calls import track_calls
+from .status import StatusService
+
+__all__ = ["GrpcServer"]
+
+
+class GrpcServer(Server):
+    """grpclib's server with every service of the reference server, authenticated and tracked.
+
+    Adds :meth:`shutdown`: grpclib's ``close()`` cancels running calls but leaves client
+    connections open, and since Python 3.12 ``wait_closed()`` waits for them, so a client
+    holding a channel would stall shutdown.
+    """
+
+    def __init__(self, state: ServerState) -> None:
+        self._closing = asyncio.Event()
+        services = [StatusService(state.metrics, self._closing)]
+        super().__init__(services)
+        self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+        self._calls = track_calls(self, state.metrics, _streaming_methods(services))
+        authenticate_calls(self, state.sessions)
+
+    def _protocol_factory(self) -> H2Protocol:
+        protocol = super()._protocol_factory()
+        self._protocols.add(protocol)
+        return protocol
+
+    async def shutdown(self, grace_period: float) -> None:
+        """Stop: end open streams with ``UNAVAILABLE``, give them ``grace_period`` seconds to
+        finish, cancel what still runs, close client connections and wait until all is done."""
+        self._closing.set()
+        with anyio.move_on_after(grace_period):
+            await self._calls.wait_streams_closed()
+        self.close()
+        for protocol in list(self._protocols):
+            connection = getattr(protocol, "connection", None)
+            if connection is not None:
+                connection.close()
+        await self.wait_closed()
+
+
+def _streaming_methods(services: Iterable[IServable]) -> list[str]:
+    return [
+        name
+        for service in services
+        for name, handler in service.__mapping__().items()
+        if handler.cardinality in (Cardinality.UNARY_STREAM, Cardinality.STREAM_STREAM)
+    ]

@@ -1,0 +1,59 @@
+"""Bearer-token authentication of every HTTP request."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..auth import Principal, authenticate, parse_bearer
+from .errors import UnauthenticatedError
+
+__all__ = ["AuthenticationMiddleware", "CurrentPrincipal", "bearer_scheme", "current_principal"]
+
+bearer_scheme = HTTPBearer(auto_error=False, description="A token issued by the server.")
+"""Declares the bearer scheme in the OpenAPI document; the middleware does the checking."""
+
+
+class AuthenticationMiddleware:
+    """Requires a valid bearer token on every path except ``public_paths``.
+
+    The principal is put in the request state for the routes and the idempotency layer.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        sessions: async_sessionmaker[AsyncSession],
+        public_paths: Collection[str],
+    ) -> None:
+        self.app = app
+        self.sessions = sessions
+        self.public_paths = frozenset(public_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.public_paths:
+            secret = parse_bearer(Headers(scope=scope).get("authorization"))
+            if secret is None:
+                raise UnauthenticatedError("Missing bearer token in the Authorization header")
+            principal = await authenticate(self.sessions, secret)
+            if principal is None:
+                raise UnauthenticatedError("Invalid, expired or revoked token")
+            scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+async def current_principal(
+    request: Request, _credentials: Annotated[object, Depends(bearer_scheme)]
+) -> Principal:
+    """The authenticated principal of the request."""
+    principal: Principal = request.state.principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

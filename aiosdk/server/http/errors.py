@@ -1,0 +1,198 @@
+"""The error shape of the HTTP API and the exceptions that produce it.
+
+Every error response is ``{"error": {"type": ..., "message": ..., "request_id": ...}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
+
+__all__ = [
+    "ApiError",
+    "api_error_response",
+    "ConflictError",
+    "ErrorBody",
+    "ErrorResponse",
+    "ErrorType",
+    "IdempotencyKeyReusedError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "UnauthenticatedError",
+    "error_response",
+    "install_error_handlers",
+    "request_id_of",
+]
+
+ErrorType = Literal[
+    "not_found",
+    "invalid_request",
+    "unauthenticated",
+    "permission_denied",
+    "conflict",
+    "idempotency_key_reused",
+    "rate_limited",
+    "internal",
+]
+
+_TYPE_BY_STATUS: dict[int, ErrorType] = {
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    409: "conflict",
+    429: "rate_limited",
+}
+
+_DEFAULT_MESSAGES: dict[int, str] = {
+    404: "Not found",
+    405: "Method not allowed",
+    500: "Internal server error",
+}
+
+
+class ErrorBody(BaseModel):
+    """The ``error`` member of an error response."""
+
+    type: ErrorType
+    message: str
+    request_id: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorBody
+
+
+class ApiError(HTTPException):
+    """An error answered with the API's error shape.
+
+    Subclasses fix the status code and error type. It derives from Starlette's
+    ``HTTPException`` so that FastAPI passes it through unchanged, even from request parsing.
+    """
+
+    status: ClassVar[int] = 500
+    error_type: ClassVar[ErrorType] = "internal"
+
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(self.status, message, dict(headers) if headers else None)
+        self.message = message
+
+
+class InvalidRequestError(ApiError):
+    """The request is malformed (400)."""
+
+    status = 400
+    error_type = "invalid_request"
+
+
+class UnauthenticatedError(ApiError):
+    """No valid bearer token (401)."""
+
+    status = 401
+    error_type = "unauthenticated"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class PermissionDeniedError(ApiError):
+    """The principal may not do this (403)."""
+
+    status = 403
+    error_type = "permission_denied"
+
+
+class NotFoundError(ApiError):
+    """No such resource, or not visible to the principal (404)."""
+
+    status = 404
+    error_type = "not_found"
+
+
+class ConflictError(ApiError):
+    """The request conflicts with the current state (409)."""
+
+    status = 409
+    error_type = "conflict"
+
+
+class PayloadTooLargeError(ApiError):
+    """The request body exceeds the server's limit (413)."""
+
+    status = 413
+    error_type = "invalid_request"
+
+
+class IdempotencyKeyReusedError(ApiError):
+    """An ``Idempotency-Key`` was reused for a different request (422)."""
+
+    status = 422
+    error_type = "idempotency_key_reused"
+
+
+def request_id_of(scope: Scope) -> str:
+    """The request id assigned by the request-context middleware."""
+    return str(scope.get("state", {}).get("request_id", ""))
+
+
+def error_response(
+    scope: Scope,
+    status: int,
+    error_type: ErrorType,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A response in the API's error shape."""
+    body = ErrorResponse(
+        error=ErrorBody(type=error_type, message=message, request_id=request_id_of(scope))
+    )
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def api_error_response(scope: Scope, exc: HTTPException) -> Response:
+    """The error response for an :class:`ApiError` or any Starlette ``HTTPException``."""
+    if isinstance(exc, ApiError):
+        return error_response(scope, exc.status_code, exc.error_type, exc.message, exc.headers)
+    status = exc.status_code
+    error_type = _TYPE_BY_STATUS.get(status, "internal" if status >= 500 else "invalid_request")
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail else None
+    message = message or _DEFAULT_MESSAGES.get(status, "Invalid request")
+    return error_response(scope, status, error_type, message, exc.headers)
+
+
+def _describe_validation_errors(errors: Any) -> str:
+    parts = []
+    for error in errors:
+        location = ".".join(str(part) for part in error.get("loc", ()))
+        parts.append(f"{location}: {error.get('msg', 'invalid')}" if location else error["msg"])
+    return "Invalid request: " + "; ".join(parts)
+
+
+async def _handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return api_error_response(request.scope, exc)
+
+
+async def _handle_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message = _describe_validation_errors(exc.errors())
+    return error_response(request.scope, 422, "invalid_request", message)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer HTTP and validation errors in the API's error shape.
+
+    Unexpected exceptions are turned into 500s by the request-context middleware.
+    """
+    app.add_exception_handler(HTTPException, _handle_http_exception)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)

@@ -1,0 +1,256 @@
+"""``Idempotency-Key``: mutating requests applied once per (principal, key).
+
+The first request with a key claims it (an insert; the unique constraint settles races), runs,
+and stores its response. A repeat of the same request replays the stored response with
+``Idempotent-Replayed: true``; a different request under the same key gets 422; a repeat while
+the first still runs gets 409 with ``Retry-After: 1``. 5xx responses are not stored: the claim is
+released so that a retry runs again. Records expire after 24 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+import anyio
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..auth import Principal
+from ..storage import IdempotencyKey, IdempotencyState, utcnow
+from .errors import ConflictError, IdempotencyKeyReusedError, InvalidRequestError
+
+__all__ = [
+    "IDEMPOTENCY_TTL",
+    "IdempotencyMiddleware",
+    "IdempotencyStore",
+    "StoredResponse",
+]
+
+logger = logging.getLogger("aiosdk.server")
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+"""How long a key and its stored response are kept."""
+
+IN_PROGRESS_LEASE = timedelta(minutes=1)
+"""An in-progress claim older than this is taken to belong to a crashed server."""
+
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+REPLAYED_HEADER = "Idempotent-Replayed"
+_STORED_HEADERS = frozenset({"content-type", "content-language", "location", "etag"})
+_VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+_CLAIM_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A response kept for replay."""
+
+    status_code: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class IdempotencyStore:
+    """Claims, completes and releases idempotency keys in the database."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def claim(self, record: IdempotencyKey) -> IdempotencyKey | None:
+        """Claim ``record``'s key; ``None`` if claimed, else the record that holds the key."""
+        for _ in range(_CLAIM_ATTEMPTS):
+            now = utcnow()
+            same_key = and_(
+                IdempotencyKey.principal == record.principal, IdempotencyKey.key == record.key
+            )
+            async with self.sessions() as session:
+                stale = or_(
+                    IdempotencyKey.created_at < now - IDEMPOTENCY_TTL,
+                    and_(
+                        IdempotencyKey.state == IdempotencyState.IN_PROGRESS,
+                        IdempotencyKey.created_at < now - IN_PROGRESS_LEASE,
+                    ),
+                )
+                await session.execute(delete(IdempotencyKey).where(same_key, stale))
+                session.add(record)
+                try:
+                    await session.commit()
+                except IntegrityError:
+                    await session.rollback()
+                else:
+                    return None
+                holder = await session.scalar(select(IdempotencyKey).where(same_key))
+                if holder is not None:
+                    return holder
+            record = _copy(record)  # the holder released the key meanwhile: try again
+        raise ConflictError("Idempotency-Key is busy; retry", headers={"Retry-After": "1"})
+
+    async def complete(self, principal: str, key: str, response: StoredResponse) -> None:
+        """Store the response of a claimed key."""
+        async with self.sessions() as session:
+            await session.execute(
+                update(IdempotencyKey)
+                .where(IdempotencyKey.principal == principal, IdempotencyKey.key == key)
+                .values(
+                    state=IdempotencyState.DONE,
+                    status_code=response.status_code,
+                    response_headers=[list(pair) for pair in response.headers],
+                    response_body=response.body,
+                )
+            )
+            await session.commit()
+
+    async def release(self, principal: str, key: str) -> None:
+        """Forget a claimed key, so that a retry runs again."""
+        async with self.sessions() as session:
+            await session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.principal == principal,
+                    IdempotencyKey.key == key,
+                    IdempotencyKey.state == IdempotencyState.IN_PROGRESS,
+                )
+            )
+            await session.commit()
+
+    async def purge_expired(self) -> int:
+        """Delete expired records; return how many."""
+        async with self.sessions() as session:
+            result = await session.execute(
+                delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - IDEMPOTENCY_TTL)
+            )
+            await session.commit()
+            return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _copy(record: IdempotencyKey) -> IdempotencyKey:
+    return IdempotencyKey(
+        principal=record.principal,
+        key=record.key,
+        method=record.method,
+        path=record.path,
+        fingerprint=record.fingerprint,
+    )
+
+
+class IdempotencyMiddleware:
+    """Applies mutating requests carrying ``Idempotency-Key`` at most once.
+
+    Must run inside the authentication middleware (keys are scoped per principal) and inside
+    the body-size limit (the body is buffered to fingerprint it).
+    """
+
+    def __init__(self, app: ASGIApp, store: IdempotencyStore) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in MUTATING_METHODS:
+            await self.app(scope, receive, send)
+            return
+        key = Headers(scope=scope).get("idempotency-key")
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        if not _VALID_KEY.fullmatch(key):
+            raise InvalidRequestError("Idempotency-Key must be 1 to 255 printable ASCII characters")
+        principal: Principal = scope["state"]["principal"]
+        body = await _read_body(receive)
+        path = scope["path"]
+        if scope.get("query_string"):
+            path += "?" + scope["query_string"].decode("latin-1")
+        record = IdempotencyKey(
+            principal=principal.name,
+            key=key,
+            method=scope["method"],
+            path=path,
+            fingerprint=hashlib.sha256(body).hexdigest(),
+        )
+        holder = await self.store.claim(record)
+        if holder is not None:
+            await _answer_repeat(record, holder)(scope, receive, send)
+            return
+        await self._run_claimed(scope, _replay_body(body, receive), send, record)
+
+    async def _run_claimed(
+        self, scope: Scope, receive: Receive, send: Send, record: IdempotencyKey
+    ) -> None:
+        status: int | None = None
+        headers: list[tuple[str, str]] = []
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", ()):
+                    decoded = name.decode("latin-1").lower()
+                    if decoded in _STORED_HEADERS:
+                        headers.append((decoded, value.decode("latin-1")))
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.store.release(record.principal, record.key)
+            raise
+        with anyio.CancelScope(shield=True):
+            if status is None or status >= 500:
+                await self.store.release(record.principal, record.key)
+            else:
+                stored = StoredResponse(status, headers, b"".join(chunks))
+                await self.store.complete(record.principal, record.key, stored)
+
+
+def _answer_repeat(request: IdempotencyKey, holder: IdempotencyKey) -> Response:
+    if (holder.method, holder.path, holder.fingerprint) != (
+        request.method,
+        request.path,
+        request.fingerprint,
+    ):
+        raise IdempotencyKeyReusedError("Idempotency-Key was already used for a different request")
+    if holder.state != IdempotencyState.DONE or holder.status_code is None:
+        raise ConflictError(
+            "A request with this Idempotency-Key is still in progress",
+            headers={"Retry-After": "1"},
+        )
+    response = Response(content=holder.response_body or b"", status_code=holder.status_code)
+    for name, value in holder.response_headers or ():
+        response.headers.append(name, value)
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay_body(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

@@ -1,0 +1,119 @@
+"""ASGI middleware: request ids, access logging, counting, 500s, and the body-size limit."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..state import Metrics
+from .errors import PayloadTooLargeError, api_error_response, error_response
+
+__all__ = ["BodySizeLimitMiddleware", "RequestContextMiddleware"]
+
+logger = logging.getLogger("aiosdk.server")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
+
+
+class RequestContextMiddleware:
+    """The outermost layer: gives every request an id, logs and counts it.
+
+    A client's ``X-Request-ID`` is kept when it is sane (1..128 URL-safe characters), otherwise
+    one is generated; either way it is echoed on the response. Unexpected exceptions become a
+    500 in the API's error shape and are logged with the request id, never sent to the client.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client_id = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        if client_id is not None and _SANE_REQUEST_ID.fullmatch(client_id):
+            request_id = client_id
+        else:
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        status: int | None = None
+        complete = False
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status, complete
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        except ClientDisconnect:
+            logger.debug("Client went away during %s %s", scope["method"], scope["path"])
+        except HTTPException as exc:
+            if status is not None:
+                raise
+            await api_error_response(scope, exc)(scope, receive, send_with_request_id)
+        except Exception:
+            logger.exception(
+                "Unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id
+            )
+            if status is None:
+                response = error_response(scope, 500, "internal", "Internal server error")
+                await response(scope, receive, send_with_request_id)
+            elif not complete:
+                raise
+        finally:
+            self.metrics.requests_served += 1
+            logger.info(
+                "%s %s -> %s in %.1f ms (request %s)",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                request_id,
+            )
+
+
+class BodySizeLimitMiddleware:
+    """Rejects request bodies larger than ``max_bytes`` with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            raise self._too_large()
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(f"Request body exceeds {self.max_bytes} bytes")

@@ -1,0 +1,61 @@
+"""``GET /api/v1/``: what this server is and where its gRPC endpoint is."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from ...._version import __version__
+from ...config import MAX_PAGE_SIZE
+from ..authentication import CurrentPrincipal
+from ..dependencies import State
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["info"])
+
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
+
+class GrpcEndpoint(BaseModel):
+    """Where the gRPC services listen."""
+
+    host: str
+    port: int
+
+
+class ServerLimits(BaseModel):
+    """Limits the server enforces."""
+
+    max_page_size: int
+    max_request_body_bytes: int
+
+
+class ServerInfo(BaseModel):
+    """The server's identity, endpoints and limits, and who is asking."""
+
+    name: str
+    version: str
+    api_version: str
+    grpc: GrpcEndpoint
+    limits: ServerLimits
+    principal: str
+
+
+@router.get("/", summary="Server information")
+async def get_info(request: Request, state: State, principal: CurrentPrincipal) -> ServerInfo:
+    """The server's version, gRPC endpoint and limits."""
+    host = state.grpc_host
+    if host in _WILDCARD_HOSTS:  # listening everywhere: the client reaches us by its URL's host
+        host = request.url.hostname or "127.0.0.1"
+    return ServerInfo(
+        name="aiosdk",
+        version=__version__,
+        api_version="v1",
+        grpc=GrpcEndpoint(host=host, port=state.grpc_port),
+        limits=ServerLimits(
+            max_page_size=MAX_PAGE_SIZE,
+            max_request_body_bytes=state.limits.max_request_body_bytes,
+        ),
+        principal=principal.name,
+    )

@@ -1,0 +1,39 @@
+"""State shared by the HTTP app and the gRPC services of one running server."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .config import Limits
+
+__all__ = ["Metrics", "ServerState"]
+
+
+@dataclass
+class Metrics:
+    """Counters reported by the status service."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    requests_served: int = 0
+    """HTTP requests and gRPC calls completed."""
+    active_streams: int = 0
+    """gRPC server-streaming calls running now."""
+
+    @property
+    def uptime_seconds(self) -> float:
+        """Seconds since the server started."""
+        return time.monotonic() - self.started_at
+
+
+@dataclass
+class ServerState:
+    """Everything a request handler needs: storage, limits, addresses and counters."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    grpc_host: str
+    grpc_port: int
+    limits: Limits = field(default_factory=Limits)
+    metrics: Metrics = field(default_factory=Metrics)

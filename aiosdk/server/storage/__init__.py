@@ -1,0 +1,17 @@
+"""Persistent storage of the server: SQLAlchemy 2 async models and engine."""
+
+from .db import create_engine, create_tables, default_database_url, session_factory
+from .models import Base, IdempotencyKey, IdempotencyState, Token, new_id, utcnow
+
+__all__ = [
+    "Base",
+    "IdempotencyKey",
+    "IdempotencyState",
+    "Token",
+    "create_engine",
+    "create_tables",
+    "default_database_url",
+    "new_id",
+    "session_factory",
+    "utcnow",
+]

@@ -1,0 +1,56 @@
+"""The database engine: creation, SQLite tuning, schema creation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from .models import Base
+
+__all__ = ["create_engine", "create_tables", "default_database_url", "session_factory"]
+
+_SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def default_database_url(data_dir: Path) -> str:
+    """The SQLite database inside ``data_dir``."""
+    return URL.create("sqlite+aiosqlite", database=str(data_dir / "aiosdk.db")).render_as_string()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url``; SQLite connections get WAL, a busy timeout and foreign keys."""
+    engine = create_async_engine(make_url(url), pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection: Any, _connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``engine`` whose objects stay usable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def create_tables(engine: AsyncEngine) -> None:
+    """Create every table that does not exist yet."""
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
