@@ -38,7 +38,10 @@ async def app(
 ) -> None:
     """A raw ASGI app: GET /small returns a short JSON body, GET /stream?size=N streams N bytes."""
     if scope["path"] == "/small":
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(SMALL_BODY))]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(SMALL_BODY)),
+        ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": SMALL_BODY})
         return
@@ -82,9 +85,10 @@ def start_server(port: int, cpu: int | None) -> subprocess.Popen[bytes]:
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
         except OSError:
             time.sleep(0.05)
+        else:
+            return proc
     proc.kill()
     raise RuntimeError("server did not start")
 

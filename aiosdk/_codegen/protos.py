@@ -38,10 +38,11 @@ def generate(into: Path) -> None:
             f"--python_betterproto2_opt={PLUGIN_OPTIONS}",
             *sources,
         ],
-        cwd=PROTO_ROOT,
+        cwd=into,  # the plugin skips __init__.py files that exist relative to its cwd
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -50,9 +51,8 @@ def _differences(left: Path, right: Path) -> list[str]:
     found = [f"only in committed: {n}" for n in cmp.left_only]
     found += [f"missing from committed: {n}" for n in cmp.right_only]
     found += [f"stale: {n}" for n in cmp.diff_files]
-    for name, sub in cmp.subdirs.items():
+    for name in cmp.subdirs:
         found += [f"{name}/{d}" for d in _differences(left / name, right / name)]
-        del sub
     return found
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 import anyio
-from grpclib._typing import IServable
-from grpclib.const import Cardinality
+from grpclib.const import Cardinality, Handler
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
@@ -55,7 +55,11 @@ class GrpcServer(Server):
         await self.wait_closed()
 
 
-def _streaming_methods(services: Iterable[IServable]) -> list[str]:
+class _Service(Protocol):
+    def __mapping__(self) -> Mapping[str, Handler]: ...
+
+
+def _streaming_methods(services: Iterable[_Service]) -> list[str]:
     return [
         name
         for service in services

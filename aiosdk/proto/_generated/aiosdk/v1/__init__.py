@@ -81,7 +81,9 @@ class WatchStatusRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message("aiosdk.v1", "WatchStatusRequest", WatchStatusRequest)
+default_message_pool.register_message(
+    "aiosdk.v1", "WatchStatusRequest", WatchStatusRequest
+)
 
 
 class StatusServiceStub(betterproto2_grpclib.ServiceStub):
@@ -131,7 +133,9 @@ class StatusServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def watch_status(self, message: "WatchStatusRequest") -> "AsyncIterator[ServerStatus]":
+    async def watch_status(
+        self, message: "WatchStatusRequest"
+    ) -> "AsyncIterator[ServerStatus]":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield ServerStatus()

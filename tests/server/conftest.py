@@ -1,0 +1,136 @@
+"""Fixtures for the server tests: a real server on loopback, raw httpx and grpclib clients."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+from blockbuster import blockbuster_ctx
+from grpclib.client import Channel
+from sqlalchemy.engine import make_url
+
+from aiosdk.server import Server, ServerConfig
+
+POSTGRES_URL_ENV = "AIOSDK_TEST_DATABASE_URL"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls(anyio_backend: str) -> Iterator[None]:
+    """Fail on blocking calls made inside the event loop."""
+    with blockbuster_ctx(["aiosdk"]):
+        yield
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("sqlite"),
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+    ],
+)
+async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """``None`` (SQLite in the data directory), or a fresh PostgreSQL database, dropped after."""
+    if request.param == "sqlite":
+        yield None
+        return
+    base_url = os.environ.get(POSTGRES_URL_ENV)
+    if not base_url:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_URL_ENV}")
+    async with fresh_postgres_database(base_url) as url:
+        yield url
+
+
+class fresh_postgres_database:  # noqa: N801 - used like a function
+    """An async context manager giving the URL of a new, empty database on the same server."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base = make_url(base_url)
+        self.name = f"aiosdk_test_{uuid.uuid4().hex[:12]}"
+
+    async def _admin(self) -> asyncpg.Connection:
+        dsn = self.base.set(drivername="postgresql").render_as_string(hide_password=False)
+        return await asyncpg.connect(dsn)
+
+    async def __aenter__(self) -> str:
+        connection = await self._admin()
+        try:
+            await connection.execute(f'CREATE DATABASE "{self.name}"')
+        finally:
+            await connection.close()
+        return self.base.set(database=self.name).render_as_string(hide_password=False)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        connection = await self._admin()
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+
+@pytest.fixture(scope="module")
+async def server(
+    database_url: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Server]:
+    """One running server per test module (and database backend)."""
+    config = ServerConfig(data_dir=tmp_path_factory.mktemp("data"), database_url=database_url)
+    async with Server(config) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin HTTP client on ``/api/v1``."""
+    async with make_client(server, server.admin_token) as http:
+        yield http
+
+
+@pytest.fixture
+async def anonymous(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on ``/api/v1`` without credentials."""
+    async with make_client(server, None) as http:
+        yield http
+
+
+@pytest.fixture
+async def channel(server: Server) -> AsyncIterator[Channel]:
+    """A gRPC channel to the server."""
+    grpc_channel = Channel(server.grpc_host, server.grpc_port)
+    try:
+        yield grpc_channel
+    finally:
+        grpc_channel.close()
+
+
+def make_client(server: Server, token: str | None) -> httpx.AsyncClient:
+    """An HTTP client on ``/api/v1``, authenticated with ``token`` when given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(base_url=f"{server.http_url}/api/v1", headers=headers)
+
+
+def assert_error(response: httpx.Response, status: int, error_type: str) -> dict[str, str]:
+    """Check ``response`` is an error in the API's shape; return its ``error`` member."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error: dict[str, str] = response.json()["error"]
+    assert set(error) == {"type", "message", "request_id"}
+    assert error["type"] == error_type
+    assert error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    return error
+
+
+async def create_token(client: httpx.AsyncClient, **body: object) -> dict[str, str]:
+    """Create a token through the API and return the response body."""
+    response = await client.post("/tokens", json={"label": "test", **body})
+    assert response.status_code == 201, response.text
+    created: dict[str, str] = response.json()
+    return created

@@ -1,0 +1,132 @@
+"""The async client against the real server: HTTP calls, gRPC calls, paging, options, secrecy."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+
+import aiosdk
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Everything here except gRPC is HTTP, which runs on both backends."""
+    return str(request.param)
+
+
+async def test_server_info(client: aiosdk.AsyncClient, server: object) -> None:
+    info = await client.server_info()
+    assert info.name == "aiosdk"
+    assert info.version == aiosdk.__version__
+    assert info.api_version == "v1"
+    assert info.grpc_port == server.grpc_port  # type: ignore[attr-defined]
+    assert info.principal == "admin"
+    assert info.limits["max_page_size"] >= 1
+
+
+async def test_grpc_status_and_stream(client: aiosdk.AsyncClient, anyio_backend: str) -> None:
+    if anyio_backend == "trio":
+        with pytest.raises(aiosdk.UnsupportedBackendError, match="asyncio"):
+            await client.get_status()
+        return
+    before = await client.get_status()
+    await client.server_info()
+    updates = [s async for s in client.watch_status(interval=0.05, max_updates=3)]
+    assert [u.sequence for u in updates] == [1, 2, 3]
+    assert updates[0].version == aiosdk.__version__
+    assert updates[-1].uptime_seconds > updates[0].uptime_seconds
+    assert updates[0].requests_served > before.requests_served
+
+
+async def test_tokens_lifecycle(client: aiosdk.AsyncClient, server: object) -> None:
+    new = await client.tokens.create("lifecycle", expires_in=3600)
+    assert new.label == "lifecycle"
+    assert new.expires_at is not None and new.expires_at > new.created_at
+    assert (await client.tokens.get(new.id)).label == "lifecycle"
+    async with aiosdk.AsyncClient(client.url, token=new.secret.reveal()) as other:
+        assert (await other.server_info()).principal
+    await client.tokens.revoke(new.id)
+    async with aiosdk.AsyncClient(client.url, token=new.secret.reveal()) as revoked:
+        with pytest.raises(aiosdk.AuthenticationError) as info:
+            await revoked.server_info()
+    assert info.value.status_code == 401
+    with pytest.raises(aiosdk.NotFoundError):
+        await client.tokens.get("no-such-id")
+
+
+async def test_pager_yields_every_item_once(client: aiosdk.AsyncClient) -> None:
+    created = {(await client.tokens.create(f"page-{i}")).id for i in range(7)}
+    pager = client.tokens.list(page_size=3)
+    first = await pager
+    assert len(first.items) == 3 and first.has_next
+    ids = [t.id async for t in pager]
+    assert len(ids) == len(set(ids))
+    assert created <= set(ids)
+    pages = [page async for page in pager.pages()]
+    assert all(len(p.items) <= 3 for p in pages) and not pages[-1].has_next
+    assert [t.id for p in pages for t in p.items] == ids
+
+
+async def test_invalid_input_is_a_typed_error(client: aiosdk.AsyncClient) -> None:
+    with pytest.raises(aiosdk.UnprocessableEntityError) as info:
+        await client.tokens.create("")
+    assert info.value.request_id
+    assert "label" in info.value.message
+    with pytest.raises(ValueError, match="interval"):
+        client.watch_status(interval=0).__aiter__()  # validated before any I/O
+        await client.watch_status(interval=0).__anext__()
+    with pytest.raises(ValueError, match="retry mode"):
+        client.retry_mode("sometimes")
+
+
+async def test_options_reach_services_handed_out_earlier(client: aiosdk.AsyncClient) -> None:
+    tokens = client.tokens
+    client.retry_mode("forceful")
+    assert client.options.retry.mode is aiosdk.RetryMode.FORCEFUL
+    assert tokens._ctx.options.retry.mode is aiosdk.RetryMode.FORCEFUL
+    once = client.with_options(retry_mode=aiosdk.RetryMode.DISABLED, timeout=5, deadline=10)
+    assert once.options.retry.max_retries == 0
+    assert (once.options.timeout, once.options.deadline) == (5, 10)
+    assert client.options.retry.mode is aiosdk.RetryMode.FORCEFUL  # the original is unchanged
+    assert (await once.server_info()).name == "aiosdk"  # shares the open pool
+    with pytest.raises(ValueError, match="deadline"):
+        client.with_options(deadline=-1)
+
+
+async def test_tokens_never_appear_in_reprs_logs_or_errors(
+    server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "aio_not-a-real-token-but-secret"
+    caplog.set_level(logging.DEBUG)
+    client = aiosdk.AsyncClient(server.http_url, token=secret)  # type: ignore[attr-defined]
+    async with client:
+        with pytest.raises(aiosdk.AuthenticationError) as info:
+            await client.server_info()
+    assert "GET / -> 401" in caplog.text  # the request was logged, without its credentials
+    for text in (repr(client), str(info.value), repr(info.value), caplog.text):
+        assert secret not in text
+    assert "Secret('***')" == repr(aiosdk.Secret(secret))
+
+
+async def test_new_token_secret_is_hidden(client: aiosdk.AsyncClient) -> None:
+    new = await client.tokens.create("hidden")
+    assert new.secret.reveal() not in repr(new)
+    assert new.secret.reveal() not in str(new)
+
+
+async def test_closed_client_refuses_calls(server: object) -> None:
+    client = aiosdk.AsyncClient(server.http_url, token=server.admin_token)  # type: ignore[attr-defined]
+    await client.aclose()
+    with pytest.raises(aiosdk.ConfigurationError, match="closed"):
+        await client.server_info()
+
+
+async def test_cancelled_call_releases_its_connection(client: aiosdk.AsyncClient) -> None:
+    with anyio.move_on_after(0.001):
+        await client.server_info()
+    # The pool is still healthy, and nothing leaks (the suite fails on ResourceWarning).
+    assert (await client.server_info()).name == "aiosdk"

@@ -1,0 +1,75 @@
+"""Settings: arguments, then environment, then profiles; clear errors when something is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import aiosdk
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in ("AIOSDK_URL", "AIOSDK_TOKEN", "AIOSDK_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIOSDK_CONFIG_DIR", str(tmp_path))
+    return tmp_path
+
+
+def write_profiles(directory: Path, text: str) -> None:
+    (directory / "profiles.toml").write_text(text)
+
+
+def test_no_url_anywhere_is_a_configuration_error() -> None:
+    with pytest.raises(aiosdk.ConfigurationError, match="AIOSDK_URL"):
+        aiosdk.AsyncClient()
+
+
+def test_environment_fills_in_what_arguments_leave_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOSDK_URL", "http://env.example:1/")
+    monkeypatch.setenv("AIOSDK_TOKEN", "env-token")
+    client = aiosdk.AsyncClient()
+    assert client.url == "http://env.example:1"
+    assert aiosdk.AsyncClient("http://arg.example:2").url == "http://arg.example:2"
+    assert "env-token" not in repr(client)
+
+
+def test_profiles_fill_in_after_the_environment(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_profiles(
+        clean_env,
+        '[profiles.lab]\nurl = "http://lab.example:8000"\ntoken = "t"\nretry_mode = "forceful"\n',
+    )
+    client = aiosdk.AsyncClient.from_profile("lab")
+    assert client.url == "http://lab.example:8000"
+    assert client.options.retry.mode is aiosdk.RetryMode.FORCEFUL
+    assert aiosdk.AsyncClient.from_profile("lab", retry_mode="disabled").options.retry.max_retries == 0
+    monkeypatch.setenv("AIOSDK_URL", "http://env.example:1")
+    assert aiosdk.AsyncClient.from_profile("lab").url == "http://env.example:1"
+    monkeypatch.setenv("AIOSDK_PROFILE", "lab")
+    assert aiosdk.Client().options.retry.mode is aiosdk.RetryMode.FORCEFUL
+
+
+def test_profile_errors_are_clear(clean_env: Path) -> None:
+    with pytest.raises(aiosdk.ConfigurationError, match="no profiles file"):
+        aiosdk.AsyncClient.from_profile("lab")
+    write_profiles(clean_env, '[profiles.lab]\nurl = "http://x"\n')
+    with pytest.raises(aiosdk.ConfigurationError, match=r"no profile 'prod'.*profiles: lab"):
+        aiosdk.AsyncClient.from_profile("prod")
+    write_profiles(clean_env, '[profiles.lab]\nurl = "http://x"\npasword = "typo"\n')
+    with pytest.raises(aiosdk.ConfigurationError, match="unknown keys: pasword"):
+        aiosdk.AsyncClient.from_profile("lab")
+    write_profiles(clean_env, "[profiles.lab\n")
+    with pytest.raises(aiosdk.ConfigurationError, match="not valid TOML"):
+        aiosdk.AsyncClient.from_profile("lab")
+
+
+def test_pool_size_is_validated() -> None:
+    with pytest.raises(ValueError, match="pool_threads"):
+        aiosdk.AsyncClient("http://x", pool_threads=0)
+    client = aiosdk.AsyncClient("http://x", pool_threads=4)
+    assert client._ctx.transport.limits.max_connections == 4
+    client.set_threads(8)
+    assert client._ctx.transport.limits.max_connections == 8
