@@ -40,22 +40,31 @@ class EmbeddedServer:
 
     async def start(self) -> tuple[str, Secret]:
         """Start the server thread; returns its URL and admin token."""
+        # Importing the server and starting it both block: a worker thread does them.
+        thread = await anyio.to_thread.run_sync(self._start_thread)
+        self._thread = thread
+        return thread.http_url, Secret(thread.admin_token)
+
+    def _start_thread(self) -> ServerThread:
         try:
             from .server import ServerConfig, ServerThread
+            from .server.auth import generate_token
         except ImportError as exc:
             raise ConfigurationError(
-                f"the embedded server needs the server extra: pip install 'aiosdk[server]' ({exc})"
+                "the embedded server needs the server extra: pip install 'aiosdk[server]' "
+                f"({exc})"
             ) from exc
         thread = ServerThread(
             ServerConfig(
                 data_dir=self._data_dir,
                 database_url=self._database_url,
-                admin_token=self._admin_token,
+                # A data directory reused from an earlier run keeps only the hash of the token it
+                # printed then, so every start brings a fresh admin token of its own.
+                admin_token=self._admin_token or generate_token(),
             )
         )
-        await anyio.to_thread.run_sync(thread.start)
-        self._thread = thread
-        return thread.http_url, Secret(thread.admin_token)
+        thread.start()
+        return thread
 
     async def stop(self) -> None:
         """Stop the server and wait for its thread (never abandoned on cancellation)."""

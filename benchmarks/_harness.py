@@ -95,9 +95,10 @@ class Table:
             self.lines.append("")
         self.lines.append(text)
 
-    def header(self, unit: str) -> None:
+    def header(self, what: str) -> None:
+        """Column heads, with what the figures are (e.g. the unit) in the label column."""
         self.lines.append(
-            f"  {'':<{self.label_width}} {'median':>9} {'min':>9} {'max':>9}  runs  ({unit})"
+            f"  {'[' + what + ']':<{self.label_width}} {'median':>9} {'min':>9} {'max':>9}  runs"
         )
 
     def row(self, label: str, summary: Summary, digits: int = 1, note: str = "") -> None:
@@ -106,11 +107,13 @@ class Table:
             f"  {label:<{self.label_width}} {cells}  {summary.runs:>4}  {note}".rstrip()
         )
 
-    def ratio(self, label: str, value: float, goal: float, suffix: str = "x") -> None:
-        goal_text = f"goal <= {goal:g}{suffix}"
+    def ratio(
+        self, label: str, value: float, goal: float, unit: str = "x", digits: int = 2
+    ) -> None:
+        """A figure with its goal and PASS/MISS beside it."""
         self.lines.append(
-            f"  {label:<{self.label_width}} {value:>9.2f}{suffix:<1}  {goal_text}  "
-            f"{verdict(value, goal)}"
+            f"  {label:<{self.label_width}} {value:>9.{digits}f} {unit:<3} "
+            f"goal <= {goal:g} {unit}  {verdict(value, goal)}"
         )
 
     def text(self, line: str) -> None:

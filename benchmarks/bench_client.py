@@ -3,20 +3,20 @@
 Usage: python benchmarks/bench_client.py [--quick] [--server-command CMD] [--profile WHO]
 
 Starts ``aiosdk serve`` as a separate process (free ports, a temporary data directory, a known
-admin token), pins server and client to different cores where possible, and prints a plain-text
-table:
+admin token), pins server and client to different cores where possible, and prints a table:
 
 (a) sequential ``await client.server_info()`` (``GET /api/v1/``) against the same GET with a raw
     ``httpx.AsyncClient`` (same limits, keep-alive, auth header, transport class): per-call latency
-    medians, ratio aiosdk/httpx (goal <= 1.10);
+    medians, ratio aiosdk/httpx (goal <= 1.10), and client CPU per call;
 (b) the blocking facade: ``aiosdk.Client.server_info()`` against
     ``await AsyncClient.server_info()``, the added latency per call in microseconds (goal <= 100);
 (c) small requests at concurrency 200: client CPU time per request of aiosdk, raw httpx (its
     default transport) and raw aiohttp, ratio aiosdk/aiohttp (goal <= 1.5).
 
-Every figure is the median of several runs, shown with the min and max. Progress goes to stderr,
-the table to stdout. ``--profile aiosdk`` (or ``httpx``) prints a cProfile of sequential calls
-instead of the table.
+In (a) and (b) the clients take turns in blocks of calls within each run, so that load elsewhere
+on the machine hits them alike. Every figure is the median of several runs, shown with the min
+and max. Progress goes to stderr, the table to stdout. ``--profile aiosdk`` (or ``httpx``)
+prints a cProfile of sequential calls instead of the table.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,6 +53,8 @@ from _harness import (
 )
 
 Call = Callable[[], Awaitable[object]]
+Timed = tuple[list[int], float]  # nanoseconds of each call, client CPU seconds of them all
+BlockRunner = Callable[[int], Awaitable[Timed]]
 
 GOAL_SEQUENTIAL_RATIO = 1.10
 GOAL_SYNC_ADDED_US = 100.0
@@ -63,16 +65,17 @@ GOAL_CPU_RATIO = 1.5
 class Plan:
     """How much to measure."""
 
-    calls: int  # sequential calls per run, sections (a) and (b)
-    warmup: int  # calls before measuring
+    calls: int  # sequential calls per client per run, sections (a) and (b)
+    block: int  # clients take turns every `block` calls
+    warmup: int  # calls per client before measuring
     runs: int  # runs of (a), (b) and of aiosdk/aiohttp in (c)
     requests: int  # requests per run in (c)
     concurrency: int
     httpx_runs: int  # runs of raw httpx in (c): its default transport is slow at high concurrency
 
 
-FULL = Plan(calls=2000, warmup=200, runs=5, requests=2000, concurrency=200, httpx_runs=2)
-QUICK = Plan(calls=300, warmup=50, runs=2, requests=400, concurrency=200, httpx_runs=1)
+FULL = Plan(calls=2000, block=100, warmup=200, runs=5, requests=2000, concurrency=200, httpx_runs=2)
+QUICK = Plan(calls=200, block=50, warmup=50, runs=2, requests=400, concurrency=200, httpx_runs=1)
 
 
 def progress(message: str) -> None:
@@ -109,15 +112,17 @@ def raw_httpx(
 
 
 def raw_aiohttp(server: ServerProcess, limits: httpx.Limits) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=limits.max_connections or 0)
+    """A plain ``aiohttp.ClientSession`` with as many connections as aiosdk's pool."""
     return aiohttp.ClientSession(
-        connector=connector,
+        connector=aiohttp.TCPConnector(limit=limits.max_connections or 0),
         headers={"Authorization": f"Bearer {server.token}"},
         timeout=aiohttp.ClientTimeout(total=30.0),
     )
 
 
 def httpx_call(client: httpx.AsyncClient) -> Call:
+    """``GET /api/v1/``, checked and decoded: the least a caller of raw httpx would do."""
+
     async def call() -> object:
         response = await client.get("/")
         response.raise_for_status()
@@ -138,35 +143,97 @@ def aiohttp_call(session: aiohttp.ClientSession, url: str) -> Call:
 @asynccontextmanager
 async def sdk_client(server: ServerProcess) -> AsyncIterator[aiosdk.AsyncClient]:
     async with aiosdk.AsyncClient(server.url, token=server.token) as client:
+        await client.server_info()  # opens the pool, so that repr() names the transport
         yield client
 
 
 # -- measuring ---------------------------------------------------------------------------------
 
 
-async def latencies(call: Call, n: int) -> list[int]:
-    """Nanoseconds of each of ``n`` sequential calls."""
+async def timed_async(call: Call, n: int) -> Timed:
+    """``n`` sequential awaited calls: the nanoseconds of each, and the CPU seconds of all."""
     out: list[int] = []
     clock = time.perf_counter_ns
+    cpu = time.process_time()
     for _ in range(n):
         started = clock()
         await call()
         out.append(clock() - started)
-    return out
+    return out, time.process_time() - cpu
 
 
-def sync_latencies(call: Callable[[], object], n: int) -> list[int]:
+def timed_sync(call: Callable[[], object], n: int) -> Timed:
+    """``n`` sequential blocking calls (CPU includes the facade's loop thread)."""
     out: list[int] = []
     clock = time.perf_counter_ns
+    cpu = time.process_time()
     for _ in range(n):
         started = clock()
         call()
         out.append(clock() - started)
-    return out
+    return out, time.process_time() - cpu
 
 
-def median_us(samples: list[int]) -> float:
-    return statistics.median(samples) / 1e3
+def async_runner(call: Call) -> BlockRunner:
+    return lambda n: timed_async(call, n)
+
+
+def sync_runner(call: Callable[[], object]) -> BlockRunner:
+    # Blocks this loop's thread on purpose: the facade runs the call on its own loop thread.
+    async def run(n: int) -> Timed:
+        return timed_sync(call, n)
+
+    return run
+
+
+def alternate(names: list[str], turn: int) -> list[str]:
+    """Alternate the order between turns so that no client always goes first."""
+    return names if turn % 2 == 0 else names[::-1]
+
+
+@dataclass
+class PerCall:
+    """Per-run figures of one client: median latency and CPU per call, in microseconds."""
+
+    latency_us: Summary = field(default_factory=Summary)
+    cpu_us: Summary = field(default_factory=Summary)
+
+
+async def interleaved_run(
+    runners: dict[str, BlockRunner], calls: int, block: int
+) -> dict[str, tuple[float, float]]:
+    """One run: each client makes ``calls`` calls, taking turns every ``block`` calls.
+
+    Returns, per client, the median latency and the CPU time per call, both in microseconds.
+    """
+    samples: dict[str, list[int]] = {name: [] for name in runners}
+    cpu: dict[str, float] = dict.fromkeys(runners, 0.0)
+    gc.collect()
+    for turn in range(max(1, calls // block)):
+        for name in alternate(list(runners), turn):
+            latencies, seconds = await runners[name](block)
+            samples[name].extend(latencies)
+            cpu[name] += seconds
+    return {
+        name: (statistics.median(samples[name]) / 1e3, cpu[name] / len(samples[name]) * 1e6)
+        for name in runners
+    }
+
+
+async def interleaved_runs(
+    runners: dict[str, BlockRunner], plan: Plan, section: str
+) -> dict[str, PerCall]:
+    for runner in runners.values():
+        await runner(plan.warmup)
+    results = {name: PerCall() for name in runners}
+    for run in range(plan.runs):
+        for name, (latency, cpu) in (
+            await interleaved_run(runners, plan.calls, plan.block)
+        ).items():
+            results[name].latency_us.add(latency)
+            results[name].cpu_us.add(cpu)
+        progress(f"{section} run {run + 1}/{plan.runs} done")
+    return results
 
 
 async def burst(call: Call, requests: int, concurrency: int) -> tuple[float, float]:
@@ -185,11 +252,6 @@ async def burst(call: Call, requests: int, concurrency: int) -> tuple[float, flo
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def alternate(names: list[str], run: int) -> list[str]:
-    """Alternate the order between runs so that neither client always goes first."""
-    return names if run % 2 == 0 else names[::-1]
-
-
 # -- (a) sequential latency --------------------------------------------------------------------
 
 
@@ -197,50 +259,49 @@ def alternate(names: list[str], run: int) -> list[str]:
 class SequentialResult:
     sdk_repr: str
     transport: str
-    latency: dict[str, Summary] = field(default_factory=dict)
+    clients: dict[str, PerCall]
 
 
 async def bench_sequential(server: ServerProcess, plan: Plan) -> SequentialResult:
-    async with sdk_client(server) as sdk:
-        await sdk.server_info()
+    async with AsyncExitStack() as stack:
+        sdk = await stack.enter_async_context(sdk_client(server))
         limits, transport_class = sdk_limits(sdk), sdk_transport_class(sdk)
-        async with (
-            raw_httpx(server, limits, transport_class) as same,
-            raw_httpx(server, limits) as default,
-        ):
-            calls: dict[str, Call] = {"aiosdk": sdk.server_info, "httpx": httpx_call(same)}
-            if transport_class is not httpx.AsyncHTTPTransport:
-                calls["httpx-default"] = httpx_call(default)
-            result = SequentialResult(repr(sdk), transport_class.__name__)
-            result.latency = {name: Summary() for name in calls}
-            for call in calls.values():
-                await latencies(call, plan.warmup)
-            for run in range(plan.runs):
-                for name in alternate(list(calls), run):
-                    gc.collect()
-                    result.latency[name].add(median_us(await latencies(calls[name], plan.calls)))
-                progress(f"(a) run {run + 1}/{plan.runs} done")
-            return result
+        same = await stack.enter_async_context(raw_httpx(server, limits, transport_class))
+        runners = {"aiosdk": async_runner(sdk.server_info), "httpx": async_runner(httpx_call(same))}
+        if transport_class is not httpx.AsyncHTTPTransport:
+            default = await stack.enter_async_context(raw_httpx(server, limits))
+            runners["httpx-default"] = async_runner(httpx_call(default))
+        clients = await interleaved_runs(runners, plan, "(a)")
+        return SequentialResult(repr(sdk), transport_class.__name__, clients)
 
 
 def report_sequential(table: Table, result: SequentialResult, plan: Plan) -> None:
     table.title(
-        f"(a) sequential GET /api/v1/: latency per call, median of {plan.calls} calls per run "
-        f"(after {plan.warmup} warm-up)"
+        f"(a) sequential GET /api/v1/, {plan.calls} calls per client per run, clients taking "
+        f"turns every {plan.block} calls"
     )
-    table.header("us")
-    lat = result.latency
-    table.row("aiosdk  await client.server_info()", lat["aiosdk"])
-    table.row(f"httpx   AsyncClient.get() [{result.transport}]", lat["httpx"])
-    if "httpx-default" in lat:
-        table.row("httpx   AsyncClient.get() [AsyncHTTPTransport]", lat["httpx-default"])
+    labels = {
+        "aiosdk": "aiosdk  await client.server_info()",
+        "httpx": f"httpx   AsyncClient.get() [{result.transport}]",
+        "httpx-default": "httpx   AsyncClient.get() [AsyncHTTPTransport]",
+    }
+    clients = result.clients
+    table.header("us, median latency per call")
+    for name, figures in clients.items():
+        table.row(labels[name], figures.latency_us)
+    sdk, raw = clients["aiosdk"], clients["httpx"]
     table.ratio(
         "ratio of medians aiosdk / httpx",
-        lat["aiosdk"].median / lat["httpx"].median,
+        sdk.latency_us.median / raw.latency_us.median,
         GOAL_SEQUENTIAL_RATIO,
     )
-    overhead = lat["aiosdk"].median - lat["httpx"].median
-    table.text(f"aiosdk adds {overhead:.1f} us per call over raw httpx on the same transport")
+    table.header("us, client CPU per call")
+    for name, figures in clients.items():
+        table.row(labels[name], figures.cpu_us)
+    table.text(
+        f"aiosdk adds {sdk.latency_us.median - raw.latency_us.median:.1f} us latency and "
+        f"{sdk.cpu_us.median - raw.cpu_us.median:.1f} us client CPU per call over raw httpx"
+    )
 
 
 # -- (b) the blocking facade -------------------------------------------------------------------
@@ -249,75 +310,64 @@ def report_sequential(table: Table, result: SequentialResult, plan: Plan) -> Non
 @dataclass
 class SyncResult:
     client_repr: str
-    async_us: Summary = field(default_factory=Summary)
-    sync_us: Summary = field(default_factory=Summary)
-    added_us: Summary = field(default_factory=Summary)
-    portal_us: Summary | None = None
+    clients: dict[str, PerCall]
+    added_us: Summary
 
 
 async def _noop() -> None:
     return None
 
 
-def portal_round_trip(n: int) -> list[int] | None:
-    """Nanoseconds of the facade's bare hand-off (a no-op coroutine), if importable."""
+def portal_runner() -> BlockRunner | None:
+    """The facade's bare hand-off (a no-op coroutine), if its private portal is importable."""
     try:
         from aiosdk._core import portal
     except ImportError:
         return None
-    return sync_latencies(lambda: portal.call(_noop()), n)
+    return sync_runner(lambda: portal.call(_noop()))
 
 
-def bench_sync(server: ServerProcess, plan: Plan) -> SyncResult:
-    loop = asyncio.new_event_loop()
-    sdk = aiosdk.AsyncClient(server.url, token=server.token)
-    try:
-        loop.run_until_complete(sdk.__aenter__())
+async def bench_sync(server: ServerProcess, plan: Plan) -> SyncResult:
+    async with sdk_client(server) as sdk:
         with aiosdk.Client(server.url, token=server.token) as client:
-            return _sync_runs(loop, sdk, client, plan)
-    finally:
-        loop.run_until_complete(sdk.aclose())
-        loop.close()
-
-
-def _sync_runs(
-    loop: asyncio.AbstractEventLoop, sdk: aiosdk.AsyncClient, client: aiosdk.Client, plan: Plan
-) -> SyncResult:
-    loop.run_until_complete(latencies(sdk.server_info, plan.warmup))
-    sync_latencies(client.server_info, plan.warmup)
-    result = SyncResult(repr(client))
-    portal = portal_round_trip(plan.warmup)
-    if portal is not None:
-        result.portal_us = Summary()
-    for run in range(plan.runs):
-        medians: dict[str, float] = {}
-        for name in alternate(["async", "sync"], run):
-            gc.collect()
-            if name == "async":
-                samples = loop.run_until_complete(latencies(sdk.server_info, plan.calls))
-            else:
-                samples = sync_latencies(client.server_info, plan.calls)
-            medians[name] = median_us(samples)
-        result.async_us.add(medians["async"])
-        result.sync_us.add(medians["sync"])
-        result.added_us.add(medians["sync"] - medians["async"])
-        if result.portal_us is not None:
-            result.portal_us.add(median_us(portal_round_trip(plan.calls) or [0]))
-        progress(f"(b) run {run + 1}/{plan.runs} done")
-    return result
+            runners = {
+                "async": async_runner(sdk.server_info),
+                "sync": sync_runner(client.server_info),
+            }
+            if (portal := portal_runner()) is not None:
+                runners["portal"] = portal
+            clients = await interleaved_runs(runners, plan, "(b)")
+            added = Summary(
+                [
+                    sync - asynchronous
+                    for sync, asynchronous in zip(
+                        clients["sync"].latency_us.values,
+                        clients["async"].latency_us.values,
+                        strict=True,
+                    )
+                ]
+            )
+            return SyncResult(repr(client), clients, added)
 
 
 def report_sync(table: Table, result: SyncResult, plan: Plan) -> None:
     table.title(
-        f"(b) blocking facade: latency per call, median of {plan.calls} sequential calls per run"
+        f"(b) blocking facade, {plan.calls} sequential calls per run, taking turns every "
+        f"{plan.block} calls"
     )
-    table.header("us")
-    table.row("await AsyncClient.server_info()", result.async_us)
-    table.row("Client.server_info()  (blocking facade)", result.sync_us)
+    table.header("us, median latency per call")
+    clients = result.clients
+    table.row("await AsyncClient.server_info()", clients["async"].latency_us)
+    table.row("Client.server_info()  (blocking facade)", clients["sync"].latency_us)
     table.row("added by the facade (sync - async, per run)", result.added_us)
-    if result.portal_us is not None:
-        table.row("  bare portal round trip (no-op coroutine)", result.portal_us)
-    table.ratio("added latency per call (median)", result.added_us.median, GOAL_SYNC_ADDED_US, "us")
+    if "portal" in clients:
+        table.row("  bare portal round trip (no-op coroutine)", clients["portal"].latency_us)
+    table.ratio(
+        "added latency per call (median)", result.added_us.median, GOAL_SYNC_ADDED_US, "us", 1
+    )
+    table.header("us, client CPU per call (both threads)")
+    table.row("await AsyncClient.server_info()", clients["async"].cpu_us)
+    table.row("Client.server_info()  (blocking facade)", clients["sync"].cpu_us)
 
 
 # -- (c) CPU per request at concurrency 200 ----------------------------------------------------
@@ -332,7 +382,6 @@ class ConcurrencyResult:
 
 async def bench_concurrency(server: ServerProcess, plan: Plan) -> ConcurrencyResult:
     async with sdk_client(server) as sdk:
-        await sdk.server_info()
         limits = sdk_limits(sdk)
         async with raw_httpx(server, limits) as http, raw_aiohttp(server, limits) as session:
             calls: dict[str, Call] = {
@@ -356,27 +405,30 @@ async def bench_concurrency(server: ServerProcess, plan: Plan) -> ConcurrencyRes
 
 def report_concurrency(table: Table, result: ConcurrencyResult, plan: Plan) -> None:
     table.title(
-        f"(c) {plan.requests} small requests at concurrency {plan.concurrency}: "
+        f"(c) {plan.requests} small requests at concurrency {plan.concurrency}, "
         f"client CPU time per request (time.process_time)"
     )
-    table.header("us CPU")
+    table.header("us CPU per request")
     cpu, rps = result.cpu_us, result.rps
     table.row("aiosdk  server_info()", cpu["aiosdk"])
-    table.row("httpx   default transport (fewer runs, slow)", cpu["httpx"])
+    table.row("httpx   default transport (fewer runs*)", cpu["httpx"])
     table.row("aiohttp ClientSession", cpu["aiohttp"])
     table.ratio(
         "ratio of medians aiosdk / aiohttp",
         cpu["aiosdk"].median / cpu["aiohttp"].median,
         GOAL_CPU_RATIO,
     )
+    httpx_ratio = cpu["httpx"].median / cpu["aiohttp"].median
     table.text(
-        f"(info) httpx / aiohttp: {cpu['httpx'].median / cpu['aiohttp'].median:.1f}x; "
-        f"raw httpx ran {cpu['httpx'].runs} time(s) only: its default transport "
-        f"takes seconds per batch at c={plan.concurrency}"
+        f"{'(info) ratio of medians httpx / aiohttp':<{table.label_width}} {httpx_ratio:>9.2f} x"
     )
-    table.header("requests/s")
+    table.text(
+        f"* raw httpx ran {cpu['httpx'].runs} time(s) only: its default transport needs "
+        f"seconds of CPU per batch at c={plan.concurrency}"
+    )
+    table.header("requests/s, wall")
     for name in ("aiosdk", "httpx", "aiohttp"):
-        table.row(f"{name} throughput (wall)", rps[name], digits=0)
+        table.row(f"{name} throughput", rps[name], digits=0)
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -391,18 +443,18 @@ def header(table: Table, server: ServerProcess, pinning: Pinning, plan: Plan, qu
     command = shlex.join(server.argv).replace(server.token, "<token>")
     table.text(f"server: {command} (pid {server.pid})")
     table.text(f"        HTTP {server.url}, gRPC {server.grpc}")
-    table.text(f"runs: {plan.runs} per figure unless noted; figures are median [min, max] of runs")
+    table.text(f"figures: median, min and max over {plan.runs} runs unless noted")
 
 
-def run_all(server: ServerProcess, pinning: Pinning, plan: Plan, quick: bool) -> Table:
+async def run_all(server: ServerProcess, pinning: Pinning, plan: Plan, quick: bool) -> Table:
     table = Table()
     header(table, server, pinning, plan, quick)
-    progress("(a) sequential latency")
-    sequential = asyncio.run(bench_sequential(server, plan))
+    progress("(a) sequential latency, aiosdk vs raw httpx")
+    sequential = await bench_sequential(server, plan)
     progress("(b) blocking facade")
-    sync = bench_sync(server, plan)
-    progress("(c) concurrency")
-    concurrency = asyncio.run(bench_concurrency(server, plan))
+    sync = await bench_sync(server, plan)
+    progress(f"(c) concurrency {plan.concurrency}")
+    concurrency = await bench_concurrency(server, plan)
     table.text(f"aiosdk: {sequential.sdk_repr}")
     table.text(f"        {sync.client_repr}")
     report_sequential(table, sequential, plan)
@@ -411,32 +463,30 @@ def run_all(server: ServerProcess, pinning: Pinning, plan: Plan, quick: bool) ->
     return table
 
 
-def profile(server: ServerProcess, who: str, plan: Plan) -> None:
+async def profile(server: ServerProcess, who: str, plan: Plan) -> None:
     """cProfile ``plan.calls`` sequential calls of ``who`` and print the top functions."""
-
-    async def main() -> None:
-        async with sdk_client(server) as sdk:
-            await sdk.server_info()
-            async with raw_httpx(server, sdk_limits(sdk), sdk_transport_class(sdk)) as http:
-                call = sdk.server_info if who == "aiosdk" else httpx_call(http)
-                await latencies(call, plan.warmup)
-                profiler = cProfile.Profile()
-                profiler.enable()
-                await latencies(call, plan.calls)
-                profiler.disable()
-        stats = pstats.Stats(profiler)
-        stats.sort_stats("tottime").print_stats(30)
-        stats.sort_stats("cumulative").print_stats(40)
-
-    asyncio.run(main())
+    async with AsyncExitStack() as stack:
+        sdk = await stack.enter_async_context(sdk_client(server))
+        http = await stack.enter_async_context(
+            raw_httpx(server, sdk_limits(sdk), sdk_transport_class(sdk))
+        )
+        call = sdk.server_info if who == "aiosdk" else httpx_call(http)
+        await timed_async(call, plan.warmup)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await timed_async(call, plan.calls)
+        profiler.disable()
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run (< 30 s)")
     parser.add_argument(
         "--server-command",
-        help="the server command before its options (default: aiosdk serve)",
+        help="the server command, before its options (default: aiosdk serve)",
     )
     parser.add_argument(
         "--profile",
@@ -456,12 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     with ServerProcess(command, pinning) as server:
         progress(f"server up at {server.url} (pid {server.pid}); {pinning.describe()}")
         if args.profile:
-            profile(server, args.profile, plan)
+            asyncio.run(profile(server, args.profile, plan))
             return 0
-        table = run_all(server, pinning, plan, args.quick)
+        table = asyncio.run(run_all(server, pinning, plan, args.quick))
     table.text("")
     table.text(f"total time {time.perf_counter() - started:.0f} s")
-    print(table.render())
+    print(table.render(), flush=True)
     return 0
 
 

@@ -119,7 +119,9 @@ async def test_non_admins_see_and_manage_only_their_own_tokens(
 
         # A token created by a non-admin is not an admin token.
         async with make_client(server, second["token"]) as http2:
-            assert (await http2.post("/tokens", json={"label": "x", "owner": "bob"})).status_code == 403
+            assert (
+                await http2.post("/tokens", json={"label": "x", "owner": "bob"})
+            ).status_code == 403
     assert (await client.get(f"/tokens/{alice['id']}")).status_code == 200
 
 

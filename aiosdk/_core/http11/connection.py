@@ -42,7 +42,7 @@ class _UnexpectedMessage(Exception):
     """Raised from a parser callback when bytes follow a complete response."""
 
 
-def _expire(waiter: asyncio.Future[bool]) -> None:
+def _expire_drain(waiter: asyncio.Future[bool]) -> None:
     if not waiter.done():
         waiter.set_result(False)
 
@@ -74,6 +74,8 @@ class Connection(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._writing_paused = False
         self._waiter: asyncio.Future[bool] | None = None
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._drain_waiter: asyncio.Future[bool] | None = None
         self._error: httpx.TransportError | None = None
         self._status_code = 0
@@ -221,6 +223,9 @@ class Connection(asyncio.BufferedProtocol):
         self.closed = True
         self._keep_alive = False
         self._wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
@@ -235,16 +240,30 @@ class Connection(asyncio.BufferedProtocol):
         waiter: asyncio.Future[bool] = self._loop.create_future()
         self._waiter = waiter
         if timeout is None:
-            try:
-                return await waiter
-            finally:
-                self._waiter = None
-        timer = self._loop.call_later(timeout, _expire, waiter)
+            self._deadline = None
+        else:
+            # One timer per connection, re-armed only when it fires early, instead
+            # of a new timer for every wait.
+            self._deadline = deadline = self._loop.time() + timeout
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = self._loop.call_at(deadline, self._on_deadline)
         try:
             return await waiter
         finally:
             self._waiter = None
-            timer.cancel()
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        waiter, deadline = self._waiter, self._deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return
+        if self._loop.time() >= deadline:
+            waiter.set_result(False)
+        else:
+            self._timer = self._loop.call_at(deadline, self._on_deadline)
 
     # -- used by the pool, the transport and the response stream ---------------------
 
@@ -288,7 +307,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         waiter: asyncio.Future[bool] = self._loop.create_future()
         self._drain_waiter = waiter
-        timer = None if timeout is None else self._loop.call_later(timeout, _expire, waiter)
+        timer = None if timeout is None else self._loop.call_later(timeout, _expire_drain, waiter)
         try:
             in_time = await waiter
         finally:

@@ -42,6 +42,10 @@ class ConnectionPool:
         self._waiters: collections.deque[tuple[Origin, asyncio.Future[Connection | None]]] = (
             collections.deque()
         )
+        self._deadlines: collections.deque[tuple[float, asyncio.Future[Connection | None]]] = (
+            collections.deque()
+        )
+        self._timer: asyncio.TimerHandle | None = None
 
     async def acquire(self, origin: Origin, timeout: float | None) -> Connection | None:
         """Return an idle connection to ``origin``, or None with a slot to connect."""
@@ -57,7 +61,17 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Connection | None] = loop.create_future()
         self._waiters.append((origin, waiter))
-        timer = None if timeout is None else loop.call_later(timeout, _expire_waiter, waiter)
+        own_timer = None
+        if timeout is not None:
+            deadline = loop.time() + timeout
+            deadlines = self._deadlines
+            if not deadlines or deadlines[-1][0] <= deadline:
+                # Deadlines in queue order share one timer (the usual case: one timeout).
+                deadlines.append((deadline, waiter))
+                if self._timer is None:
+                    self._timer = loop.call_at(deadline, self._expire_waiters, loop)
+            else:
+                own_timer = loop.call_at(deadline, _expire_waiter, waiter)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -69,8 +83,21 @@ class ConnectionPool:
                     self.release(given)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            if own_timer is not None:
+                own_timer.cancel()
+
+    def _expire_waiters(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        deadlines = self._deadlines
+        now = loop.time()
+        while deadlines:
+            deadline, waiter = deadlines[0]
+            if not waiter.done():
+                if deadline > now:
+                    self._timer = loop.call_at(deadline, self._expire_waiters, loop)
+                    return
+                _expire_waiter(waiter)
+            deadlines.popleft()
 
     def track(self, conn: Connection) -> None:
         """Register a connection that was opened in a slot from ``acquire``."""
@@ -130,6 +157,9 @@ class ConnectionPool:
         self._idle.clear()
         self._active.clear()
         self._idle_count = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _pop_idle(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin)

@@ -90,8 +90,7 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             )
         origin = (scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[scheme])
         is_head = request.method == "HEAD"
-        keep_alive = "connection" not in request.headers or not _wants_close(request)
-        head = _encode_head(request)
+        head, keep_alive = _encode_head(request)
         stream = request.stream
         body: bytes | None = None
         if isinstance(stream, httpx.ByteStream):
@@ -101,7 +100,11 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                 body = None
         pool = self._pool
         while True:
-            conn = await pool.acquire(origin, timeouts.get("pool"))
+            try:
+                conn = await pool.acquire(origin, timeouts.get("pool"))
+            except httpx.PoolTimeout as exc:
+                exc.request = request
+                raise
             if conn is None:
                 try:
                     conn = await self._connect(origin, timeouts.get("connect"), request)
@@ -193,7 +196,8 @@ else:
         return await asyncio.wait_for(awaitable, timeout)
 
 
-def _encode_head(request: httpx.Request) -> bytes:
+def _encode_head(request: httpx.Request) -> tuple[bytes, bool]:
+    """Return the request head and whether the request allows keep-alive."""
     lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
     lines.extend([name + b": " + value for name, value in request.headers.raw])
     lines.append(b"\r\n")
@@ -203,12 +207,13 @@ def _encode_head(request: httpx.Request) -> bytes:
         raise httpx.LocalProtocolError(
             "Illegal CR or LF in the request line or a header.", request=request
         )
-    return head
-
-
-def _wants_close(request: httpx.Request) -> bool:
-    values = request.headers.get_list("connection", split_commas=True)
-    return any(value.lower() == "close" for value in values)
+    lowered = head.lower()
+    start = lowered.find(b"\r\nconnection:")
+    if start < 0:
+        return head, True
+    end = lowered.index(b"\r\n", start + 2)
+    tokens = lowered[start + 14 : end].split(b",")
+    return head, not any(token.strip() == b"close" for token in tokens)
 
 
 async def _send_stream(

@@ -1,0 +1,162 @@
+"""``Idempotency-Key`` on mutating requests, over loopback."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
+
+from aiosdk.server import Server
+from aiosdk.server.auth import Principal
+from aiosdk.server.http.idempotency import IdempotencyMiddleware, IdempotencyStore
+from aiosdk.server.storage import (
+    create_engine,
+    create_tables,
+    default_database_url,
+    session_factory,
+)
+
+from .conftest import assert_error, create_token, make_client
+
+pytestmark = pytest.mark.anyio
+
+
+def new_key() -> str:
+    return f"key-{uuid.uuid4()}"
+
+
+async def labels(client: httpx.AsyncClient) -> list[str]:
+    items = (await client.get("/tokens", params={"page_size": 1000})).json()["items"]
+    return [item["label"] for item in items]
+
+
+async def test_a_repeat_is_replayed_not_applied_again(client: httpx.AsyncClient) -> None:
+    key, label = new_key(), f"once-{uuid.uuid4()}"
+    headers = {"Idempotency-Key": key}
+    first = await client.post("/tokens", json={"label": label}, headers=headers)
+    assert first.status_code == 201
+    assert "idempotent-replayed" not in first.headers
+
+    second = await client.post("/tokens", json={"label": label}, headers=headers)
+    assert second.status_code == 201
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.headers["content-type"] == "application/json"
+    assert second.json() == first.json()
+    assert second.headers["x-request-id"] != first.headers["x-request-id"]
+    assert (await labels(client)).count(label) == 1
+
+
+async def test_the_same_key_for_another_request_is_a_422(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": new_key()}
+    assert (await client.post("/tokens", json={"label": "a"}, headers=headers)).status_code == 201
+    reused = await client.post("/tokens", json={"label": "b"}, headers=headers)
+    assert_error(reused, 422, "idempotency_key_reused")
+    other_path = await client.delete("/tokens/nope", headers=headers)
+    assert_error(other_path, 422, "idempotency_key_reused")
+
+
+async def test_concurrent_repeats_apply_once(client: httpx.AsyncClient) -> None:
+    key, label = new_key(), f"race-{uuid.uuid4()}"
+    responses: list[httpx.Response] = []
+
+    async def post() -> None:
+        response = await client.post(
+            "/tokens", json={"label": label}, headers={"Idempotency-Key": key}
+        )
+        responses.append(response)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(6):
+            group.start_soon(post)
+
+    applied = [
+        r for r in responses if r.status_code == 201 and "idempotent-replayed" not in r.headers
+    ]
+    assert len(applied) == 1
+    for response in responses:
+        if response.status_code == 409:
+            assert_error(response, 409, "conflict")
+            assert response.headers["retry-after"] == "1"
+        else:
+            assert response.status_code == 201
+            assert response.json() == applied[0].json()
+    assert (await labels(client)).count(label) == 1
+
+
+async def test_keys_are_scoped_per_principal(server: Server, client: httpx.AsyncClient) -> None:
+    other = await create_token(client, owner=f"scoped-{uuid.uuid4().hex[:8]}")
+    headers = {"Idempotency-Key": new_key()}
+    mine = await client.post("/tokens", json={"label": "scoped"}, headers=headers)
+    async with make_client(server, other["token"]) as http:
+        theirs = await http.post("/tokens", json={"label": "scoped"}, headers=headers)
+    assert mine.status_code == theirs.status_code == 201
+    assert "idempotent-replayed" not in theirs.headers
+    assert mine.json()["id"] != theirs.json()["id"]
+
+
+async def test_delete_is_replayed_with_its_status(client: httpx.AsyncClient) -> None:
+    token_id = (await create_token(client))["id"]
+    headers = {"Idempotency-Key": new_key()}
+    first = await client.delete(f"/tokens/{token_id}", headers=headers)
+    second = await client.delete(f"/tokens/{token_id}", headers=headers)
+    assert first.status_code == second.status_code == 204
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.content == b""
+
+
+async def test_client_errors_are_stored_too(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": new_key()}
+    first = await client.post("/tokens", json={"label": ""}, headers=headers)
+    second = await client.post("/tokens", json={"label": ""}, headers=headers)
+    assert first.status_code == second.status_code == 422
+    assert second.json() == first.json()
+    assert second.headers["idempotent-replayed"] == "true"
+
+
+async def test_reads_ignore_the_key(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": new_key()}
+    for _ in range(2):
+        response = await client.get("/", headers=headers)
+        assert response.status_code == 200
+        assert "idempotent-replayed" not in response.headers
+
+
+@pytest.mark.parametrize("key", [b"", b"x" * 256, b"tab\there", "é".encode()])
+async def test_malformed_key_is_a_400(client: httpx.AsyncClient, key: bytes) -> None:
+    response = await client.post(
+        "/tokens", json={"label": "x"}, headers=[(b"Idempotency-Key", key)]
+    )
+    assert_error(response, 400, "invalid_request")
+
+
+async def test_server_errors_are_not_stored(tmp_path: Path) -> None:
+    """A 5xx releases the key: the retry runs again (a scripted app behind the middleware)."""
+    engine = await anyio.to_thread.run_sync(create_engine, default_database_url(tmp_path))
+    try:
+        await create_tables(engine)
+        runs: list[int] = []
+
+        async def flaky(scope: Scope, receive: Receive, send: Send) -> None:
+            runs.append(len(runs))
+            response = PlainTextResponse("down" if len(runs) == 1 else "ok")
+            response.status_code = 503 if len(runs) == 1 else 200
+            await response(scope, receive, send)
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["state"] = {"principal": Principal("p", is_admin=False, token_id="t")}
+            await middleware(scope, receive, send)
+
+        middleware = IdempotencyMiddleware(flaky, IdempotencyStore(session_factory(engine)))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            headers = {"Idempotency-Key": "k"}
+            statuses = [(await http.post("/", headers=headers)).status_code for _ in range(3)]
+        assert statuses == [503, 200, 200]
+        assert runs == [0, 1]
+    finally:
+        await engine.dispose()

@@ -1,0 +1,29 @@
+"""The examples run as users run them: a fresh interpreter against the embedded server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("quickstart.py", ["connected to aiosdk", "status #3", "errors are typed: NotFoundError"]),
+        ("blocking.py", ["first page:", "all labels: ['admin', 'alpha', 'beta', 'gamma']"]),
+        ("streaming.py", ["#5:", "within the deadline", "20 concurrent calls"]),
+    ],
+)
+def test_example_runs(script: str, expected: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=90
+    )
+    assert result.returncode == 0, result.stderr
+    for line in expected:
+        assert line in result.stdout, result.stdout
+    assert "Secret('***')" in result.stdout or script != "quickstart.py"
