@@ -88,7 +88,7 @@ class Table:
     """A plain-text table: sections of rows ``label | median | min | max | note``."""
 
     lines: list[str] = field(default_factory=list)
-    label_width: int = 44
+    label_width: int = 48
 
     def title(self, text: str) -> None:
         if self.lines:

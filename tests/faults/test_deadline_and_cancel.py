@@ -27,10 +27,10 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` (something another thread changes) until it holds."""
-    with anyio.fail_after(timeout):
-        while not condition():
+async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; the server thread changes it, so no Event can tell."""
+    with anyio.fail_after(within):
+        while not condition():  # noqa: ASYNC110
             await anyio.sleep(0.01)
 
 

@@ -115,13 +115,18 @@ async def test_stream_is_not_resumed_after_delivering_in_default_mode(
     restartable: RestartableServer, forceful: aiosdk.AsyncClient, retry_log: RetryLog
 ) -> None:
     received: list[aiosdk.ServerStatus] = []
-    with pytest.raises((aiosdk.ServiceUnavailableError, aiosdk.TransportError)):
-        async for status in forceful.with_options(retry_mode="default").watch_status(
+
+    async def watch_and_stop_the_server() -> None:
+        stream = forceful.with_options(retry_mode="default").watch_status(
             interval=0.3, max_updates=50
-        ):
+        )
+        async for status in stream:
             received.append(status)
             if len(received) == 2:
                 await anyio.to_thread.run_sync(restartable.stop)
+
+    with pytest.raises((aiosdk.ServiceUnavailableError, aiosdk.TransportError)):
+        await watch_and_stop_the_server()
     assert 2 <= len(received) < 50
     assert not retry_log.retries
 

@@ -59,10 +59,12 @@ async def test_delete_keeps_one_key_across_attempts(scripted: ScriptedServer) ->
 
 
 async def test_concurrent_calls_get_distinct_keys(scripted: ScriptedServer) -> None:
-    async with aiosdk.AsyncClient(scripted.url, token="t") as client:
-        async with anyio.create_task_group() as tg:
-            for index in range(20):
-                tg.start_soon(client.tokens.create, f"t{index}")
+    async with (
+        aiosdk.AsyncClient(scripted.url, token="t") as client,
+        anyio.create_task_group() as tg,
+    ):
+        for index in range(20):
+            tg.start_soon(client.tokens.create, f"t{index}")
     seen = keys(scripted, "POST")
     assert len(seen) == 20
     assert None not in seen

@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from sqlalchemy import select
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
@@ -15,6 +16,7 @@ from aiosdk.server import Server
 from aiosdk.server.auth import Principal
 from aiosdk.server.http.idempotency import IdempotencyMiddleware, IdempotencyStore
 from aiosdk.server.storage import (
+    IdempotencyKey,
     create_engine,
     create_tables,
     default_database_url,
@@ -158,5 +160,35 @@ async def test_server_errors_are_not_stored(tmp_path: Path) -> None:
             statuses = [(await http.post("/", headers=headers)).status_code for _ in range(3)]
         assert statuses == [503, 200, 200]
         assert runs == [0, 1]
+    finally:
+        await engine.dispose()
+
+
+async def test_stored_responses_keep_no_secret_in_the_clear(tmp_path: Path) -> None:
+    """A replayable response (a new token's secret) is stored sealed under a hashed key."""
+    engine = await anyio.to_thread.run_sync(create_engine, default_database_url(tmp_path))
+    try:
+        await create_tables(engine)
+        secret, key = f"aio_{uuid.uuid4().hex}", new_key()
+
+        async def mint(scope: Scope, receive: Receive, send: Send) -> None:
+            await PlainTextResponse(secret, status_code=201)(scope, receive, send)
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["state"] = {"principal": Principal("p", is_admin=False, token_id="t")}
+            await middleware(scope, receive, send)
+
+        middleware = IdempotencyMiddleware(mint, IdempotencyStore(session_factory(engine)))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            replies = [await http.post("/", headers={"Idempotency-Key": key}) for _ in range(2)]
+        assert [r.text for r in replies] == [secret, secret]
+        assert replies[1].headers["idempotent-replayed"] == "true"
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(IdempotencyKey))).all()
+        stored = repr(rows).encode() + b"".join(bytes(r.response_body) for r in rows)
+        assert len(rows) == 1
+        assert secret.encode() not in stored
+        assert key.encode() not in stored
     finally:
         await engine.dispose()

@@ -108,7 +108,7 @@ class Connection(asyncio.BufferedProtocol):
             elif isinstance(exc.__context__, _UnexpectedMessage):
                 self._keep_alive = False
             else:
-                raise
+                self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {exc}"))
         except httptools.HttpParserUpgrade:
             self._fail(httpx.RemoteProtocolError("Unsupported protocol upgrade by the server."))
         except httptools.HttpParserError as exc:

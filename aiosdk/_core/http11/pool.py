@@ -80,7 +80,7 @@ class ConnectionPool:
                 if given is None:
                     self.free_slot()
                 else:
-                    self.release(given)
+                    self._hand_over(given)
             raise
         finally:
             if own_timer is not None:
@@ -109,6 +109,13 @@ class ConnectionPool:
             self.discard(conn)
             return
         conn.release()
+        self._hand_over(conn)
+
+    def _hand_over(self, conn: Connection) -> None:
+        """Give an idle connection to the oldest waiter, else keep it in the pool."""
+        if conn.closed:
+            self.discard(conn)
+            return
         waiters = self._waiters
         while waiters:
             origin, waiter = waiters.popleft()

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
 import anyio
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -48,6 +50,30 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 _STORED_HEADERS = frozenset({"content-type", "content-language", "location", "etag"})
 _VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _CLAIM_ATTEMPTS = 3
+
+
+def _lookup_hash(key: str) -> str:
+    return hashlib.sha256(b"aiosdk idempotency key\0" + key.encode()).hexdigest()
+
+
+def _box(key: str) -> AESGCM:
+    return AESGCM(hashlib.sha256(b"aiosdk idempotency response\0" + key.encode()).digest())
+
+
+def seal(key: str, body: bytes) -> bytes:
+    """Encrypt a stored response body under the request's own key.
+
+    A replayed response may hold a secret (a new token), and secrets are not kept in the clear:
+    the database holds only a hash of the key and the body sealed under it, so a stored response
+    is readable only by a request that presents the key again.
+    """
+    nonce = secrets.token_bytes(12)
+    return nonce + _box(key).encrypt(nonce, body, None)
+
+
+def unseal(key: str, sealed: bytes) -> bytes:
+    """The body :func:`seal` encrypted."""
+    return _box(key).decrypt(sealed[:12], sealed[12:], None)
 
 
 @dataclass(frozen=True)
@@ -169,19 +195,19 @@ class IdempotencyMiddleware:
             path += "?" + scope["query_string"].decode("latin-1")
         record = IdempotencyKey(
             principal=principal.name,
-            key=key,
+            key=_lookup_hash(key),
             method=scope["method"],
             path=path,
             fingerprint=hashlib.sha256(body).hexdigest(),
         )
         holder = await self.store.claim(record)
         if holder is not None:
-            await _answer_repeat(record, holder)(scope, receive, send)
+            await _answer_repeat(record, holder, key)(scope, receive, send)
             return
-        await self._run_claimed(scope, _replay_body(body, receive), send, record)
+        await self._run_claimed(scope, _replay_body(body, receive), send, record, key)
 
     async def _run_claimed(
-        self, scope: Scope, receive: Receive, send: Send, record: IdempotencyKey
+        self, scope: Scope, receive: Receive, send: Send, record: IdempotencyKey, key: str
     ) -> None:
         status: int | None = None
         headers: list[tuple[str, str]] = []
@@ -209,11 +235,11 @@ class IdempotencyMiddleware:
             if status is None or status >= 500:
                 await self.store.release(record.principal, record.key)
             else:
-                stored = StoredResponse(status, headers, b"".join(chunks))
+                stored = StoredResponse(status, headers, seal(key, b"".join(chunks)))
                 await self.store.complete(record.principal, record.key, stored)
 
 
-def _answer_repeat(request: IdempotencyKey, holder: IdempotencyKey) -> Response:
+def _answer_repeat(request: IdempotencyKey, holder: IdempotencyKey, key: str) -> Response:
     if (holder.method, holder.path, holder.fingerprint) != (
         request.method,
         request.path,
@@ -225,7 +251,8 @@ def _answer_repeat(request: IdempotencyKey, holder: IdempotencyKey) -> Response:
             "A request with this Idempotency-Key is still in progress",
             headers={"Retry-After": "1"},
         )
-    response = Response(content=holder.response_body or b"", status_code=holder.status_code)
+    body = unseal(key, holder.response_body) if holder.response_body else b""
+    response = Response(content=body, status_code=holder.status_code)
     for name, value in holder.response_headers or ():
         response.headers.append(name, value)
     response.headers[REPLAYED_HEADER] = "true"
