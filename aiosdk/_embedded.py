@@ -51,8 +51,7 @@ class EmbeddedServer:
             from .server.auth import generate_token
         except ImportError as exc:
             raise ConfigurationError(
-                "the embedded server needs the server extra: pip install 'aiosdk[server]' "
-                f"({exc})"
+                f"the embedded server needs the server extra: pip install 'aiosdk[server]' ({exc})"
             ) from exc
         thread = ServerThread(
             ServerConfig(

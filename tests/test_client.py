@@ -45,7 +45,8 @@ async def test_grpc_status_and_stream(client: aiosdk.AsyncClient, anyio_backend:
 async def test_tokens_lifecycle(client: aiosdk.AsyncClient, server: object) -> None:
     new = await client.tokens.create("lifecycle", expires_in=3600)
     assert new.label == "lifecycle"
-    assert new.expires_at is not None and new.expires_at > new.created_at
+    assert new.expires_at is not None
+    assert new.expires_at > new.created_at
     assert (await client.tokens.get(new.id)).label == "lifecycle"
     async with aiosdk.AsyncClient(client.url, token=new.secret.reveal()) as other:
         assert (await other.server_info()).principal
@@ -62,12 +63,14 @@ async def test_pager_yields_every_item_once(client: aiosdk.AsyncClient) -> None:
     created = {(await client.tokens.create(f"page-{i}")).id for i in range(7)}
     pager = client.tokens.list(page_size=3)
     first = await pager
-    assert len(first.items) == 3 and first.has_next
+    assert len(first.items) == 3
+    assert first.has_next
     ids = [t.id async for t in pager]
     assert len(ids) == len(set(ids))
     assert created <= set(ids)
     pages = [page async for page in pager.pages()]
-    assert all(len(p.items) <= 3 for p in pages) and not pages[-1].has_next
+    assert all(len(p.items) <= 3 for p in pages)
+    assert not pages[-1].has_next
     assert [t.id for p in pages for t in p.items] == ids
 
 
@@ -77,8 +80,7 @@ async def test_invalid_input_is_a_typed_error(client: aiosdk.AsyncClient) -> Non
     assert info.value.request_id
     assert "label" in info.value.message
     with pytest.raises(ValueError, match="interval"):
-        client.watch_status(interval=0).__aiter__()  # validated before any I/O
-        await client.watch_status(interval=0).__anext__()
+        await client.watch_status(interval=0).__anext__()  # validated before any I/O
     with pytest.raises(ValueError, match="retry mode"):
         client.retry_mode("sometimes")
 
@@ -109,7 +111,7 @@ async def test_tokens_never_appear_in_reprs_logs_or_errors(
     assert "GET / -> 401" in caplog.text  # the request was logged, without its credentials
     for text in (repr(client), str(info.value), repr(info.value), caplog.text):
         assert secret not in text
-    assert "Secret('***')" == repr(aiosdk.Secret(secret))
+    assert repr(aiosdk.Secret(secret)) == "Secret('***')"
 
 
 async def test_new_token_secret_is_hidden(client: aiosdk.AsyncClient) -> None:

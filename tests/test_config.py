@@ -45,7 +45,9 @@ def test_profiles_fill_in_after_the_environment(
     client = aiosdk.AsyncClient.from_profile("lab")
     assert client.url == "http://lab.example:8000"
     assert client.options.retry.mode is aiosdk.RetryMode.FORCEFUL
-    assert aiosdk.AsyncClient.from_profile("lab", retry_mode="disabled").options.retry.max_retries == 0
+    assert (
+        aiosdk.AsyncClient.from_profile("lab", retry_mode="disabled").options.retry.max_retries == 0
+    )
     monkeypatch.setenv("AIOSDK_URL", "http://env.example:1")
     assert aiosdk.AsyncClient.from_profile("lab").url == "http://env.example:1"
     monkeypatch.setenv("AIOSDK_PROFILE", "lab")

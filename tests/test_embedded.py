@@ -27,7 +27,8 @@ async def test_embedded_starts_serves_and_stops(blockbuster: object) -> None:
     assert client.url is None  # nothing runs until it is used
     async with client:
         url = client.url
-        assert url is not None and url.startswith("http://127.0.0.1:")
+        assert url is not None
+        assert url.startswith("http://127.0.0.1:")
         assert (await client.server_info()).principal == "admin"
         assert (await client.get_status()).version == aiosdk.__version__
     blockbuster.deactivate()  # type: ignore[attr-defined]  # the probe below is a blocking socket

@@ -28,7 +28,7 @@ def test_both_wires_map_to_one_class(http: int, grpc: Status, cls: type[Exceptio
     assert type(from_http) is type(from_grpc) is cls
     assert from_http.status_code == from_grpc.status_code == http
     assert from_grpc.grpc_status == grpc.name
-    assert "HTTP" in str(from_http) and "request id r" in str(from_http)
+    assert str(from_http) == f"m (HTTP {http}, request id r)"
     assert f"gRPC {grpc.name}" in str(from_grpc)
 
 

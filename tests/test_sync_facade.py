@@ -44,12 +44,16 @@ def test_every_public_async_member_has_a_sync_twin() -> None:
         for name, member in inspect.getmembers(async_cls):
             if name.startswith("_") and name not in RENAMED_METHODS:
                 continue
-            if name == "__await__" or not callable(member) and not isinstance(
-                inspect.getattr_static(async_cls, name), property
+            if (
+                name == "__await__"
+                or (not callable(member)
+                and not isinstance(inspect.getattr_static(async_cls, name), property))
             ):
                 continue
             twin = RENAMED_METHODS.get(name, name)
-            assert hasattr(sync_cls, twin), f"{facade.sync_name} lacks {twin} ({facade.name}.{name})"
+            assert hasattr(sync_cls, twin), (
+                f"{facade.sync_name} lacks {twin} ({facade.name}.{name})"
+            )
 
 
 def test_sync_signatures_and_docstrings_match_the_async_ones() -> None:
