@@ -44,10 +44,9 @@ def test_every_public_async_member_has_a_sync_twin() -> None:
         for name, member in inspect.getmembers(async_cls):
             if name.startswith("_") and name not in RENAMED_METHODS:
                 continue
-            if (
-                name == "__await__"
-                or (not callable(member)
-                and not isinstance(inspect.getattr_static(async_cls, name), property))
+            if name == "__await__" or (
+                not callable(member)
+                and not isinstance(inspect.getattr_static(async_cls, name), property)
             ):
                 continue
             twin = RENAMED_METHODS.get(name, name)
