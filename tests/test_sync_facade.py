@@ -210,15 +210,23 @@ def test_sigint_cancels_the_call_and_raises_keyboard_interrupt(server: object) -
         text=True,
         cwd=ROOT,
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "calling"
-    time.sleep(0.5)
-    started = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        assert proc.stdout is not None
+        first_line = proc.stdout.readline().strip()
+        if first_line != "calling":
+            proc.kill()
+            pytest.fail(f"the script did not start: {first_line!r} {proc.communicate()[1]}")
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
     assert time.monotonic() - started < 20
     assert proc.returncode != 0
-    assert "interrupted, streams open: 0" in out
+    assert "interrupted, streams open: 0" in out, out + err
     assert "KeyboardInterrupt" in err
 
 

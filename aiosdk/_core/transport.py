@@ -22,6 +22,7 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from . import errors
+from .http11 import AsyncioTransport, fast_transport_supported
 from .options import RequestOptions
 from .retry import RetryBudget, RetryMode
 from .secrets import Secret
@@ -343,6 +344,9 @@ class Transport:
 
 
 def _default_http_transport(limits: httpx.Limits, verify: bool | str) -> httpx.AsyncBaseTransport:
+    """The fast asyncio transport on asyncio; httpx's own elsewhere (trio)."""
+    if fast_transport_supported():
+        return AsyncioTransport(limits=limits, verify=verify)
     return httpx.AsyncHTTPTransport(limits=limits, verify=verify)
 
 

@@ -1,4 +1,7 @@
-"""Fixtures for the AsyncioTransport tests: real servers on loopback."""
+"""Fixtures for the AsyncioTransport tests: real servers on loopback.
+
+The repo-level conftest runs every test under blockbuster.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ from typing import Any
 import pytest
 import trustme
 import uvicorn
-from blockbuster import blockbuster_ctx
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -132,7 +134,7 @@ def _uvicorn(**options: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[str]:
+def asgi_server() -> Iterator[str]:
     """Base URL of a plain HTTP uvicorn server running ``app`` in a thread."""
     with _uvicorn() as url:
         yield url
@@ -227,13 +229,6 @@ async def scripted() -> AsyncIterator[Callable[[Handler], Awaitable[ScriptedServ
         srv.close()
         await srv.wait_closed()
     await asyncio.gather(*handlers, return_exceptions=True)
-
-
-@pytest.fixture(autouse=True)
-def no_blocking_calls() -> Iterator[None]:
-    """Fail a test that makes a blocking call inside the event loop."""
-    with blockbuster_ctx():
-        yield
 
 
 @pytest.fixture(autouse=True)

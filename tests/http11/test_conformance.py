@@ -22,9 +22,9 @@ def client(**options: object) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=AsyncioTransport(**options))  # type: ignore[arg-type]
 
 
-async def test_content_length_body(server: str) -> None:
+async def test_content_length_body(asgi_server: str) -> None:
     async with client() as http:
-        response = await http.get(f"{server}/bytes?n=100000")
+        response = await http.get(f"{asgi_server}/bytes?n=100000")
     assert response.status_code == 200
     assert response.http_version == "HTTP/1.1"
     assert response.reason_phrase == "OK"
@@ -32,26 +32,26 @@ async def test_content_length_body(server: str) -> None:
     assert response.content == b"a" * 100000
 
 
-async def test_chunked_body(server: str) -> None:
+async def test_chunked_body(asgi_server: str) -> None:
     async with client() as http:
-        response = await http.get(f"{server}/chunked?parts=50")
+        response = await http.get(f"{asgi_server}/chunked?parts=50")
     assert response.headers["transfer-encoding"] == "chunked"
     assert response.content == b"".join(str(i).encode() * 1000 for i in range(50))
 
 
-async def test_streamed_spans_are_not_rechunked(server: str) -> None:
-    async with client() as http, http.stream("GET", f"{server}/bytes?n=3000000") as response:
+async def test_streamed_spans_are_not_rechunked(asgi_server: str) -> None:
+    async with client() as http, http.stream("GET", f"{asgi_server}/bytes?n=3000000") as response:
         sizes = [len(chunk) async for chunk in response.aiter_raw()]
     assert sum(sizes) == 3000000
     # Whole receive-buffer spans, far fewer than httpcore's 64 KiB pieces would give.
     assert len(sizes) < 3000000 // 65536
 
 
-async def test_head_has_no_body_and_connection_is_reused(server: str) -> None:
+async def test_head_has_no_body_and_connection_is_reused(asgi_server: str) -> None:
     async with client() as http:
-        head = await http.head(f"{server}/bytes?n=5000")
-        first = await http.get(f"{server}/peer")
-        second = await http.get(f"{server}/peer")
+        head = await http.head(f"{asgi_server}/bytes?n=5000")
+        first = await http.get(f"{asgi_server}/peer")
+        second = await http.get(f"{asgi_server}/peer")
     assert head.status_code == 200
     assert head.headers["content-length"] == "5000"
     assert head.content == b""
@@ -59,16 +59,16 @@ async def test_head_has_no_body_and_connection_is_reused(server: str) -> None:
 
 
 @pytest.mark.parametrize("code", [204, 304])
-async def test_no_body_statuses(server: str, code: int) -> None:
+async def test_no_body_statuses(asgi_server: str, code: int) -> None:
     async with client() as http:
-        response = await http.get(f"{server}/status?code={code}")
-        after = await http.get(f"{server}/bytes?n=10")
+        response = await http.get(f"{asgi_server}/status?code={code}")
+        after = await http.get(f"{asgi_server}/bytes?n=10")
     assert response.status_code == code
     assert response.content == b""
     assert after.content == b"a" * 10
 
 
-async def test_streamed_upload_uses_chunked_encoding(server: str) -> None:
+async def test_streamed_upload_uses_chunked_encoding(asgi_server: str) -> None:
     chunks = [bytes([i % 251]) * 70000 for i in range(40)]
 
     async def body() -> AsyncIterator[bytes]:
@@ -76,46 +76,46 @@ async def test_streamed_upload_uses_chunked_encoding(server: str) -> None:
             yield chunk
 
     async with client() as http:
-        response = await http.post(f"{server}/upload", content=body())
+        response = await http.post(f"{asgi_server}/upload", content=body())
     digest = hashlib.sha256(b"".join(chunks)).hexdigest()
     assert response.text == f"{len(chunks) * 70000} {digest} chunked"
 
 
-async def test_bytes_upload_uses_content_length(server: str) -> None:
+async def test_bytes_upload_uses_content_length(asgi_server: str) -> None:
     payload = b"p" * 300000
     async with client() as http:
-        response = await http.put(f"{server}/upload", content=payload)
+        response = await http.put(f"{asgi_server}/upload", content=payload)
     assert response.text == f"300000 {hashlib.sha256(payload).hexdigest()} -"
 
 
-async def test_keep_alive_reuses_the_connection(server: str) -> None:
+async def test_keep_alive_reuses_the_connection(asgi_server: str) -> None:
     async with client() as http:
-        ports = {(await http.get(f"{server}/peer")).text for _ in range(5)}
+        ports = {(await http.get(f"{asgi_server}/peer")).text for _ in range(5)}
     assert len(ports) == 1
 
 
-async def test_keep_alive_expiry_opens_a_new_connection(server: str) -> None:
+async def test_keep_alive_expiry_opens_a_new_connection(asgi_server: str) -> None:
     limits = httpx.Limits(keepalive_expiry=0.1)
     async with client(limits=limits) as http:
-        first = (await http.get(f"{server}/peer")).text
+        first = (await http.get(f"{asgi_server}/peer")).text
         await anyio.sleep(0.25)
-        second = (await http.get(f"{server}/peer")).text
+        second = (await http.get(f"{asgi_server}/peer")).text
     assert first != second
 
 
-async def test_connection_close_request_header_is_honoured(server: str) -> None:
+async def test_connection_close_request_header_is_honoured(asgi_server: str) -> None:
     async with client() as http:
-        first = await http.get(f"{server}/peer", headers={"Connection": "close"})
-        second = await http.get(f"{server}/peer")
+        first = await http.get(f"{asgi_server}/peer", headers={"Connection": "close"})
+        second = await http.get(f"{asgi_server}/peer")
     assert first.text != second.text
 
 
-async def test_concurrent_requests_over_a_small_pool(server: str) -> None:
+async def test_concurrent_requests_over_a_small_pool(asgi_server: str) -> None:
     limits = httpx.Limits(max_connections=10, max_keepalive_connections=10)
     ports: list[str] = []
 
     async def one() -> None:
-        response = await http.get(f"{server}/peer", timeout=httpx.Timeout(10))
+        response = await http.get(f"{asgi_server}/peer", timeout=httpx.Timeout(10))
         assert response.status_code == 200
         ports.append(response.text)
 
@@ -126,41 +126,42 @@ async def test_concurrent_requests_over_a_small_pool(server: str) -> None:
     assert len(set(ports)) <= 10
 
 
-async def test_early_close_of_streamed_response_discards_the_connection(server: str) -> None:
+async def test_early_close_of_streamed_response_discards_the_connection(asgi_server: str) -> None:
     async with client() as http:
-        async with http.stream("GET", f"{server}/stream?parts=200") as response:
-            first = (await http.get(f"{server}/peer")).text  # a second connection
+        async with http.stream("GET", f"{asgi_server}/stream?parts=200") as response:
+            first = (await http.get(f"{asgi_server}/peer")).text  # a second connection
             async for _ in response.aiter_raw():
                 break
-        second = (await http.get(f"{server}/peer")).text
-        third = (await http.get(f"{server}/peer")).text
+        second = (await http.get(f"{asgi_server}/peer")).text
+        third = (await http.get(f"{asgi_server}/peer")).text
     # The peer connection went back to the pool; the half-read one was closed.
     assert first == second == third
 
 
-async def test_large_headers_both_ways(server: str) -> None:
+async def test_large_headers_both_ways(asgi_server: str) -> None:
     async with client() as http:
-        response = await http.get(f"{server}/large-header", headers={"X-Large": LARGE_HEADER})
+        response = await http.get(f"{asgi_server}/large-header", headers={"X-Large": LARGE_HEADER})
     assert response.text == str(len(LARGE_HEADER))
     assert response.headers["x-large"] == LARGE_HEADER
 
 
-async def test_read_timeout(server: str) -> None:
+async def test_read_timeout(asgi_server: str) -> None:
     async with client() as http:
         with pytest.raises(httpx.ReadTimeout) as info:
-            await http.get(f"{server}/slow?delay=1", timeout=httpx.Timeout(5, read=0.1))
+            await http.get(f"{asgi_server}/slow?delay=1", timeout=httpx.Timeout(5, read=0.1))
         assert info.value.request.url.path == "/slow"
-        assert (await http.get(f"{server}/bytes?n=3")).content == b"aaa"
+        assert (await http.get(f"{asgi_server}/bytes?n=3")).content == b"aaa"
 
 
-async def test_pool_timeout(server: str) -> None:
+async def test_pool_timeout(asgi_server: str) -> None:
     limits = httpx.Limits(max_connections=1)
     async with client(limits=limits) as http:
-        async with http.stream("GET", f"{server}/stream?parts=10"):
+        async with http.stream("GET", f"{asgi_server}/stream?parts=10"):
             with pytest.raises(httpx.PoolTimeout):
-                await http.get(f"{server}/peer", timeout=httpx.Timeout(5, pool=0.1))
+                await http.get(f"{asgi_server}/peer", timeout=httpx.Timeout(5, pool=0.1))
         # The connection is free again once the stream is closed.
-        assert (await http.get(f"{server}/bytes?n=1", timeout=httpx.Timeout(5, pool=0.5))).content
+        again = await http.get(f"{asgi_server}/bytes?n=1", timeout=httpx.Timeout(5, pool=0.5))
+        assert again.content == b"a"
 
 
 async def test_tls_with_local_ca(tls_server: str, client_ssl_context: ssl.SSLContext) -> None:
@@ -195,10 +196,10 @@ async def test_unsupported_scheme() -> None:
             await http.get("ftp://127.0.0.1/")
 
 
-async def test_header_injection_is_a_local_protocol_error(server: str) -> None:
+async def test_header_injection_is_a_local_protocol_error(asgi_server: str) -> None:
     async with client() as http:
         with pytest.raises(httpx.LocalProtocolError):
-            await http.get(f"{server}/peer", headers={"X-Evil": "a\r\nX-Injected: 1"})
+            await http.get(f"{asgi_server}/peer", headers={"X-Evil": "a\r\nX-Injected: 1"})
 
 
 async def test_repr_and_support_helper() -> None:
@@ -212,3 +213,16 @@ async def test_repr_and_support_helper() -> None:
 
 async def test_support_helper_outside_an_event_loop() -> None:
     assert not await anyio.to_thread.run_sync(fast_transport_supported)
+
+
+async def test_cancelled_pool_waiter_does_not_lose_the_connection(asgi_server: str) -> None:
+    limits = httpx.Limits(max_connections=1)
+    async with client(limits=limits) as http:
+        peer = (await http.get(f"{asgi_server}/peer")).text
+        async with http.stream("GET", f"{asgi_server}/bytes?n=10") as response:
+            with anyio.move_on_after(0.05):
+                await http.get(f"{asgi_server}/peer")  # queued behind the open stream
+            await response.aread()
+        # The single slot is free again and the kept-alive connection is reused.
+        again = await http.get(f"{asgi_server}/peer", timeout=httpx.Timeout(5, pool=1))
+        assert again.text == peer
