@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import anyio
+import httpx
 import pytest
 
 import aiosdk
@@ -132,3 +133,19 @@ async def test_cancelled_call_releases_its_connection(client: aiosdk.AsyncClient
         await client.server_info()
     # The pool is still healthy, and nothing leaks (the suite fails on ResourceWarning).
     assert (await client.server_info()).name == "aiosdk"
+
+
+async def test_transport_choice_is_visible_and_overridable(
+    client: aiosdk.AsyncClient, server: object, anyio_backend: str
+) -> None:
+    await client.server_info()
+    expected = "AsyncioTransport" if anyio_backend == "asyncio" else "AsyncHTTPTransport"
+    assert f"http={expected}" in repr(client)
+    own = httpx.AsyncHTTPTransport()
+    async with aiosdk.AsyncClient(
+        server.http_url,  # type: ignore[attr-defined]
+        token=server.admin_token,  # type: ignore[attr-defined]
+        http_transport=own,
+    ) as chosen:
+        assert (await chosen.server_info()).name == "aiosdk"
+        assert "http=AsyncHTTPTransport" in repr(chosen)

@@ -185,9 +185,12 @@ def test_sigint_cancels_the_call_and_raises_keyboard_interrupt(server: object) -
             "-c",
             textwrap.dedent(
                 """
-                import sys, time
+                import signal, sys, time
                 import aiosdk
 
+                # A shell that starts jobs in the background (as CI may) leaves SIGINT ignored,
+                # and Python keeps an ignored SIGINT: give it the usual Ctrl-C behaviour.
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 client = aiosdk.Client(sys.argv[1], token=sys.argv[2])
                 client.server_info()
                 print("calling", flush=True)
