@@ -69,7 +69,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import ServerConfig  # the server's dependencies are an optional extra
+    try:
+        from .server import ServerConfig  # the server's dependencies are an optional extra
+    except ImportError as exc:
+        print(
+            f"aiosdk serve needs the server extra: pip install 'aiosdk[server]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

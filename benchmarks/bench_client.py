@@ -379,34 +379,45 @@ def report_sync(table: Table, result: SyncResult, plan: Plan) -> None:
 @dataclass
 class ConcurrencyResult:
     sdk_repr: str
+    transport: str
     cpu_us: dict[str, Summary] = field(default_factory=dict)
     rps: dict[str, Summary] = field(default_factory=dict)
 
 
 async def bench_concurrency(server: ServerProcess, plan: Plan) -> ConcurrencyResult:
-    async with sdk_client(server) as sdk:
-        limits = sdk_limits(sdk)
-        async with raw_httpx(server, limits) as http, raw_aiohttp(server, limits) as session:
-            calls: dict[str, Call] = {
-                "aiosdk": sdk.server_info,
-                "aiohttp": aiohttp_call(session, f"{server.url}/api/v1/"),
-                "httpx": httpx_call(http),
-            }
-            result = ConcurrencyResult(repr(sdk))
-            for name, call in calls.items():
-                result.cpu_us[name], result.rps[name] = Summary(), Summary()
-                await burst(call, plan.concurrency, plan.concurrency)  # opens the connections
-            slow = {"httpx"}
-            for run in range(plan.runs):
-                names = [name for name in calls if run < plan.slow_runs or name not in slow]
-                for name in alternate(names, run):
-                    cpu, wall = await burst(calls[name], plan.requests, plan.concurrency)
-                    result.cpu_us[name].add(cpu / plan.requests * 1e6)
-                    result.rps[name].add(plan.requests / wall)
-                    progress(f"(c) run {run + 1}/{plan.runs} {name}: {wall:.1f} s wall")
-                    if wall > SLOW_RUN_SECONDS:
-                        slow.add(name)
-            return result
+    async with AsyncExitStack() as stack:
+        sdk = await stack.enter_async_context(sdk_client(server))
+        limits, transport_class = sdk_limits(sdk), sdk_transport_class(sdk)
+        http = await stack.enter_async_context(raw_httpx(server, limits))
+        session = await stack.enter_async_context(raw_aiohttp(server, limits))
+        calls: dict[str, Call] = {
+            "aiosdk": sdk.server_info,
+            "aiohttp": aiohttp_call(session, f"{server.url}/api/v1/"),
+            "httpx": httpx_call(http),
+        }
+        if transport_class is not httpx.AsyncHTTPTransport:
+            same = await stack.enter_async_context(raw_httpx(server, limits, transport_class))
+            calls["httpx-sdk-transport"] = httpx_call(same)
+        result = ConcurrencyResult(repr(sdk), transport_class.__name__)
+        await concurrency_runs(calls, plan, result)
+        return result
+
+
+async def concurrency_runs(calls: dict[str, Call], plan: Plan, result: ConcurrencyResult) -> None:
+    """Warm every client up, then alternate them run by run; slow clients run fewer times."""
+    for name, call in calls.items():
+        result.cpu_us[name], result.rps[name] = Summary(), Summary()
+        await burst(call, plan.concurrency, plan.concurrency)  # opens the connections
+    slow = {"httpx"}
+    for run in range(plan.runs):
+        names = [name for name in calls if run < plan.slow_runs or name not in slow]
+        for name in alternate(names, run):
+            cpu, wall = await burst(calls[name], plan.requests, plan.concurrency)
+            result.cpu_us[name].add(cpu / plan.requests * 1e6)
+            result.rps[name].add(plan.requests / wall)
+            progress(f"(c) run {run + 1}/{plan.runs} {name}: {wall:.1f} s wall")
+            if wall > SLOW_RUN_SECONDS:
+                slow.add(name)
 
 
 def report_concurrency(table: Table, result: ConcurrencyResult, plan: Plan) -> None:
@@ -418,9 +429,11 @@ def report_concurrency(table: Table, result: ConcurrencyResult, plan: Plan) -> N
     cpu, rps = result.cpu_us, result.rps
     labels = {
         "aiosdk": "aiosdk  server_info()",
+        "httpx-sdk-transport": f"httpx   AsyncClient.get() [{result.transport}]",
         "httpx": "httpx   AsyncClient.get() [AsyncHTTPTransport]",
         "aiohttp": "aiohttp ClientSession.get()",
     }
+    labels = {name: label for name, label in labels.items() if name in cpu}
     for name, label in labels.items():
         table.row(label, cpu[name], note=few_runs_note(cpu[name], plan))
     table.ratio(
@@ -428,14 +441,20 @@ def report_concurrency(table: Table, result: ConcurrencyResult, plan: Plan) -> N
         cpu["aiosdk"].median / cpu["aiohttp"].median,
         GOAL_CPU_RATIO,
     )
-    httpx_ratio = cpu["httpx"].median / cpu["aiohttp"].median
+    transports = {"httpx-sdk-transport": result.transport, "httpx": "AsyncHTTPTransport"}
+    for name, transport in transports.items():
+        if name in cpu:
+            label = f"(info) httpx [{transport}] / aiohttp"
+            table.text(
+                f"{label:<{table.label_width}} {cpu[name].median / cpu['aiohttp'].median:>9.2f} x"
+            )
     table.text(
-        f"{'(info) ratio of medians httpx / aiohttp':<{table.label_width}} {httpx_ratio:>9.2f} x"
+        f"* fewer runs: a client whose run takes over {SLOW_RUN_SECONDS:g} s runs "
+        f"{plan.slow_runs} time(s) only"
     )
     table.text(
-        f"* fewer runs: a run of more than {SLOW_RUN_SECONDS:g} s (httpx's default transport "
-        f"takes ~20 s of CPU per {FULL.requests} requests at c={plan.concurrency}) is repeated "
-        f"{plan.slow_runs} time(s) only"
+        f"  (httpx's default transport needs ~20 s of CPU per {FULL.requests} requests at "
+        f"c={plan.concurrency})"
     )
     table.header("requests/s, wall")
     for name, label in labels.items():

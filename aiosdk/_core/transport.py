@@ -61,6 +61,34 @@ class BearerAuth(httpx.Auth):
         yield request
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that stays empty."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        pass
+
+
+class _HttpClient(httpx.AsyncClient):
+    """httpx's client without a cookie jar.
+
+    The API authenticates with bearer tokens and sets no cookies, while httpx's jar wraps every
+    response in urllib objects to look for them: about a fifth of the client's CPU per request.
+    """
+
+    _jar = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("aiosdk's HTTP client keeps no cookies")
+
+
 class Transport:
     """One client's connection pool: HTTP and gRPC, and the single path every call takes."""
 
@@ -162,7 +190,7 @@ class Transport:
             raise errors.ConfigurationError("this client is closed")
         if self._http is None:
             transport = self._user_transport or _default_http_transport(self._limits, self._verify)
-            self._http = httpx.AsyncClient(
+            self._http = _HttpClient(
                 base_url=f"{self.url}/api/v1",
                 auth=BearerAuth(self._token) if self._token else None,
                 limits=self._limits,
@@ -185,18 +213,49 @@ class Transport:
     ) -> T:
         """Run ``attempt`` under ``options``' retry policy and deadline; the one retry loop."""
         await self.start()
+        if options.deadline is None:
+            return await self._attempts(attempt, idempotent, options, what, None)
+        with anyio.move_on_after(options.deadline):
+            deadline = time.monotonic() + options.deadline
+            return await self._attempts(attempt, idempotent, options, what, deadline)
+        raise errors.DeadlineExceededError(f"{what}: deadline of {options.deadline} s passed")
+
+    async def _attempts(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        idempotent: bool,
+        options: RequestOptions,
+        what: str,
+        deadline: float | None,
+    ) -> T:
+        # Most calls succeed at once: the first attempt runs bare, and a tenacity retryer is
+        # built for the call only after a failure its mode retries.
+        first_error: errors.AiosdkError | None
+        try:
+            result = await attempt()
+        except errors.AiosdkError as exc:
+            if not options.retry.is_retryable(exc, idempotent=idempotent):
+                raise
+            first_error = exc
+        else:
+            self.budget.refund(0)
+            return result
+
+        async def again() -> T:
+            nonlocal first_error
+            if first_error is not None:  # the retryer counts the failure above as attempt 1
+                error, first_error = first_error, None
+                raise error
+            return await attempt()
+
         spent: list[int] = []
-        deadline = None if options.deadline is None else time.monotonic() + options.deadline
         retrying = options.retry.retrying(
             idempotent=idempotent, budget=self.budget, deadline=deadline, spent=spent
         )
         retrying.before_sleep = lambda state: _log_retry(what, state, options.retry.max_retries)
-        with anyio.move_on_after(options.deadline) as scope:
-            result: T = await retrying(attempt)
-            self.budget.refund(sum(spent))
-            return result
-        assert scope.cancelled_caught
-        raise errors.DeadlineExceededError(f"{what}: deadline of {options.deadline} s passed")
+        result = await retrying(again)
+        self.budget.refund(sum(spent))
+        return result
 
     async def request(
         self,
@@ -235,14 +294,15 @@ class Transport:
                 )
             except httpx.TransportError as exc:
                 raise _map_httpx_error(exc, method, path) from exc
-            log.debug(
-                "%s %s -> %d in %.1f ms (request id %s)",
-                method,
-                path,
-                response.status_code,
-                (time.perf_counter() - started) * 1e3,
-                response.headers.get("x-request-id"),
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s %s -> %d in %.1f ms (request id %s)",
+                    method,
+                    path,
+                    response.status_code,
+                    (time.perf_counter() - started) * 1e3,
+                    response.headers.get("x-request-id"),
+                )
             if response.status_code >= 400:
                 raise _status_error(response)
             return response

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread", "abort_with_reset", "free_port"]
+__all__ = ["Connections", "LoopThread", "abort_with_reset", "free_port"]
 
 T = TypeVar("T")
 
@@ -53,6 +53,32 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+class Connections:
+    """The open connections of a fake peer, so that stopping it can close them.
+
+    Closing a connection lets its handler finish on its own (it reads EOF), which is quieter than
+    cancelling the handler task (asyncio logs a cancelled connection callback).
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
+
+    def add(self, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._open[writer] = task
+
+    def discard(self, writer: asyncio.StreamWriter) -> None:
+        self._open.pop(writer, None)
+
+    async def close_all(self) -> None:
+        handlers = set(self._open.values())
+        for writer in list(self._open):
+            writer.transport.abort()
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
 
 
 def free_port() -> int:

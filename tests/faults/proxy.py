@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ._loop_thread import LoopThread, abort_with_reset
+from ._loop_thread import Connections, LoopThread, abort_with_reset
 
 __all__ = ["TcpProxy"]
 
@@ -26,6 +26,7 @@ class TcpProxy:
         self._drop_armed = False
         self.dropped = 0
         self.connections = 0
+        self._connections = Connections()
         self._thread = LoopThread(f"tcp-proxy-{upstream_port}")
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -49,6 +50,7 @@ class TcpProxy:
     async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        await self._connections.close_all()
 
     def drop_next_response(self) -> None:
         """Lose the next response that comes back from the upstream."""
@@ -61,6 +63,8 @@ class TcpProxy:
         except OSError:
             abort_with_reset(client_w)
             return
+        self._connections.add(client_w)
+        self._connections.add(upstream_w)
         try:
             upload = asyncio.ensure_future(_pump(client_r, upstream_w))
             try:
@@ -70,6 +74,8 @@ class TcpProxy:
                 with contextlib.suppress(asyncio.CancelledError, OSError):
                     await upload
         finally:
+            self._connections.discard(client_w)
+            self._connections.discard(upstream_w)
             upstream_w.close()
             client_w.close()
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
-from ._loop_thread import LoopThread, abort_with_reset, free_port
+from ._loop_thread import Connections, LoopThread, abort_with_reset, free_port
 
 __all__ = [
     "HANGUP",
@@ -118,6 +118,7 @@ class ScriptedServer:
         self._seen: list[Seen] = []
         self._ids = itertools.count(1)
         self.open_connections = 0
+        self._connections = Connections()
         self._thread = LoopThread(f"scripted-http-{self.port}")
         self._server: asyncio.Server | None = None
 
@@ -151,11 +152,7 @@ class ScriptedServer:
     async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        current = asyncio.current_task()
-        handlers = [task for task in asyncio.all_tasks() if task is not current]
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
+        await self._connections.close_all()
 
     # -- the script ------------------------------------------------------------------------
 
@@ -183,6 +180,7 @@ class ScriptedServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open_connections += 1
+        self._connections.add(writer)
         try:
             while True:
                 request = await _read_request(reader)
@@ -203,6 +201,7 @@ class ScriptedServer:
             return
         finally:
             self.open_connections -= 1
+            self._connections.discard(writer)
             writer.close()
 
     def _render(self, action: Respond, request: Seen) -> bytes:
