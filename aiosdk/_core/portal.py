@@ -7,9 +7,9 @@ child gets a fresh one, and Ctrl-C in the waiting thread cancels the call on the
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import atexit
-import concurrent.futures
 import os
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -23,11 +23,8 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _portal: _Portal | None = None
 _DONE = object()
-# Frames of these files are plumbing between the caller and the async code: cut from tracebacks.
-_PLUMBING = (
-    concurrent.futures.__file__.rsplit(os.sep, 1)[0],
-    asyncio.__file__.rsplit(os.sep, 1)[0],
-)
+# asyncio's frames are plumbing between the caller and the async code: cut from tracebacks.
+_PLUMBING = os.path.dirname(asyncio.__file__)
 
 
 class _Portal:
@@ -93,15 +90,31 @@ def call(coro: Coroutine[Any, Any, T]) -> T:
             "a blocking aiosdk call was made from aiosdk's own event loop thread, where it would "
             "deadlock; use the async API (aiosdk.AsyncClient) in async code"
         )
-    future = asyncio.run_coroutine_threadsafe(coro, _get().loop)
+    loop = _get().loop
+    # A bare lock and a done-callback: lighter than run_coroutine_threadsafe's Future/Condition.
+    done = _thread.allocate_lock()
+    done.acquire()
+    tasks: list[asyncio.Task[T]] = []
+
+    def start() -> None:
+        task = loop.create_task(coro)
+        task.add_done_callback(lambda _: done.release())
+        tasks.append(task)
+
+    loop.call_soon_threadsafe(start)
     try:
-        return future.result()
+        done.acquire()
     except KeyboardInterrupt:
-        future.cancel()  # cancels the task on the loop; give it a moment to unwind
-        concurrent.futures.wait([future], timeout=5)
+        loop.call_soon_threadsafe(lambda: tasks[0].cancel())  # runs after start(): FIFO
+        done.acquire(timeout=5)  # let it unwind (close its connection) before re-raising
         raise
-    except BaseException as exc:
-        raise exc.with_traceback(_trim(exc.__traceback__))  # noqa: B904 - the same exception
+    task = tasks[0]
+    if task.cancelled():
+        raise RuntimeError("the call was cancelled because aiosdk's event loop is shutting down")
+    error = task.exception()
+    if error is not None:
+        raise error.with_traceback(_trim(error.__traceback__))
+    return task.result()
 
 
 def iterate(source: AsyncIterator[T]) -> Iterator[T]:
@@ -130,7 +143,7 @@ async def _next(iterator: AsyncIterator[T]) -> T | object:
 
 
 def _trim(tb: TracebackType | None) -> TracebackType | None:
-    """Drop the futures/asyncio/portal frames, keeping the caller's and the SDK's own."""
+    """Drop the asyncio and portal frames, keeping the caller's and the SDK's own."""
     frames: list[TracebackType] = []
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename

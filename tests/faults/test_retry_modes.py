@@ -106,6 +106,9 @@ async def test_delete_is_idempotent_so_default_mode_retries_it(
     assert len(scripted.seen("DELETE")) == ATTEMPTS_WHEN_ALWAYS_FAILING[mode]
 
 
+# asyncio only: under trio, httpx itself also leaves its body generators unfinalized on a
+# decoding error (a ResourceWarning at garbage collection), which would blur this test's signal.
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.xfail(
     strict=True, reason="SDK bug: httpx.DecodingError escapes Transport.request unmapped"
 )
