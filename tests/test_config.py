@@ -26,6 +26,12 @@ def test_no_url_anywhere_is_a_configuration_error() -> None:
         aiosdk.AsyncClient()
 
 
+@pytest.mark.parametrize("url", ["localhost:8000", "ftp://host", "http://", "http://[::1"])
+def test_a_malformed_url_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(aiosdk.ConfigurationError, match="URL"):
+        aiosdk.AsyncClient(url)
+
+
 def test_environment_fills_in_what_arguments_leave_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIOSDK_URL", "http://env.example:1/")
     monkeypatch.setenv("AIOSDK_TOKEN", "env-token")

@@ -8,6 +8,7 @@ a retryer built for the call, the overall deadline, error mapping and logging.
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
 import os
 import time
@@ -21,10 +22,11 @@ import sniffio
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from .._version import __version__
 from . import errors
 from .http11 import AsyncioTransport, fast_transport_supported
 from .options import RequestOptions
-from .retry import RetryBudget, RetryMode
+from .retry import RetryBudget, RetryMode, parse_retry_after
 from .secrets import Secret
 
 __all__ = ["Bootstrap", "Transport"]
@@ -34,6 +36,11 @@ log = logging.getLogger("aiosdk")
 T = TypeVar("T")
 StubT = TypeVar("StubT")
 
+_URL_CACHE_SIZE = 1024
+_DEFAULT_HEADERS = (
+    ("Accept", "application/json"),
+    ("User-Agent", f"aiosdk/{__version__} httpx/{httpx.__version__}"),
+)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -113,6 +120,7 @@ class Transport:
         self._pid = os.getpid()
         self._http: httpx.AsyncClient | None = None
         self._retired: list[httpx.AsyncClient] = []
+        self._urls: dict[str, httpx.URL] = {}
         self._channel: Channel | None = None
         self._grpc_metadata: dict[str, str] = {}
         self._lock: anyio.Lock | None = None
@@ -283,15 +291,18 @@ class Transport:
         async def attempt() -> httpx.Response:
             client = self._http_client()
             started = time.perf_counter()
+            request = self._build_request(method, path, params, json, sent_headers, options)
+            decoded = True
             try:
-                response = await client.request(
-                    method,
-                    path,
-                    params=params,
-                    json=json,
-                    headers=sent_headers,
-                    timeout=options.timeout,
-                )
+                response = await client.send(request, stream=True)
+                try:
+                    await response.aread()
+                except httpx.DecodingError:
+                    decoded = False  # the status still counts: a 503 is retried all the same
+                    await response.aclose()
+                except BaseException:
+                    await response.aclose()
+                    raise
             except httpx.TransportError as exc:
                 raise _map_httpx_error(exc, method, path) from exc
             if log.isEnabledFor(logging.DEBUG):
@@ -304,11 +315,46 @@ class Transport:
                     response.headers.get("x-request-id"),
                 )
             if response.status_code >= 400:
-                raise _status_error(response)
+                raise _status_error(response, decoded)
+            if not decoded:
+                raise errors.ProtocolError(f"{method} {path}: the response body cannot be decoded")
             return response
 
         return await self.call(
             attempt, idempotent=idempotent, options=options, what=f"{method} {path}"
+        )
+
+    def _build_request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: object,
+        headers: dict[str, str],
+        options: RequestOptions,
+    ) -> httpx.Request:
+        # What httpx's build_request does, minus the merging this client never needs (cookies,
+        # client-level params) and with each path's URL parsed once: half of httpx's CPU per call.
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            url = self._urls[path] = httpx.URL(f"{self.url}/api/v1{path}")
+        if params:
+            url = url.copy_merge_params(params)
+        request_headers = [*_DEFAULT_HEADERS, *headers.items()]
+        content = None
+        if body is not None:
+            content = jsonlib.dumps(
+                body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            request_headers.append(("Content-Type", "application/json"))
+        timeout = options.timeout
+        extensions = {
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        }
+        return httpx.Request(
+            method, url, headers=request_headers, content=content, extensions=extensions
         )
 
     # -- gRPC --------------------------------------------------------------------------------
@@ -448,14 +494,12 @@ def _map_grpc_error(exc: BaseException, what: str) -> errors.AiosdkError:
     return errors.TransportError(detail)
 
 
-def _status_error(response: httpx.Response) -> errors.StatusError:
-    from .retry import parse_retry_after
-
+def _status_error(response: httpx.Response, decoded: bool) -> errors.StatusError:
     request_id = response.headers.get("x-request-id")
     body: object = None
     message = response.reason_phrase or f"HTTP {response.status_code}"
     try:
-        body = response.json()
+        body = response.json() if decoded else None
     except ValueError:
         text = response.text.strip()
         if text:

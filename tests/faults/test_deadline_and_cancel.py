@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
@@ -100,7 +100,7 @@ async def test_timed_out_post_is_retried_in_forceful_mode(scripted: ScriptedServ
 
 
 async def cancel_once_seen(
-    server: ScriptedServer, call: Callable[[], object], requests: int = 1
+    server: ScriptedServer, call: Callable[[], Awaitable[object]], requests: int = 1
 ) -> float:
     """Start ``call``, cancel it once the server saw ``requests`` requests; the seconds the
     cancellation took to end it."""
@@ -108,7 +108,7 @@ async def cancel_once_seen(
     async with anyio.create_task_group() as tg:
 
         async def run() -> None:
-            await call()  # type: ignore[misc]
+            await call()
             pytest.fail("the call ended before it was cancelled")
 
         tg.start_soon(run)

@@ -16,6 +16,7 @@ from .connection import Connection, Origin, ServerDisconnectedError
 from .pool import ConnectionPool
 from .streams import ResponseStream
 
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _HTTP11: Final = {"http_version": b"HTTP/1.1"}
 _RETRY_BACKOFF: Final = 0.5
@@ -128,7 +129,10 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                 status, reason, headers = await conn.receive_head(timeouts.get("read"))
             except ServerDisconnectedError as exc:
                 pool.discard(conn)
-                if reused and body is not None:
+                # A reused connection that closes before any response byte was most likely
+                # closed while idle, but the server may have read the request: only a request
+                # that is safe to apply twice is sent again; the retry policy decides the rest.
+                if reused and body is not None and request.method in _IDEMPOTENT_METHODS:
                     continue
                 exc.request = request
                 raise
