@@ -86,6 +86,12 @@ def resolve_settings(
             "no server URL: pass url=, set AIOSDK_URL, use a profile, "
             "or start one with aiosdk.embedded()"
         )
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigurationError(f"invalid server URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(f"the server URL must be http(s)://host[:port], not {url!r}")
     raw_token = (
         token if token is not None else os.environ.get("AIOSDK_TOKEN") or stored.get("token")
     )
