@@ -37,7 +37,7 @@ async def app(
     send: Callable[[Message], Awaitable[None]],
 ) -> None:
     """A raw ASGI app: GET /small returns a short JSON body, GET /stream?size=N streams N bytes."""
-    if scope["path"] == "/small":
+    if scope["path"].endswith("/small"):
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(SMALL_BODY)),
@@ -98,6 +98,10 @@ def start_server(port: int, cpu: int | None) -> subprocess.Popen[bytes]:
 
 class Client:
     name = ""
+    streams = True
+
+    def __init__(self, base: str) -> None:
+        self.base = base
 
     async def __aenter__(self) -> Client:
         raise NotImplementedError
@@ -183,6 +187,25 @@ class FastClient(HttpxClient):
         return AsyncioTransport(limits=limits)
 
 
+class SdkClient(Client):
+    """aiosdk's own request path (on AsyncioTransport): request building, retries, errors."""
+
+    name = "aiosdk request path"
+    streams = False  # the SDK's bulk-read API comes with the data issues
+
+    async def __aenter__(self) -> Client:
+        import aiosdk
+
+        self._sdk = aiosdk.AsyncClient(self.base, token="bench", pool_threads=MAX_CONNECTIONS)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._sdk.aclose()
+
+    async def get_small(self, url: str) -> None:
+        await self._sdk._ctx.request("GET", "/small")  # GET {base}/api/v1/small
+
+
 # -- measurements ----------------------------------------------------------------------
 
 
@@ -229,7 +252,8 @@ async def measure(
             cpu_us, rps = await small_gets(client, base, requests)
             result.cpu_us.append(cpu_us)
             result.rps.append(rps)
-        result.gbps.append(await stream_read(client, base, size))
+        if client.streams:
+            result.gbps.append(await stream_read(client, base, size))
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -265,13 +289,13 @@ def main() -> None:
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
     base = f"http://127.0.0.1:{port}"
-    clients: list[type[Client]] = [AiohttpClient, HttpxClient, FastClient]
+    clients: list[type[Client]] = [AiohttpClient, HttpxClient, FastClient, SdkClient]
     results = {cls.name: Results() for cls in clients}
     try:
         for index in range(rounds):
             for cls in clients:
                 small = cls is not HttpxClient or index < slow_rounds
-                asyncio.run(measure(cls(), base, requests, size, results[cls.name], small))
+                asyncio.run(measure(cls(base), base, requests, size, results[cls.name], small))
             print(f"round {index + 1}/{rounds} done", file=sys.stderr)
     finally:
         server.terminate()
