@@ -168,18 +168,22 @@ class AsyncClient:
     def with_options(
         self,
         *,
+        retry: RetryPolicy | NotGiven = NOT_GIVEN,
         retry_mode: RetryMode | str | NotGiven = NOT_GIVEN,
         timeout: TimeoutArg = NOT_GIVEN,
         deadline: TimeoutArg = NOT_GIVEN,
     ) -> AsyncClient:
         """A client that shares this one's pool but calls with other options.
 
-        ``client.with_options(retry_mode="disabled").server_info()`` makes one attempt.
+        ``client.with_options(retry_mode="disabled").server_info()`` makes one attempt;
+        ``retry=RetryPolicy(...)`` also sets the backoff and ``Retry-After`` bounds.
         """
         clone = type(self).__new__(type(self))
         clone._init(
             self._ctx.transport,
-            self._ctx.options.merged(retry_mode=retry_mode, timeout=timeout, deadline=deadline),
+            self._ctx.options.merged(
+                retry=retry, retry_mode=retry_mode, timeout=timeout, deadline=deadline
+            ),
         )
         return clone
 

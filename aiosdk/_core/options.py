@@ -34,7 +34,8 @@ class RequestOptions:
     """How every call made through one client object behaves.
 
     ``timeout`` bounds each attempt's connect, read, write and pool waits; ``deadline`` bounds the
-    whole call, every attempt and backoff sleep included (``None``: no overall bound).
+    whole call, every attempt and backoff sleep included (``None``: no overall bound). A stream
+    is not cut at its deadline, but it is not reconnected past it.
     """
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -44,12 +45,15 @@ class RequestOptions:
     def merged(
         self,
         *,
+        retry: RetryPolicy | NotGiven = NOT_GIVEN,
         retry_mode: RetryMode | str | NotGiven = NOT_GIVEN,
         timeout: TimeoutArg = NOT_GIVEN,
         deadline: TimeoutArg = NOT_GIVEN,
     ) -> RequestOptions:
-        """A copy with the given fields replaced."""
+        """A copy with the given fields replaced (``retry_mode`` applies after ``retry``)."""
         out = self
+        if not isinstance(retry, NotGiven):
+            out = replace(out, retry=retry)
         if not isinstance(retry_mode, NotGiven):
             out = replace(out, retry=replace(out.retry, mode=RetryMode.coerce(retry_mode)))
         if not isinstance(timeout, NotGiven):

@@ -121,6 +121,7 @@ class Transport:
         self._http: httpx.AsyncClient | None = None
         self._retired: list[httpx.AsyncClient] = []
         self._urls: dict[str, httpx.URL] = {}
+        self._transport_name = type(http_transport).__name__ if http_transport else "auto"
         self._channel: Channel | None = None
         self._grpc_metadata: dict[str, str] = {}
         self._lock: anyio.Lock | None = None
@@ -132,11 +133,7 @@ class Transport:
     @property
     def http_transport_name(self) -> str:
         """The class name of the HTTP transport in use (or that will be used)."""
-        if self._http is not None:
-            return type(self._http._transport).__name__
-        if self._user_transport is not None:
-            return type(self._user_transport).__name__
-        return "auto"
+        return self._transport_name
 
     @property
     def limits(self) -> httpx.Limits:
@@ -199,14 +196,13 @@ class Transport:
         if self._http is None:
             transport = self._user_transport or _default_http_transport(self._limits, self._verify)
             self._http = _HttpClient(
-                base_url=f"{self.url}/api/v1",
                 auth=BearerAuth(self._token) if self._token else None,
                 limits=self._limits,
                 verify=self._verify,
                 transport=transport,
-                timeout=None,
             )
-            log.debug("HTTP pool opened: %s via %s", self.url, type(transport).__name__)
+            self._transport_name = type(transport).__name__
+            log.debug("HTTP pool opened: %s via %s", self.url, self._transport_name)
         return self._http
 
     # -- the request path --------------------------------------------------------------------
@@ -425,7 +421,7 @@ class Transport:
         retrying = options.retry.retrying(
             idempotent=idempotent,
             budget=self.budget,
-            deadline=None,
+            deadline=None if options.deadline is None else time.monotonic() + options.deadline,
             spent=spent,
             allow=lambda: resumable or not delivered,
         )

@@ -14,7 +14,7 @@ import httpx
 from aiosdk._client import AsyncClient, ServerInfo
 from aiosdk._core import portal as _portal
 from aiosdk._core.options import NOT_GIVEN, NotGiven, RequestOptions, TimeoutArg
-from aiosdk._core.retry import RetryMode
+from aiosdk._core.retry import RetryMode, RetryPolicy
 from aiosdk.proto import ServerStatus
 
 from .tokens import Tokens
@@ -144,16 +144,20 @@ class Client:
     def with_options(
         self,
         *,
+        retry: RetryPolicy | NotGiven = NOT_GIVEN,
         retry_mode: RetryMode | str | NotGiven = NOT_GIVEN,
         timeout: TimeoutArg = NOT_GIVEN,
         deadline: TimeoutArg = NOT_GIVEN,
     ) -> Client:
         """A client that shares this one's pool but calls with other options.
 
-        ``client.with_options(retry_mode="disabled").server_info()`` makes one attempt.
+        ``client.with_options(retry_mode="disabled").server_info()`` makes one attempt;
+        ``retry=RetryPolicy(...)`` also sets the backoff and ``Retry-After`` bounds.
         """
         return Client._wrap(
-            self._async.with_options(retry_mode=retry_mode, timeout=timeout, deadline=deadline)
+            self._async.with_options(
+                retry=retry, retry_mode=retry_mode, timeout=timeout, deadline=deadline
+            )
         )
 
     @property

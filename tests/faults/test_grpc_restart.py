@@ -141,3 +141,21 @@ async def test_grpc_under_trio_raises_unsupported_backend(scripted: ScriptedServ
                 pass
         assert (await client.server_info()).name == "scripted"  # HTTP still works under trio
     assert [request.method for request in scripted.requests] == ["GET"]
+
+
+async def test_stream_is_not_reconnected_past_its_deadline(
+    restartable: RestartableServer, forceful: aiosdk.AsyncClient, retry_log: RetryLog
+) -> None:
+    received: list[aiosdk.ServerStatus] = []
+
+    async def watch_and_stop_the_server() -> None:
+        async for status in forceful.with_options(deadline=1.0).watch_status(interval=0.05):
+            received.append(status)
+            if len(received) == 1:
+                await anyio.to_thread.run_sync(restartable.stop)  # and it stays down
+
+    started = anyio.current_time()
+    with pytest.raises((aiosdk.ServiceUnavailableError, aiosdk.TransportError)):
+        await watch_and_stop_the_server()
+    assert anyio.current_time() - started < 5  # forceful would otherwise retry 10 times
+    assert received

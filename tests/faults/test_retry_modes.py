@@ -6,6 +6,7 @@ matters, so that ten forceful retries take milliseconds instead of ~20 s of real
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 import aiosdk
@@ -291,3 +292,14 @@ async def test_with_options_changes_the_mode_of_the_copy_only(scripted: Scripted
         with pytest.raises(aiosdk.ServiceUnavailableError):
             await client.with_options(retry_mode="disabled").server_info()
     assert len(scripted.requests) == 13
+
+
+async def test_a_retry_policy_sets_the_backoff(scripted: ScriptedServer) -> None:
+    scripted.script(then=fail(503))  # no Retry-After: the policy's own backoff applies
+    quick = aiosdk.RetryPolicy(aiosdk.RetryMode.FORCEFUL, backoff_initial=0.001, backoff_max=0.01)
+    async with client_of(scripted) as client:
+        started = anyio.current_time()
+        with pytest.raises(aiosdk.ServiceUnavailableError):
+            await client.with_options(retry=quick).server_info()
+        assert anyio.current_time() - started < 3  # the default backoff would take ~10 s
+    assert len(scripted.requests) == ATTEMPTS_WHEN_ALWAYS_FAILING["forceful"]
