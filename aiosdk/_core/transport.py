@@ -106,6 +106,8 @@ class Transport:
         token: Secret | None,
         limits: httpx.Limits,
         verify: bool | str = True,
+        http2: bool = False,
+        proxy: str | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         bootstrap: Bootstrap | None = None,
     ) -> None:
@@ -113,6 +115,8 @@ class Transport:
         self._token = token
         self._limits = limits
         self._verify = verify
+        self._http2 = http2
+        self._proxy = proxy
         self._user_transport = http_transport
         self._bootstrap = bootstrap
         self._started = bootstrap is None
@@ -194,7 +198,7 @@ class Transport:
         if self._closed:
             raise errors.ConfigurationError("this client is closed")
         if self._http is None:
-            transport = self._user_transport or _default_http_transport(self._limits, self._verify)
+            transport = self._user_transport or self._default_http_transport()
             self._http = _HttpClient(
                 auth=BearerAuth(self._token) if self._token else None,
                 limits=self._limits,
@@ -204,6 +208,14 @@ class Transport:
             self._transport_name = type(transport).__name__
             log.debug("HTTP pool opened: %s via %s", self.url, self._transport_name)
         return self._http
+
+    def _default_http_transport(self) -> httpx.AsyncBaseTransport:
+        """The fast asyncio transport on asyncio; httpx's own for trio, HTTP/2 and proxies."""
+        if fast_transport_supported() and not self._http2 and self._proxy is None:
+            return AsyncioTransport(limits=self._limits, verify=self._verify)
+        return httpx.AsyncHTTPTransport(
+            limits=self._limits, verify=self._verify, http2=self._http2, proxy=self._proxy
+        )
 
     # -- the request path --------------------------------------------------------------------
 
@@ -443,13 +455,6 @@ class Transport:
                     if aclose is not None:
                         await aclose()
         self.budget.refund(sum(spent))
-
-
-def _default_http_transport(limits: httpx.Limits, verify: bool | str) -> httpx.AsyncBaseTransport:
-    """The fast asyncio transport on asyncio; httpx's own elsewhere (trio)."""
-    if fast_transport_supported():
-        return AsyncioTransport(limits=limits, verify=verify)
-    return httpx.AsyncHTTPTransport(limits=limits, verify=verify)
 
 
 def _log_retry(what: str, state: Any, max_retries: int) -> None:

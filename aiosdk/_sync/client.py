@@ -35,7 +35,10 @@ class Client:
         deadline: seconds the whole call may take, every retry and backoff included.
         pool_threads: the most connections open at once (the pool's concurrency).
         verify: TLS verification: ``True``, ``False`` or a CA bundle path.
-        http_transport: an ``httpx.AsyncBaseTransport`` to use instead of the automatic choice.
+        http2: speak HTTP/2 where the server offers it (through httpx's own transport).
+        proxy: an HTTP proxy URL (through httpx's own transport); ``HTTP(S)_PROXY`` also work.
+        http_transport: an ``httpx.AsyncBaseTransport`` to use instead of the automatic choice,
+            which is aiosdk's fast HTTP/1.1 transport on asyncio and httpx's own otherwise.
         profile: a named profile from ``profiles.toml`` to fill in what is not given.
     """
 
@@ -51,6 +54,8 @@ class Client:
         deadline: float | None = None,
         pool_threads: int | None = None,
         verify: bool | str = True,
+        http2: bool = False,
+        proxy: str | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         profile: str | None = None,
     ) -> None:
@@ -62,6 +67,8 @@ class Client:
             deadline=deadline,
             pool_threads=pool_threads,
             verify=verify,
+            http2=http2,
+            proxy=proxy,
             http_transport=http_transport,
             profile=profile,
         )
