@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 # the asyncio runs check.
 async def test_a_blocking_call_inside_the_event_loop_fails() -> None:
     with pytest.raises(BlockingError):
-        time.sleep(0.001)
+        time.sleep(0.001)  # noqa: ASYNC251 - the blocking call this test is about
 
 
 def test_resource_warnings_are_errors() -> None:

@@ -18,6 +18,8 @@ _MAX_BUFFER: Final = 1024 * 1024
 _PAUSE_ABOVE: Final = 8 * 1024 * 1024
 _RESUME_BELOW: Final = 1024 * 1024
 _MAX_HEAD_BYTES: Final = 1024 * 1024
+# A Content-Length body with more than this left after a read bypasses the parser.
+_DIRECT_BODY_ABOVE: Final = 64 * 1024
 
 # Response states of a connection.
 _IDLE: Final = 0
@@ -47,13 +49,45 @@ def _expire_drain(waiter: asyncio.Future[bool]) -> None:
         waiter.set_result(False)
 
 
+class _DirectBody(asyncio.Protocol):
+    """The transport's protocol while a connection receives a Content-Length body.
+
+    asyncio hands ``data_received`` a fresh ``bytes`` object per socket read,
+    which is queued for the reader as is: each body byte is copied once, by the
+    kernel, instead of into the receive buffer and again out of it.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self._conn._direct_body_received(data)
+
+    def eof_received(self) -> bool:
+        return self._conn.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._conn.resume_writing()
+
+
 class Connection(asyncio.BufferedProtocol):
     """A keep-alive HTTP/1.1 client connection.
 
     Bytes are received into one reused buffer (growing from 64 KiB to 1 MiB
     while reads fill it) and parsed by httptools, which copies each body span
-    once into a ``bytes`` object queued for the reader.  Reading pauses while
-    more than 8 MiB are queued.  At most one request is in flight.
+    once into a ``bytes`` object queued for the reader.  The rest of a large
+    Content-Length body skips both: the transport switches to a plain protocol
+    (``_DirectBody``) whose fresh ``bytes`` per read are counted and queued as
+    is.  Reading pauses while more than 8 MiB are queued.  At most one request
+    is in flight.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> None:
@@ -84,6 +118,10 @@ class Connection(asyncio.BufferedProtocol):
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._body_bytes = 0
+        self._framing_checked = False
+        self._direct: _DirectBody | None = None
+        self._remaining = 0
+        self._direct_keep_alive = False
 
     # -- asyncio protocol callbacks ------------------------------------------------
 
@@ -115,7 +153,10 @@ class Connection(asyncio.BufferedProtocol):
             reason = exc.args[0] if exc.args else exc
             self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {reason}"))
         else:
-            if self._state == _HEAD and self._received > _MAX_HEAD_BYTES:
+            if self._state == _BODY:
+                if not self._framing_checked:
+                    self._start_direct_body()
+            elif self._state == _HEAD and self._received > _MAX_HEAD_BYTES:
                 self._fail(httpx.RemoteProtocolError("Response header section is too large."))
         if nbytes == len(self._buffer) and nbytes < _MAX_BUFFER:
             self._buffer = bytearray(2 * nbytes)
@@ -203,6 +244,55 @@ class Connection(asyncio.BufferedProtocol):
         self._state = _DONE
         ends_with_head = self._buffer[nbytes - 4 : nbytes] == b"\r\n\r\n"
         self._keep_alive = self._client_keep_alive and ends_with_head
+
+    def _start_direct_body(self) -> None:
+        """Receive the rest of a large Content-Length body without the parser."""
+        self._framing_checked = True
+        length = -1
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                if length >= 0 or not value.strip().isdigit():
+                    return  # the parser vets the header; keep it in charge of odd ones
+                length = int(value)
+            elif lowered == b"transfer-encoding":
+                return
+        remaining = length - self._body_bytes
+        transport = self._transport
+        if remaining <= _DIRECT_BODY_ABOVE or transport is None or self.closed:
+            return
+        # The parser is left mid-body: a fresh one parses the next response.
+        self._direct_keep_alive = self._client_keep_alive and self._parser.should_keep_alive()
+        self._parser = httptools.HttpResponseParser(self)
+        self._remaining = remaining
+        direct = self._direct
+        if direct is None:
+            direct = self._direct = _DirectBody(self)
+        transport.set_protocol(direct)
+
+    def _direct_body_received(self, data: bytes) -> None:
+        size = len(data)
+        remaining = self._remaining - size
+        if remaining > 0:
+            self._remaining = remaining
+        else:
+            if remaining < 0:
+                # Bytes after the complete response: the connection is unusable.
+                data = data[: self._remaining]
+                size = len(data)
+            self._remaining = 0
+            self._state = _DONE
+            self._keep_alive = remaining == 0 and self._direct_keep_alive
+            assert self._transport is not None
+            self._transport.set_protocol(self)
+        self._body.append(data)
+        self._body_bytes += size
+        self._buffered += size
+        if self._buffered > _PAUSE_ABOVE and not self._reading_paused and not self.closed:
+            self._reading_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+        self._wake()
 
     def _reads_until_close(self) -> bool:
         for name, value in self._headers:
@@ -294,6 +384,7 @@ class Connection(asyncio.BufferedProtocol):
         self._reason = b""
         self._headers = []
         self._body_bytes = 0
+        self._framing_checked = False
 
     def write(self, data: bytes) -> None:
         if self.closed:
@@ -363,4 +454,9 @@ class Connection(asyncio.BufferedProtocol):
         self._state = _IDLE
         self._body.clear()
         self._buffered = 0
+        if self._reading_paused:
+            # The body completed while reading was paused and was then dropped unread.
+            self._reading_paused = False
+            if self._transport is not None:
+                self._transport.resume_reading()
         self.idle_since = time.monotonic()
