@@ -23,6 +23,7 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _portal: _Portal | None = None
 _DONE = object()
+_closing: set[asyncio.Task[None]] = set()
 # asyncio's frames are plumbing between the caller and the async code: cut from tracebacks.
 _PLUMBING = os.path.dirname(asyncio.__file__)
 
@@ -130,7 +131,9 @@ def iterate(source: AsyncIterator[T]) -> Iterator[T]:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None and _portal is not None and not _portal.loop.is_closed():
             if in_loop_thread():  # the garbage collector ran us on the loop thread
-                _portal.loop.create_task(aclose())
+                task = _portal.loop.create_task(aclose())
+                _closing.add(task)  # the loop keeps only a weak reference to its tasks
+                task.add_done_callback(_closing.discard)
             else:
                 call(aclose())
 
