@@ -7,8 +7,9 @@ import aiosdk
 EXPECTED = [
     "NOT_GIVEN", "AiosdkError", "AsyncClient", "AsyncPager", "AsyncTokens", "AuthenticationError",
     "BadRequestError", "Client", "ConfigurationError", "ConflictError", "ConnectError",
-    "DeadlineExceededError", "InternalServerError", "InvalidTokenError", "NewToken",
-    "NotFoundError", "NotGiven", "Page", "Pager", "PermissionDeniedError", "ProtocolError",
+    "DeadlineExceededError", "IdempotencyInProgressError", "InternalServerError",
+    "InvalidTokenError", "NewToken", "NotFoundError", "NotGiven", "Page", "Pager",
+    "PermissionDeniedError", "ProtocolError",
     "RateLimitError", "RequestOptions", "RetryMode", "RetryPolicy", "Secret", "ServerError",
     "ServerInfo", "ServerStatus", "ServiceUnavailableError", "StatusError", "TimeoutError",
     "TokenInfo", "Tokens", "TransportError", "UnprocessableEntityError",

@@ -16,6 +16,7 @@ from grpclib.const import Status
 from aiosdk._core.errors import (
     AiosdkError,
     ConnectError,
+    IdempotencyInProgressError,
     ProtocolError,
     ServiceUnavailableError,
     StatusError,
@@ -363,3 +364,16 @@ async def test_loop_retry_can_be_vetoed() -> None:
     with pytest.raises(ServiceUnavailableError):
         await run(flaky, allow=lambda: False)
     assert flaky.attempts == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_a_key_in_progress_is_retried_wherever_the_call_is(
+    mode: RetryMode, idempotent: bool
+) -> None:
+    busy = error_for_http_status(409, "busy", error_type="idempotency_in_progress")
+    assert isinstance(busy, IdempotencyInProgressError)
+    expected = mode is RetryMode.FORCEFUL or (idempotent and mode is RetryMode.DEFAULT)
+    assert policy(mode).is_retryable(busy, idempotent=idempotent) is expected
+    plain = error_for_http_status(409, "conflict", error_type="conflict")
+    assert not policy(mode).is_retryable(plain, idempotent=idempotent)

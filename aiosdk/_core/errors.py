@@ -20,6 +20,7 @@ __all__ = [
     "ConnectError",
     "DeadlineExceededError",
     "InternalServerError",
+    "IdempotencyInProgressError",
     "InvalidTokenError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -140,6 +141,14 @@ class ConflictError(StatusError):
     status_code = 409
 
 
+class IdempotencyInProgressError(ConflictError):
+    """The same ``Idempotency-Key`` is still being applied by an earlier attempt.
+
+    Transient, unlike other conflicts: retrying after ``retry_after`` gets the first answer, so a
+    call that its retry mode retries anyway is retried on it too.
+    """
+
+
 class UnprocessableEntityError(StatusError):
     status_code = 422
 
@@ -197,6 +206,12 @@ _GRPC_ERRORS: Mapping[Status, tuple[type[StatusError], int]] = {
 }
 
 
+# Error types in the server's body that name a finer class than the status does.
+_HTTP_ERROR_TYPES: Mapping[str, type[StatusError]] = {
+    "idempotency_in_progress": IdempotencyInProgressError,
+}
+
+
 def error_for_http_status(
     status_code: int,
     message: str,
@@ -204,9 +219,10 @@ def error_for_http_status(
     request_id: str | None = None,
     body: object = None,
     retry_after: float | None = None,
+    error_type: str | None = None,
 ) -> StatusError:
     """Build the exception for an HTTP error status (the class is chosen from one table)."""
-    cls = _HTTP_ERRORS.get(status_code)
+    cls = _HTTP_ERROR_TYPES.get(error_type or "") or _HTTP_ERRORS.get(status_code)
     if cls is None:
         cls = ServerError if status_code >= 500 else StatusError
     return cls(

@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 import anyio
 from tenacity import AsyncRetrying, RetryCallState
 
-from .errors import AiosdkError, StatusError, TransportError
+from .errors import AiosdkError, IdempotencyInProgressError, StatusError, TransportError
 
 __all__ = ["RetryBudget", "RetryMode", "RetryPolicy", "parse_retry_after"]
 
@@ -122,7 +122,9 @@ class RetryPolicy:
         if isinstance(error, TransportError):
             return forceful or idempotent or not error.request_sent
         if isinstance(error, StatusError):
-            if error.status_code in _RETRYABLE_STATUS:
+            if error.status_code in _RETRYABLE_STATUS or isinstance(
+                error, IdempotencyInProgressError
+            ):
                 return forceful or idempotent
             return forceful and error.status_code in _FORCEFUL_EXTRA_STATUS
         return False

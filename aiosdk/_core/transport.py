@@ -505,13 +505,16 @@ def _status_error(response: httpx.Response, decoded: bool) -> errors.StatusError
         text = response.text.strip()
         if text:
             message = text[:500]
+    error_type = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         message = str(body["error"].get("message") or message)
         request_id = request_id or body["error"].get("request_id")
+        error_type = body["error"].get("type")
     return errors.error_for_http_status(
         response.status_code,
         message,
         request_id=request_id,
         body=body,
         retry_after=parse_retry_after(response.headers.get("retry-after")),
+        error_type=error_type if isinstance(error_type, str) else None,
     )

@@ -303,3 +303,26 @@ async def test_a_retry_policy_sets_the_backoff(scripted: ScriptedServer) -> None
             await client.with_options(retry=quick).server_info()
         assert anyio.current_time() - started < 3  # the default backoff would take ~10 s
     assert len(scripted.requests) == ATTEMPTS_WHEN_ALWAYS_FAILING["forceful"]
+
+
+def in_progress() -> Respond:
+    """The reference server's answer while an earlier attempt with the same key still runs."""
+    body = b'{"error": {"type": "idempotency_in_progress", "message": "busy", "request_id": "r"}}'
+    return Respond(409, {"Retry-After": "0", "Content-Type": "application/json"}, body=body)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_key_still_in_progress_is_retried_when_the_call_is(
+    scripted: ScriptedServer, mode: str
+) -> None:
+    scripted.script(in_progress())
+    async with client_of(scripted, mode) as client:
+        if mode == "forceful":
+            assert (await client.tokens.create("ci")).label == "ci"
+        else:  # a POST is not retried in these modes: the conflict is the caller's to handle
+            with pytest.raises(aiosdk.IdempotencyInProgressError) as caught:
+                await client.tokens.create("ci")
+            assert caught.value.retry_after == 0
+    posts = scripted.seen("POST")
+    assert len(posts) == (2 if mode == "forceful" else 1)
+    assert len({p.headers["idempotency-key"] for p in posts}) == 1

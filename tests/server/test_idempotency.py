@@ -82,7 +82,7 @@ async def test_concurrent_repeats_apply_once(client: httpx.AsyncClient) -> None:
     assert len(applied) == 1
     for response in responses:
         if response.status_code == 409:
-            assert_error(response, 409, "conflict")
+            assert_error(response, 409, "idempotency_in_progress")
             assert response.headers["retry-after"] == "1"
         else:
             assert response.status_code == 201

@@ -19,6 +19,7 @@ __all__ = [
     "ApiError",
     "api_error_response",
     "ConflictError",
+    "IdempotencyInProgressError",
     "ErrorBody",
     "ErrorResponse",
     "ErrorType",
@@ -40,6 +41,7 @@ ErrorType = Literal[
     "permission_denied",
     "conflict",
     "idempotency_key_reused",
+    "idempotency_in_progress",
     "rate_limited",
     "internal",
 ]
@@ -124,6 +126,19 @@ class ConflictError(ApiError):
 
     status = 409
     error_type = "conflict"
+
+
+class IdempotencyInProgressError(ApiError):
+    """A request with the same ``Idempotency-Key`` is still running (409, with Retry-After).
+
+    Unlike other conflicts this one is transient: the retry gets the first request's answer.
+    """
+
+    status = 409
+    error_type = "idempotency_in_progress"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
 
 
 class PayloadTooLargeError(ApiError):

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth import Principal
 from ..storage import IdempotencyKey, IdempotencyState, utcnow
-from .errors import ConflictError, IdempotencyKeyReusedError, InvalidRequestError
+from .errors import IdempotencyInProgressError, IdempotencyKeyReusedError, InvalidRequestError
 
 __all__ = [
     "IDEMPOTENCY_TTL",
@@ -118,7 +118,7 @@ class IdempotencyStore:
                 if holder is not None:
                     return holder
             record = _copy(record)  # the holder released the key meanwhile: try again
-        raise ConflictError("Idempotency-Key is busy; retry", headers={"Retry-After": "1"})
+        raise IdempotencyInProgressError("Idempotency-Key is busy; retry")
 
     async def complete(self, principal: str, key: str, response: StoredResponse) -> None:
         """Store the response of a claimed key."""
@@ -247,10 +247,7 @@ def _answer_repeat(request: IdempotencyKey, holder: IdempotencyKey, key: str) ->
     ):
         raise IdempotencyKeyReusedError("Idempotency-Key was already used for a different request")
     if holder.state != IdempotencyState.DONE or holder.status_code is None:
-        raise ConflictError(
-            "A request with this Idempotency-Key is still in progress",
-            headers={"Retry-After": "1"},
-        )
+        raise IdempotencyInProgressError("A request with this Idempotency-Key is still in progress")
     body = unseal(key, holder.response_body) if holder.response_body else b""
     response = Response(content=body, status_code=holder.status_code)
     for name, value in holder.response_headers or ():
