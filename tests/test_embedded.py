@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import anyio
 import pytest
 
 import aiosdk
@@ -52,3 +53,14 @@ def test_sync_embedded_keeps_a_given_data_directory(tmp_path: Path) -> None:
         assert client.server_info().name == "aiosdk"
     with aiosdk.Client.embedded(data_dir=tmp_path) as client:  # a second run, same data
         assert client.tokens.get(kept.id).label == "kept"
+
+
+async def test_a_cancelled_close_still_stops_the_server(blockbuster: object) -> None:
+    client = aiosdk.embedded()
+    with anyio.move_on_after(2):
+        async with client:
+            url = client.url
+            assert url is not None
+            await anyio.sleep(30)  # cancelled here: __aexit__ runs under cancellation
+    blockbuster.deactivate()  # type: ignore[attr-defined]  # the probe below is a blocking socket
+    assert not accepts_connections(url)

@@ -177,10 +177,15 @@ class Transport:
             self._channel = None
         clients = [*self._retired, *([self._http] if self._http else [])]
         self._http, self._retired = None, []
-        for client in clients:
-            await client.aclose()
-        if self._bootstrap is not None and self._started:
-            await self._bootstrap.stop()
+        # Closing runs to the end even when the closer is being cancelled (a timeout around
+        # ``async with``): otherwise pools and the embedded server would outlive the client.
+        with anyio.CancelScope(shield=True):
+            try:
+                for client in clients:
+                    await client.aclose()
+            finally:
+                if self._bootstrap is not None and self._started:
+                    await self._bootstrap.stop()
 
     def _get_lock(self) -> anyio.Lock:
         if self._lock is None:
