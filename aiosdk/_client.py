@@ -36,6 +36,18 @@ class ServerInfo:
     principal: str
     limits: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def _from_json(cls, data: dict[str, Any]) -> ServerInfo:
+        return cls(
+            name=data["name"],
+            version=data["version"],
+            api_version=data["api_version"],
+            grpc_host=data["grpc"]["host"],
+            grpc_port=int(data["grpc"]["port"]),
+            principal=data["principal"],
+            limits=dict(data.get("limits", {})),
+        )
+
 
 class AsyncClient:
     """An async connection to an aiosdk server.
@@ -201,16 +213,7 @@ class AsyncClient:
 
     async def server_info(self) -> ServerInfo:
         """The server's name, version, gRPC endpoint and limits (``GET /api/v1/``)."""
-        data = (await self._ctx.request("GET", "/")).json()
-        return ServerInfo(
-            name=data["name"],
-            version=data["version"],
-            api_version=data["api_version"],
-            grpc_host=data["grpc"]["host"],
-            grpc_port=int(data["grpc"]["port"]),
-            principal=data["principal"],
-            limits=dict(data.get("limits", {})),
-        )
+        return await self._ctx.fetch("GET", "/", ServerInfo._from_json)
 
     async def get_status(self) -> ServerStatus:
         """A snapshot of the server's uptime, load and requests served (unary gRPC)."""

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from .errors import ProtocolError
 from .options import RequestOptions
 from .transport import Transport
 
@@ -38,6 +39,28 @@ class ClientContext:
         return await self.transport.request(
             method, path, params=params, json=json, idempotent=idempotent, options=self.options
         )
+
+    async def fetch(
+        self,
+        method: str,
+        path: str,
+        decode: Callable[[Any], T],
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: object = None,
+    ) -> T:
+        """An HTTP call whose JSON answer ``decode`` turns into the result.
+
+        An answer that is not the JSON ``decode`` expects is a :class:`~aiosdk.ProtocolError`,
+        never a raw ``KeyError`` or ``ValueError``.
+        """
+        response = await self.request(method, path, params=params, json=json)
+        try:
+            return decode(response.json())
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ProtocolError(
+                f"{method} {path}: unexpected response: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def grpc_unary(
         self,

@@ -327,7 +327,7 @@ class Transport:
                     (time.perf_counter() - started) * 1e3,
                     response.headers.get("x-request-id"),
                 )
-            if response.status_code >= 400:
+            if response.status_code >= 300:  # redirects are not followed: none is expected
                 raise _status_error(response, decoded)
             if not decoded:
                 raise errors.ProtocolError(f"{method} {path}: the response body cannot be decoded")
@@ -510,6 +510,8 @@ def _status_error(response: httpx.Response, decoded: bool) -> errors.StatusError
         text = response.text.strip()
         if text:
             message = text[:500]
+    if response.is_redirect:
+        message = f"unexpected redirect to {response.headers.get('location')!r}"
     error_type = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         message = str(body["error"].get("message") or message)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from .._core.context import ClientContext
 from .._core.paging import AsyncPager, Page
+from .._core.paths import segment
 from .._core.secrets import Secret
 
 __all__ = ["AsyncTokens", "NewToken", "TokenInfo"]
@@ -20,18 +20,13 @@ class TokenInfo:
 
     id: str
     label: str
+    owner: str
     created_at: datetime
     expires_at: datetime | None
 
     @classmethod
     def _from_json(cls, data: dict[str, Any]) -> TokenInfo:
-        expires = data.get("expires_at")
-        return cls(
-            id=data["id"],
-            label=data["label"],
-            created_at=datetime.fromisoformat(data["created_at"]),
-            expires_at=datetime.fromisoformat(expires) if expires else None,
-        )
+        return cls(**_info_fields(data))
 
 
 @dataclass(frozen=True)
@@ -39,6 +34,26 @@ class NewToken(TokenInfo):
     """A token just created; ``secret`` is its only copy (the server keeps a hash)."""
 
     secret: Secret
+
+    @classmethod
+    def _from_json(cls, data: dict[str, Any]) -> NewToken:
+        return cls(**_info_fields(data), secret=Secret(data["token"]))
+
+
+def _info_fields(data: dict[str, Any]) -> dict[str, Any]:
+    expires = data.get("expires_at")
+    return {
+        "id": str(data["id"]),
+        "label": str(data["label"]),
+        "owner": str(data["owner"]),
+        "created_at": datetime.fromisoformat(data["created_at"]),
+        "expires_at": datetime.fromisoformat(expires) if expires else None,
+    }
+
+
+def _page(data: dict[str, Any]) -> Page[TokenInfo]:
+    items = [TokenInfo._from_json(item) for item in data["items"]]
+    return Page(items=items, next_page_token=data.get("next_page_token"))
 
 
 class AsyncTokens:
@@ -49,12 +64,8 @@ class AsyncTokens:
 
     async def create(self, label: str, *, expires_in: int | None = None) -> NewToken:
         """Create a token; ``expires_in`` seconds from now, or never."""
-        response = await self._ctx.request(
-            "POST", "/tokens", json={"label": label, "expires_in": expires_in}
-        )
-        data = response.json()
-        info = TokenInfo._from_json(data)
-        return NewToken(**vars(info), secret=Secret(data["token"]))
+        body = {"label": label, "expires_in": expires_in}
+        return await self._ctx.fetch("POST", "/tokens", NewToken._from_json, json=body)
 
     def list(self, *, page_size: int = 100) -> AsyncPager[TokenInfo]:
         """Every token, ``page_size`` per request."""
@@ -63,18 +74,15 @@ class AsyncTokens:
             params: dict[str, Any] = {"page_size": page_size}
             if cursor:
                 params["page_token"] = cursor
-            data = (await self._ctx.request("GET", "/tokens", params=params)).json()
-            items = [TokenInfo._from_json(item) for item in data["items"]]
-            return Page(items=items, next_page_token=data.get("next_page_token"))
+            return await self._ctx.fetch("GET", "/tokens", _page, params=params)
 
         return AsyncPager(fetch)
 
     async def get(self, token_id: str) -> TokenInfo:
         """One token by id; :class:`~aiosdk.NotFoundError` if there is none."""
-        return TokenInfo._from_json(
-            (await self._ctx.request("GET", f"/tokens/{quote(token_id, safe='')}")).json()
-        )
+        path = f"/tokens/{segment(token_id, what='token id')}"
+        return await self._ctx.fetch("GET", path, TokenInfo._from_json)
 
     async def revoke(self, token_id: str) -> None:
         """Revoke a token; it stops authenticating at once."""
-        await self._ctx.request("DELETE", f"/tokens/{quote(token_id, safe='')}")
+        await self._ctx.request("DELETE", f"/tokens/{segment(token_id, what='token id')}")

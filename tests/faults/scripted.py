@@ -291,6 +291,7 @@ def _ok_payload(request: Seen, port: int) -> object:
         return {
             "id": f"tok-{port}-{request.at}",
             "label": label,
+            "owner": "scripted",
             "created_at": now,
             "expires_at": None,
             "token": "secret",
@@ -298,7 +299,14 @@ def _ok_payload(request: Seen, port: int) -> object:
     if path == "/api/v1/tokens" and request.method == "GET":
         return {"items": [], "next_page_token": None}
     if path.startswith("/api/v1/tokens/") and request.method == "GET":
-        return {"id": path.rsplit("/", 1)[1], "label": "", "created_at": now, "expires_at": None}
+        token_id = path.rsplit("/", 1)[1]
+        return {
+            "id": token_id,
+            "label": "",
+            "owner": "scripted",
+            "created_at": now,
+            "expires_at": None,
+        }
     if request.method == "DELETE":
         return None
     return {}
