@@ -55,9 +55,33 @@ def test_profiles_fill_in_after_the_environment(
         aiosdk.AsyncClient.from_profile("lab", retry_mode="disabled").options.retry.max_retries == 0
     )
     monkeypatch.setenv("AIOSDK_URL", "http://env.example:1")
-    assert aiosdk.AsyncClient.from_profile("lab").url == "http://env.example:1"
+    assert aiosdk.AsyncClient.from_profile("lab").url == "http://lab.example:8000"  # asked for
     monkeypatch.setenv("AIOSDK_PROFILE", "lab")
+    assert aiosdk.AsyncClient().url == "http://env.example:1"  # AIOSDK_PROFILE ranks last
     assert aiosdk.Client().options.retry.mode is aiosdk.RetryMode.FORCEFUL
+
+
+def test_a_profile_token_never_goes_to_a_url_from_elsewhere(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_profiles(clean_env, '[profiles.prod]\nurl = "http://prod.example"\ntoken = "PROD"\n')
+    monkeypatch.setenv("AIOSDK_PROFILE", "prod")
+    monkeypatch.setenv("AIOSDK_URL", "http://staging.example")
+    staging = aiosdk.AsyncClient()
+    assert staging.url == "http://staging.example"
+    assert staging._ctx.transport._token is None  # not prod's token
+    argument = aiosdk.AsyncClient.from_profile("prod", url="http://other.example")
+    assert argument._ctx.transport._token is None
+    monkeypatch.setenv("AIOSDK_TOKEN", "ENV")
+    paired = aiosdk.AsyncClient("http://arg.example")  # an argument URL may use the env token
+    assert paired._ctx.transport._token == aiosdk.Secret("ENV")
+    assert aiosdk.AsyncClient.from_profile("prod")._ctx.transport._token == aiosdk.Secret("PROD")
+
+
+def test_credentials_in_the_url_are_refused() -> None:
+    with pytest.raises(aiosdk.ConfigurationError, match="credentials") as caught:
+        aiosdk.AsyncClient("http://user:hunter2@example.com")
+    assert "hunter2" not in str(caught.value)
 
 
 def test_profile_errors_are_clear(clean_env: Path) -> None:

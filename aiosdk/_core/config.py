@@ -1,4 +1,4 @@
-"""Where a client's settings come from: arguments, then environment, then a named profile.
+"""Where a client's settings come from: arguments, a named profile, the environment.
 
 Environment: ``AIOSDK_URL``, ``AIOSDK_TOKEN``, ``AIOSDK_PROFILE``. Profiles live in
 ``profiles.toml`` in the user config directory (``AIOSDK_CONFIG_DIR`` overrides it)::
@@ -77,24 +77,44 @@ def resolve_settings(
     retry_mode: RetryMode | str | None,
     profile: str | None = None,
 ) -> Settings:
-    """Resolve each setting: argument, then environment, then profile, then default."""
-    profile = profile or os.environ.get("AIOSDK_PROFILE")
-    stored = load_profile(profile) if profile else {}
-    url = url or os.environ.get("AIOSDK_URL") or stored.get("url")
-    if not url:
+    """Resolve the settings from layers: arguments, a profile asked for by name, the environment,
+    then a profile named by ``AIOSDK_PROFILE``.
+
+    The URL comes from the first layer that has one, and the token from that layer or a higher
+    one, so a profile's token is never sent to a URL that came from somewhere else. (A URL
+    passed as an argument may use the token from the environment.)
+    """
+    environment = {"url": os.environ.get("AIOSDK_URL"), "token": os.environ.get("AIOSDK_TOKEN")}
+    layers: list[Mapping[str, Any]] = [{"url": url, "token": token, "retry_mode": retry_mode}]
+    if profile:
+        layers += [load_profile(profile), environment]
+    else:
+        layers.append(environment)
+        if env_profile := os.environ.get("AIOSDK_PROFILE"):
+            layers.append(load_profile(env_profile))
+    source = next((i for i, layer in enumerate(layers) if layer.get("url")), None)
+    if source is None:
         raise ConfigurationError(
             "no server URL: pass url=, set AIOSDK_URL, use a profile, "
             "or start one with aiosdk.embedded()"
         )
+    url = str(layers[source]["url"])
+    _check_url(url)
+    allowed = layers[: source + 1] + ([environment] if source == 0 else [])
+    raw_token = next((layer["token"] for layer in allowed if layer.get("token")), None)
+    secret = raw_token if isinstance(raw_token, Secret) or raw_token is None else Secret(raw_token)
+    mode = next((layer["retry_mode"] for layer in layers if layer.get("retry_mode")), None)
+    return Settings(
+        url=url.rstrip("/"), token=secret, retry_mode=RetryMode.coerce(mode or RetryMode.DEFAULT)
+    )
+
+
+def _check_url(url: str) -> None:
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise ConfigurationError(f"invalid server URL {url!r}: {exc}") from None
+    if parsed.userinfo:
+        raise ConfigurationError("the server URL carries credentials: pass token= instead")
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigurationError(f"the server URL must be http(s)://host[:port], not {url!r}")
-    raw_token = (
-        token if token is not None else os.environ.get("AIOSDK_TOKEN") or stored.get("token")
-    )
-    secret = raw_token if isinstance(raw_token, Secret) or raw_token is None else Secret(raw_token)
-    mode = RetryMode.coerce(retry_mode or stored.get("retry_mode") or RetryMode.DEFAULT)
-    return Settings(url=url.rstrip("/"), token=secret, retry_mode=mode)
