@@ -149,3 +149,10 @@ async def test_transport_choice_is_visible_and_overridable(
     ) as chosen:
         assert (await chosen.server_info()).name == "aiosdk"
         assert "http=AsyncHTTPTransport" in repr(chosen)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # under trio gRPC is refused earlier
+async def test_grpc_never_sends_a_token_in_plaintext_for_an_https_server() -> None:
+    async with aiosdk.AsyncClient("https://127.0.0.1:9", token="secret") as client:
+        with pytest.raises(aiosdk.ConfigurationError, match="TLS"):
+            await client.get_status()

@@ -190,7 +190,7 @@ _GRPC_ERRORS: Mapping[Status, tuple[type[StatusError], int]] = {
     Status.CANCELLED: (StatusError, 499),
     Status.UNKNOWN: (InternalServerError, 500),
     Status.INVALID_ARGUMENT: (BadRequestError, 400),
-    Status.DEADLINE_EXCEEDED: (StatusError, 504),
+    Status.DEADLINE_EXCEEDED: (ServerError, 504),
     Status.NOT_FOUND: (NotFoundError, 404),
     Status.ALREADY_EXISTS: (ConflictError, 409),
     Status.PERMISSION_DENIED: (PermissionDeniedError, 403),

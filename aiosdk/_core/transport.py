@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -21,6 +22,7 @@ import httpx
 import sniffio
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from h2.exceptions import ProtocolError as H2ProtocolError
 
 from .._version import __version__
 from . import errors
@@ -198,28 +200,37 @@ class Transport:
             self._pid = os.getpid()
             self._http, self._channel, self._lock, self._retired = None, None, None, []
 
-    def _http_client(self) -> httpx.AsyncClient:
+    async def _http_client(self) -> httpx.AsyncClient:
         self._check_fork()
         if self._closed:
             raise errors.ConfigurationError("this client is closed")
         if self._http is None:
-            transport = self._user_transport or self._default_http_transport()
-            self._http = _HttpClient(
-                auth=BearerAuth(self._token) if self._token else None,
-                limits=self._limits,
-                verify=self._verify,
-                transport=transport,
-            )
-            self._transport_name = type(transport).__name__
-            log.debug("HTTP pool opened: %s via %s", self.url, self._transport_name)
+            # The fast transport on asyncio; httpx's own for trio, HTTP/2 and proxies.
+            fast = fast_transport_supported() and not self._http2 and self._proxy is None
+            # Building the pool loads CA certificates into SSL contexts: off the event loop.
+            client = await anyio.to_thread.run_sync(self._new_http_client, fast)
+            if self._http is None and not self._closed:
+                self._http = client
+            else:  # another task built one meanwhile, or the client closed
+                await client.aclose()
+                return await self._http_client()
         return self._http
 
-    def _default_http_transport(self) -> httpx.AsyncBaseTransport:
-        """The fast asyncio transport on asyncio; httpx's own for trio, HTTP/2 and proxies."""
-        if fast_transport_supported() and not self._http2 and self._proxy is None:
-            return AsyncioTransport(limits=self._limits, verify=self._verify)
-        return httpx.AsyncHTTPTransport(
-            limits=self._limits, verify=self._verify, http2=self._http2, proxy=self._proxy
+    def _new_http_client(self, fast: bool) -> httpx.AsyncClient:
+        transport = self._user_transport or (
+            AsyncioTransport(limits=self._limits, verify=self._verify)
+            if fast
+            else httpx.AsyncHTTPTransport(
+                limits=self._limits, verify=self._verify, http2=self._http2, proxy=self._proxy
+            )
+        )
+        self._transport_name = type(transport).__name__
+        log.debug("HTTP pool opened: %s via %s", self.url, self._transport_name)
+        return _HttpClient(
+            auth=BearerAuth(self._token) if self._token else None,
+            limits=self._limits,
+            verify=self._verify,
+            transport=transport,
         )
 
     # -- the request path --------------------------------------------------------------------
@@ -233,13 +244,17 @@ class Transport:
         what: str,
     ) -> T:
         """Run ``attempt`` under ``options``' retry policy and deadline; the one retry loop."""
-        await self.start()
+        failures: list[errors.AiosdkError] = []
         if options.deadline is None:
-            return await self._attempts(attempt, idempotent, options, what, None)
+            await self.start()
+            return await self._attempts(attempt, idempotent, options, what, None, failures)
         with anyio.move_on_after(options.deadline):
             deadline = time.monotonic() + options.deadline
-            return await self._attempts(attempt, idempotent, options, what, deadline)
-        raise errors.DeadlineExceededError(f"{what}: deadline of {options.deadline} s passed")
+            await self.start()
+            return await self._attempts(attempt, idempotent, options, what, deadline, failures)
+        raise errors.DeadlineExceededError(
+            f"{what}: deadline of {options.deadline} s passed"
+        ) from (failures[-1] if failures else None)
 
     async def _attempts(
         self,
@@ -248,6 +263,7 @@ class Transport:
         options: RequestOptions,
         what: str,
         deadline: float | None,
+        failures: list[errors.AiosdkError],
     ) -> T:
         # Most calls succeed at once: the first attempt runs bare, and a tenacity retryer is
         # built for the call only after a failure its mode retries.
@@ -258,6 +274,7 @@ class Transport:
             if not options.retry.is_retryable(exc, idempotent=idempotent):
                 raise
             first_error = exc
+            failures.append(exc)
         else:
             self.budget.refund(0)
             return result
@@ -267,7 +284,11 @@ class Transport:
             if first_error is not None:  # the retryer counts the failure above as attempt 1
                 error, first_error = first_error, None
                 raise error
-            return await attempt()
+            try:
+                return await attempt()
+            except errors.AiosdkError as exc:
+                failures.append(exc)
+                raise
 
         spent: list[int] = []
         retrying = options.retry.retrying(
@@ -302,7 +323,7 @@ class Transport:
             idempotent = method in IDEMPOTENT_METHODS
 
         async def attempt() -> httpx.Response:
-            client = self._http_client()
+            client = await self._http_client()
             started = time.perf_counter()
             request = self._build_request(method, path, params, json, sent_headers, options)
             decoded = True
@@ -372,22 +393,34 @@ class Transport:
 
     # -- gRPC --------------------------------------------------------------------------------
 
-    async def _grpc_channel(self, options: RequestOptions) -> Channel:
+    def _check_grpc_backend(self) -> None:
         if sniffio.current_async_library() != "asyncio":
             raise errors.UnsupportedBackendError(
                 "gRPC features need the asyncio backend (grpclib is asyncio-only); "
                 "HTTP features also work under trio"
             )
+        if self.url is not None and self.url.startswith("https:"):
+            # The channel would be plaintext: never send the token that way.
+            raise errors.ConfigurationError(
+                "gRPC over TLS is not supported yet; the gRPC features need an http:// server"
+            )
+
+    async def _grpc_channel(self, options: RequestOptions) -> Channel:
+        """The gRPC channel, opened on first use where ``GET /api/v1/`` says it listens."""
         self._check_fork()
         if self._channel is None:
             async with self._get_lock():
                 if self._channel is None:
-                    info = (await self.request("GET", "/", options=options)).json()
-                    grpc = info["grpc"]
-                    self._channel = Channel(grpc["host"], int(grpc["port"]))
+                    # One attempt: the caller's retry loop and deadline cover this discovery.
+                    once = replace(options, retry=replace(options.retry, mode=RetryMode.DISABLED))
+                    info = (await self.request("GET", "/", options=once)).json()
+                    host, port = info["grpc"]["host"], int(info["grpc"]["port"])
+                    if self._closed:
+                        raise errors.ConfigurationError("this client is closed")
+                    self._channel = Channel(host, port)
                     token = self._token.reveal() if self._token else None
                     self._grpc_metadata = {"authorization": f"Bearer {token}"} if token else {}
-                    log.debug("gRPC channel opened: %s:%s", grpc["host"], grpc["port"])
+                    log.debug("gRPC channel opened: %s:%s", host, port)
         return self._channel
 
     async def grpc_unary(
@@ -400,16 +433,14 @@ class Transport:
         what: str,
     ) -> T:
         """One unary gRPC call through the request path (auth, retries, deadline, errors)."""
-        await self.start()
-        channel = await self._grpc_channel(options)
+        self._check_grpc_backend()
 
         async def attempt() -> T:
+            channel = await self._grpc_channel(options)
             stub = stub_cls(channel, metadata=self._grpc_metadata, timeout=options.timeout)
             try:
                 return await invoke(stub)
-            except errors.AiosdkError:
-                raise
-            except Exception as exc:
+            except _GRPC_FAILURES as exc:
                 raise _map_grpc_error(exc, what) from exc
 
         return await self.call(attempt, idempotent=idempotent, options=options, what=what)
@@ -429,8 +460,8 @@ class Transport:
         interruption, so the call can resume after it. A stream that already delivered items is
         resumed only in ``"forceful"`` mode; otherwise its failure is raised.
         """
+        self._check_grpc_backend()
         await self.start()
-        channel = await self._grpc_channel(options)
         last: T | None = None
         delivered = 0
         spent: list[int] = []
@@ -445,15 +476,14 @@ class Transport:
         retrying.before_sleep = lambda state: _log_retry(what, state, options.retry.max_retries)
         async for attempt in retrying:
             with attempt:
+                channel = await self._grpc_channel(options)
                 stub = stub_cls(channel, metadata=self._grpc_metadata)
                 items = open_stream(stub, last)
                 try:
                     async for item in items:
                         last, delivered = item, delivered + 1
                         yield item
-                except errors.AiosdkError:
-                    raise
-                except Exception as exc:
+                except _GRPC_FAILURES as exc:
                     raise _map_grpc_error(exc, what) from exc
                 finally:
                     aclose = getattr(items, "aclose", None)
@@ -487,6 +517,10 @@ def _map_httpx_error(exc: httpx.TransportError, method: str, path: str) -> error
     return errors.TransportError(what)
 
 
+# What a gRPC call can fail with on the wire; anything else is a bug to surface, not to retry.
+_GRPC_FAILURES = (GRPCError, StreamTerminatedError, H2ProtocolError, OSError, TimeoutError)
+
+
 def _map_grpc_error(exc: BaseException, what: str) -> errors.AiosdkError:
     if isinstance(exc, GRPCError):
         return errors.error_for_grpc_status(exc.status, exc.message)
@@ -495,9 +529,7 @@ def _map_grpc_error(exc: BaseException, what: str) -> errors.AiosdkError:
         return errors.ConnectError(detail, request_sent=False)
     if isinstance(exc, TimeoutError):
         return errors.TimeoutError(detail)
-    if isinstance(exc, StreamTerminatedError | OSError):
-        return errors.ProtocolError(detail)
-    return errors.TransportError(detail)
+    return errors.ProtocolError(detail)
 
 
 def _status_error(response: httpx.Response, decoded: bool) -> errors.StatusError:

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +42,8 @@ class Principal:
     name: str
     is_admin: bool
     token_id: str
+    expires_at: datetime | None = None
+    """When the authenticating token expires; tokens it creates expire no later."""
 
 
 def generate_token() -> str:
@@ -91,7 +93,12 @@ async def authenticate(sessions: async_sessionmaker[AsyncSession], secret: str) 
                 .values(last_used_at=now)
             )
             await session.commit()
-        return Principal(name=token.owner, is_admin=token.is_admin, token_id=token.id)
+        return Principal(
+            name=token.owner,
+            is_admin=token.is_admin,
+            token_id=token.id,
+            expires_at=token.expires_at,
+        )
 
 
 async def ensure_admin_token(

@@ -59,6 +59,17 @@ async def test_deadline_cuts_a_slow_attempt_short(scripted: ScriptedServer) -> N
     assert len(scripted.requests) == 1
 
 
+async def test_deadline_error_keeps_the_last_failure_as_its_cause(
+    scripted: ScriptedServer,
+) -> None:
+    scripted.script(fail(503, retry_after="0"), then=delayed(30))
+    async with aiosdk.AsyncClient(scripted.url, token="t", deadline=0.5) as client:
+        with pytest.raises(aiosdk.DeadlineExceededError) as caught:
+            await client.server_info()
+    assert isinstance(caught.value.__cause__, aiosdk.ServiceUnavailableError)
+    assert len(scripted.requests) == 2
+
+
 async def test_retry_after_beyond_the_deadline_fails_at_once(scripted: ScriptedServer) -> None:
     scripted.script(then=fail(429, retry_after="30"))  # under the 60 s cap, over the deadline
     async with aiosdk.AsyncClient(scripted.url, token="t") as client:

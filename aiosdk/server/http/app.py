@@ -9,7 +9,7 @@ from ..state import ServerState
 from .authentication import AuthenticationMiddleware
 from .errors import install_error_handlers
 from .idempotency import IdempotencyMiddleware, IdempotencyStore
-from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware, RequestTargetMiddleware
 from .routes import API_PREFIX, api_router
 
 __all__ = ["OPENAPI_URL", "create_app"]
@@ -21,8 +21,9 @@ DOCS_URL = f"{API_PREFIX}/docs"
 def create_app(state: ServerState) -> FastAPI:
     """The HTTP API of a server with ``state``.
 
-    Layers, outermost first: request id, logging and counting; body-size limit; bearer
-    authentication (all but the OpenAPI document and its docs page); idempotency; routes.
+    Layers, outermost first: request id, logging and counting; request-target check (no NUL
+    characters); body-size limit; bearer authentication (all but the OpenAPI document and its
+    docs page); idempotency; routes.
     """
     app = FastAPI(
         title="aiosdk",
@@ -41,5 +42,6 @@ def create_app(state: ServerState) -> FastAPI:
         AuthenticationMiddleware, sessions=state.sessions, public_paths={OPENAPI_URL, DOCS_URL}
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=state.limits.max_request_body_bytes)
+    app.add_middleware(RequestTargetMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     return app

@@ -5,12 +5,14 @@ Every error response is ``{"error": {"type": ..., "message": ..., "request_id": 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
@@ -19,6 +21,7 @@ __all__ = [
     "ApiError",
     "api_error_response",
     "ConflictError",
+    "data_error_response",
     "IdempotencyInProgressError",
     "ErrorBody",
     "ErrorResponse",
@@ -31,8 +34,11 @@ __all__ = [
     "UnauthenticatedError",
     "error_response",
     "install_error_handlers",
+    "is_data_error",
     "request_id_of",
 ]
+
+logger = logging.getLogger("aiosdk.server")
 
 ErrorType = Literal[
     "not_found",
@@ -185,6 +191,40 @@ def api_error_response(scope: Scope, exc: HTTPException) -> Response:
     return error_response(scope, status, error_type, message, exc.headers)
 
 
+def is_data_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a value the client sent.
+
+    That is SQLAlchemy's ``DataError``, or any driver error in SQLSTATE class 22 ("data
+    exception": a NUL character, a string too long for its column, a number out of range...).
+    The asyncpg dialect wraps most of those in a plain ``DBAPIError``, hence the SQLSTATE check.
+    """
+    if isinstance(exc, DataError):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate.startswith("22")
+    return False
+
+
+def data_error_response(scope: Scope, exc: BaseException) -> Response:
+    """The 400 for a value the database refused (see :func:`is_data_error`).
+
+    Routes validate what they accept, so this is a safety net: it is logged, and the
+    database's message (which may quote the value) is not sent back.
+    """
+    logger.warning(
+        "The database refused a value in %s %s (request %s): %s",
+        scope.get("method"),
+        scope.get("path"),
+        request_id_of(scope),
+        getattr(exc, "orig", exc),
+    )
+    message = (
+        "Invalid request: a value is not acceptable (bad characters, too long or out of range)"
+    )
+    return error_response(scope, 400, "invalid_request", message)
+
+
 def _describe_validation_errors(errors: Any) -> str:
     parts = []
     for error in errors:
@@ -204,10 +244,18 @@ async def _handle_validation_error(request: Request, exc: Exception) -> Response
     return error_response(request.scope, 422, "invalid_request", message)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer HTTP and validation errors in the API's error shape.
+async def _handle_database_error(request: Request, exc: Exception) -> Response:
+    if not is_data_error(exc):
+        raise exc
+    return data_error_response(request.scope, exc)
 
-    Unexpected exceptions are turned into 500s by the request-context middleware.
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer HTTP and validation errors, and values the database refuses, in the error shape.
+
+    Unexpected exceptions are turned into 500s by the request-context middleware (which also
+    answers 400 to a database data error raised outside the routes).
     """
     app.add_exception_handler(HTTPException, _handle_http_exception)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(DBAPIError, _handle_database_error)

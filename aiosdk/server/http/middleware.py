@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, access logging, counting, 500s, and the body-size limit."""
+"""ASGI middleware: request ids, access logging, counting, 500s, request targets, body size."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..state import Metrics
-from .errors import PayloadTooLargeError, api_error_response, error_response
+from .errors import (
+    InvalidRequestError,
+    PayloadTooLargeError,
+    api_error_response,
+    data_error_response,
+    error_response,
+    is_data_error,
+)
 
-__all__ = ["BodySizeLimitMiddleware", "RequestContextMiddleware"]
+__all__ = ["BodySizeLimitMiddleware", "RequestContextMiddleware", "RequestTargetMiddleware"]
 
 logger = logging.getLogger("aiosdk.server")
 
@@ -28,7 +35,9 @@ class RequestContextMiddleware:
 
     A client's ``X-Request-ID`` is kept when it is sane (1..128 URL-safe characters), otherwise
     one is generated; either way it is echoed on the response. Unexpected exceptions become a
-    500 in the API's error shape and are logged with the request id, never sent to the client.
+    500 in the API's error shape and are logged with the request id, never sent to the client;
+    except a value the database refuses (:func:`~.errors.is_data_error`), a client's mistake
+    that validation missed, which is a 400.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
@@ -67,7 +76,10 @@ class RequestContextMiddleware:
             if status is not None:
                 raise
             await api_error_response(scope, exc)(scope, receive, send_with_request_id)
-        except Exception:
+        except Exception as exc:
+            if status is None and is_data_error(exc):
+                await data_error_response(scope, exc)(scope, receive, send_with_request_id)
+                return
             logger.exception(
                 "Unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id
             )
@@ -86,6 +98,24 @@ class RequestContextMiddleware:
                 (time.perf_counter() - started) * 1000,
                 request_id,
             )
+
+
+class RequestTargetMiddleware:
+    """Rejects with 400 a request whose path or query holds a NUL character.
+
+    No route takes one, and PostgreSQL cannot store or even compare a string holding one, so
+    such a path parameter or query parameter would otherwise fail in the database.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query: bytes = scope.get("query_string", b"")
+            if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+                raise InvalidRequestError("The request path and query must not contain NUL (%00)")
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimitMiddleware:

@@ -16,6 +16,7 @@ from ..authentication import CurrentPrincipal
 from ..dependencies import Session
 from ..errors import NotFoundError, PermissionDeniedError
 from ..pagination import decode_page_token, encode_page_token
+from ..validation import Text
 
 __all__ = ["router"]
 
@@ -25,13 +26,25 @@ _MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 
 
 class TokenCreate(BaseModel):
-    """A request for a new token."""
+    """A request for a new token.
+
+    A token never outlives the token that creates it: when the caller's token expires, the new
+    token's expiry is capped at the same instant (a longer ``expires_in``, or none, is clamped
+    rather than refused; the response's ``expires_at`` tells the outcome). A short-lived or
+    leaked token therefore cannot mint a longer-lived one.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    label: str = Field(min_length=1, max_length=100)
+    label: Text = Field(min_length=1, max_length=100)
     expires_in: int | None = Field(
-        default=None, gt=0, le=_MAX_EXPIRES_IN, description="Lifetime in seconds; null: forever."
+        default=None,
+        gt=0,
+        le=_MAX_EXPIRES_IN,
+        description=(
+            "Lifetime in seconds; null: forever. Capped at the expiry of the token making the"
+            " request, if it has one."
+        ),
     )
     owner: str | None = Field(
         default=None,
@@ -94,19 +107,27 @@ async def _get_visible(session: Session, principal: Principal, token_id: str) ->
 async def create_token(
     body: TokenCreate, session: Session, principal: CurrentPrincipal
 ) -> CreatedToken:
-    """Create a token for the caller (or, for an admin, for ``owner``)."""
+    """Create a token for the caller (or, for an admin, for ``owner``).
+
+    It expires no later than the token making the request.
+    """
     owner = body.owner or principal.name
     if owner != principal.name and not principal.is_admin:
         raise PermissionDeniedError("Only an admin may create tokens for another principal")
     secret = generate_token()
     now = utcnow()
+    expires_at = None if body.expires_in is None else now + timedelta(seconds=body.expires_in)
+    if principal.expires_at is not None and (
+        expires_at is None or expires_at > principal.expires_at
+    ):
+        expires_at = principal.expires_at
     token = Token(
         label=body.label,
         secret_hash=hash_token(secret),
         owner=owner,
         is_admin=principal.is_admin and owner == principal.name,
         created_at=now,
-        expires_at=None if body.expires_in is None else now + timedelta(seconds=body.expires_in),
+        expires_at=expires_at,
     )
     session.add(token)
     await session.commit()
