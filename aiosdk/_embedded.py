@@ -62,7 +62,10 @@ class EmbeddedServer:
                 admin_token=self._admin_token or generate_token(),
             )
         )
-        thread.start()
+        try:
+            thread.start()
+        except Exception as exc:  # a bad database URL, a port in use, a slow start ...
+            raise ConfigurationError(f"the embedded server could not start: {exc}") from exc
         return thread
 
     async def stop(self) -> None:

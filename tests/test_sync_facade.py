@@ -263,3 +263,31 @@ def test_context_managers_and_repr(server: object) -> None:
         assert entered is client
         assert repr(client).startswith("<Client url=")
         assert server.admin_token not in repr(client)  # type: ignore[attr-defined]
+
+
+def test_the_callers_context_variables_reach_the_async_code(sync_client: aiosdk.Client) -> None:
+    import contextvars
+
+    request_tag: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag")
+    seen: list[str] = []
+
+    async def read_tag() -> None:
+        seen.append(request_tag.get("unset"))
+
+    request_tag.set("job-42")
+    portal.call(read_tag())
+    assert seen == ["job-42"]
+
+
+def test_generated_docstrings_speak_sync() -> None:
+    import re
+
+    async_words = re.compile(r"(?<!\.)\b(async|await|aclose|Async[A-Z]\w*)\b")  # not httpx.Async*
+    for facade in FACADES:
+        sync_cls = getattr(aiosdk, facade.sync_name)
+        docs = {"class": sync_cls.__doc__ or ""}
+        docs |= {
+            name: getattr(member, "__doc__", "") or "" for name, member in vars(sync_cls).items()
+        }
+        for name, doc in docs.items():
+            assert not async_words.search(doc), f"{facade.sync_name}.{name}: {doc}"

@@ -28,7 +28,7 @@ def generate(into: Path) -> None:
     # The compiler plugin is a console script installed next to this interpreter.
     scripts = sysconfig.get_path("scripts")
     env = {**os.environ, "PATH": os.pathsep.join([scripts, os.environ.get("PATH", "")])}
-    subprocess.run(
+    result = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -40,10 +40,11 @@ def generate(into: Path) -> None:
         ],
         cwd=into,  # the plugin skips __init__.py files that exist relative to its cwd
         env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
+    if result.returncode:
+        raise SystemExit(f"protoc failed ({result.returncode}):\n{result.stderr}")
 
 
 def _differences(left: Path, right: Path) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import difflib
 import subprocess
 import sys
@@ -51,8 +52,18 @@ RENAMES = {f.name: f.sync_name for f in FACADES} | {
 }
 SPECIAL = {"__aenter__": "__enter__", "__aexit__": "__exit__", "__aiter__": "__iter__"}
 RENAMED_METHODS = {**SPECIAL, "aclose": "close"}
-DOC_WORDS = {"async with ": "with ", "async for ": "for ", "await ": "", "aclose": "close"}
-SKIPPED = {"__await__", "__init__", "__repr__"}
+# Docstrings are carried over with the async wording made sync, word by word; a line that ends in
+# "(async only)" describes something the sync twin does not have and is left out.
+DOC_WORDS = [
+    (re.compile(r"\basync (with|for)\b"), r"\1"),
+    (re.compile(r"\bawait "), ""),
+    (re.compile(r"\bAn async\b"), "A blocking"),
+    (re.compile(r"\ban async\b"), "a blocking"),
+    (re.compile(r"\baclose\b"), "close"),
+    (re.compile(r"\basync-iterable\b"), "iterable"),
+    (re.compile(r"\b(" + "|".join(f.name for f in FACADES) + r")\b"), None),
+]
+ASYNC_ONLY = re.compile(r"^.*\(async only\)\s*$\n?", re.MULTILINE)
 
 
 class _Rename(ast.NodeTransformer):
@@ -121,7 +132,8 @@ def _method(fn: ast.AsyncFunctionDef | ast.FunctionDef, facade: Facade) -> list[
     else:
         value = f"_portal.call({call})" if isinstance(fn, ast.AsyncFunctionDef) else call
         root = _root(fn.returns)
-        body = f"return {RENAMES[root]}._wrap({value})" if root in RENAMES else f"return {value}"
+        twin = "cls" if target == "cls" and root == facade.name else RENAMES.get(root or "")
+        body = f"return {twin}._wrap({value})" if twin else f"return {value}"
     doc = ast.get_docstring(fn, clean=False)
     lines = [f"@{d}" for d in sorted(decorators)]
     lines.append(f"def {name}({signature}) -> {returns}:")
@@ -132,8 +144,12 @@ def _method(fn: ast.AsyncFunctionDef | ast.FunctionDef, facade: Facade) -> list[
 
 
 def _docstring(doc: str) -> str:
-    for old, new in [*DOC_WORDS.items(), *RENAMES.items()]:
-        doc = doc.replace(old, new)
+    doc = ASYNC_ONLY.sub("", doc)
+    for pattern, replacement in DOC_WORDS:
+        if replacement is None:
+            doc = pattern.sub(lambda m: RENAMES[m.group(1)], doc)
+        else:
+            doc = pattern.sub(replacement, doc)
     return '"""' + doc.replace("\\", "\\\\").replace('"""', '\\"\\"\\"') + '"""'
 
 
@@ -167,14 +183,17 @@ def _class(tree: ast.Module, facade: Facade) -> tuple[list[str], ast.ClassDef]:
         "        self._async = obj",
         "        return self",
         "",
-        "    def __repr__(self) -> str:",
-        '        return repr(self._async).replace("<Async", "<", 1)',
-        "",
     ]
+    if any(isinstance(n, ast.FunctionDef) and n.name == "__repr__" for n in cls.body):
+        lines += [
+            "    def __repr__(self) -> str:",
+            '        return repr(self._async).replace("<Async", "<", 1)',
+            "",
+        ]
     for node in cls.body:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        if node.name in SKIPPED or (node.name.startswith("_") and node.name not in SPECIAL):
+        if node.name.startswith("_") and node.name not in SPECIAL:
             continue
         lines += [f"    {line}" if line else "" for line in _method(node, facade)]
         lines.append("")

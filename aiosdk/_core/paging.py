@@ -26,8 +26,9 @@ class Page(Generic[T]):
 class AsyncPager(Generic[T]):
     """The pages of a listing, fetched lazily, each request with its own retries.
 
-    ``await pager`` gives the first page; ``async for item in pager`` yields every item across
-    pages exactly once; ``async for page in pager.pages()`` yields the pages.
+    ``await pager.first_page()`` gives the first page; ``async for item in pager`` yields every
+    item across pages exactly once; ``async for page in pager.pages()`` yields the pages.
+    ``await pager`` is short for ``await pager.first_page()``. (async only)
     """
 
     def __init__(self, fetch: Callable[[str | None], Awaitable[Page[T]]]) -> None:

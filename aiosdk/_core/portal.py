@@ -10,6 +10,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import atexit
+import contextvars
 import os
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -96,9 +97,10 @@ def call(coro: Coroutine[Any, Any, T]) -> T:
     done = _thread.allocate_lock()
     done.acquire()
     tasks: list[asyncio.Task[T]] = []
+    context = contextvars.copy_context()  # the caller's context (tracing, logging) goes along
 
     def start() -> None:
-        task = loop.create_task(coro)
+        task = context.run(loop.create_task, coro)  # the task starts from a copy of it
         task.add_done_callback(lambda _: done.release())
         tasks.append(task)
 

@@ -147,6 +147,10 @@ class Transport:
 
     def set_limits(self, limits: httpx.Limits) -> None:
         """Change the pool size; takes effect for connections opened from now on."""
+        if self._user_transport is not None:
+            raise errors.ConfigurationError(
+                "this client uses your http_transport: set its limits where you create it"
+            )
         self._limits = limits
         if self._http is not None:
             # httpx fixes limits when the client is built: swap in a fresh pool for new calls.

@@ -21,7 +21,7 @@ from .tokens import Tokens
 
 
 class Client:
-    """An async connection to an aiosdk server.
+    """A blocking connection to an aiosdk server.
 
     One ``Client`` owns one connection pool (HTTP and, opened on first use, gRPC) that every
     service object hanging off it shares. Use it as ``with Client(url, token=...)`` or
@@ -85,7 +85,7 @@ class Client:
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> Client:
         """A client configured from the profile ``name``; keyword arguments override it."""
-        return Client._wrap(AsyncClient.from_profile(name, **kwargs))
+        return cls._wrap(AsyncClient.from_profile(name, **kwargs))
 
     @classmethod
     def embedded(
@@ -98,11 +98,11 @@ class Client:
     ) -> Client:
         """A client of a reference server started in this process, in its own thread.
 
-        The server starts on free loopback ports on first use (or on ``async with``), with an admin
+        The server starts on free loopback ports on first use (or on ``with``), with an admin
         token, and stops when the client closes. Its data directory is temporary unless
         ``data_dir`` is given. Needs the ``server`` extra.
         """
-        return Client._wrap(
+        return cls._wrap(
             AsyncClient.embedded(
                 data_dir=data_dir,
                 database_url=database_url,

@@ -16,8 +16,8 @@ T = TypeVar("T")
 class Pager(Generic[T]):
     """The pages of a listing, fetched lazily, each request with its own retries.
 
-    ``pager`` gives the first page; ``for item in pager`` yields every item across
-    pages exactly once; ``for page in pager.pages()`` yields the pages.
+    ``pager.first_page()`` gives the first page; ``for item in pager`` yields every
+    item across pages exactly once; ``for page in pager.pages()`` yields the pages.
     """
 
     _async: AsyncPager[Any]
@@ -27,9 +27,6 @@ class Pager(Generic[T]):
         self = cls.__new__(cls)
         self._async = obj
         return self
-
-    def __repr__(self) -> str:
-        return repr(self._async).replace("<Async", "<", 1)
 
     def first_page(self) -> Page[T]:
         """Fetch the first page."""

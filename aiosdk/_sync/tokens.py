@@ -21,9 +21,6 @@ class Tokens:
         self._async = obj
         return self
 
-    def __repr__(self) -> str:
-        return repr(self._async).replace("<Async", "<", 1)
-
     def create(self, label: str, *, expires_in: int | None = None) -> NewToken:
         """Create a token; ``expires_in`` seconds from now, or never."""
         return _portal.call(self._async.create(label, expires_in=expires_in))
