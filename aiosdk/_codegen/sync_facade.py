@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-import re
 import difflib
+import re
 import subprocess
 import sys
 import tempfile
