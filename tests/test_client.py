@@ -7,6 +7,7 @@ import logging
 import anyio
 import httpx
 import pytest
+from grpclib.exceptions import StreamTerminatedError
 
 import aiosdk
 
@@ -156,3 +157,35 @@ async def test_grpc_never_sends_a_token_in_plaintext_for_an_https_server() -> No
     async with aiosdk.AsyncClient("https://127.0.0.1:9", token="secret") as client:
         with pytest.raises(aiosdk.ConfigurationError, match="TLS"):
             await client.get_status()
+
+
+class FailingStub:
+    """A stub whose call fails on the wire after reaching the server, as a dropped stream does."""
+
+    calls = 0
+
+    def __init__(self, channel: object, **_: object) -> None:
+        pass
+
+    async def mutate(self) -> None:
+        type(self).calls += 1
+        raise StreamTerminatedError("connection lost mid-call")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(("idempotent", "attempts"), [(True, 11), (False, 1)])
+async def test_forceful_retries_an_unkeyed_mutating_grpc_call_only_if_it_is_idempotent(
+    client: aiosdk.AsyncClient, idempotent: bool, attempts: int
+) -> None:
+    FailingStub.calls = 0
+    quick = aiosdk.RetryPolicy(aiosdk.RetryMode.FORCEFUL, backoff_initial=0.001, backoff_max=0.002)
+    transport = client._ctx.transport
+    with pytest.raises(aiosdk.ProtocolError):
+        await transport.grpc_unary(
+            FailingStub,
+            lambda stub: stub.mutate(),
+            idempotent=idempotent,
+            options=client.with_options(retry=quick).options,
+            what="Mutate",
+        )
+    assert FailingStub.calls == attempts

@@ -438,6 +438,7 @@ class Transport:
     ) -> T:
         """One unary gRPC call through the request path (auth, retries, deadline, errors)."""
         self._check_grpc_backend()
+        options = _unkeyed(options, idempotent)
 
         async def attempt() -> T:
             channel = await self._grpc_channel(options)
@@ -465,6 +466,7 @@ class Transport:
         resumed only in ``"forceful"`` mode; otherwise its failure is raised.
         """
         self._check_grpc_backend()
+        options = _unkeyed(options, idempotent)
         await self.start()
         last: T | None = None
         delivered = 0
@@ -494,6 +496,18 @@ class Transport:
                     if aclose is not None:
                         await aclose()
         self.budget.refund(sum(spent))
+
+
+def _unkeyed(options: RequestOptions, idempotent: bool) -> RequestOptions:
+    """The options for a call that carries no idempotency key (gRPC, for now).
+
+    ``"forceful"`` may retry a mutating call only because the server applies a keyed request
+    once; without a key, such a call gets ``"default"``'s rules: retried only where it cannot
+    have reached the server.
+    """
+    if idempotent or options.retry.mode is not RetryMode.FORCEFUL:
+        return options
+    return replace(options, retry=replace(options.retry, mode=RetryMode.DEFAULT))
 
 
 def _log_retry(what: str, state: Any, max_retries: int) -> None:
