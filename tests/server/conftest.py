@@ -6,14 +6,17 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import anyio
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 from blockbuster import blockbuster_ctx
 from grpclib.client import Channel
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aiosdk.server import Server, ServerConfig
+from aiosdk.server.storage import create_engine, default_database_url, session_factory
 
 POSTGRES_URL_ENV = "AIOSDK_TEST_DATABASE_URL"
 
@@ -87,6 +90,19 @@ async def server(
     config = ServerConfig(data_dir=tmp_path_factory.mktemp("data"), database_url=database_url)
     async with Server(config) as running:
         yield running
+
+
+@pytest.fixture
+async def database(
+    server: Server, database_url: str | None
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the running server's own database, to look at or arrange its rows."""
+    url = database_url or default_database_url(server.data_dir)
+    engine = await anyio.to_thread.run_sync(create_engine, url)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import anyio
 import httpx
@@ -77,6 +78,37 @@ async def test_expired_token_is_rejected(server: Server, client: httpx.AsyncClie
         assert (await holder.get("/")).status_code == 200
         await anyio.sleep(1.1)
         assert_error(await holder.get("/"), 401, "unauthenticated")
+
+
+def expiry(token: dict[str, str]) -> datetime | None:
+    value = token["expires_at"]
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def test_a_token_never_outlives_the_token_that_creates_it(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    """A token's expiry caps those it creates: longer lifetimes, or none, are clamped."""
+    parent = await create_token(client, label="parent", expires_in=3600)
+    limit = expiry(parent)
+    assert limit is not None
+    async with make_client(server, parent["token"]) as http:
+        forever = await create_token(http, label="forever")
+        longer = await create_token(http, label="longer", expires_in=7200)
+        shorter = await create_token(http, label="shorter", expires_in=60)
+        for_other = await create_token(http, label="other", owner=f"o-{uuid.uuid4().hex[:8]}")
+    assert expiry(forever) == expiry(longer) == expiry(for_other) == limit
+    shorter_expiry = expiry(shorter)
+    assert shorter_expiry is not None
+    assert shorter_expiry < limit
+    async with make_client(server, shorter["token"]) as http:
+        grandchild = await create_token(http, label="grandchild")
+        assert expiry(grandchild) == shorter_expiry
+        listed = (await http.get(f"/tokens/{grandchild['id']}")).json()
+        assert expiry(listed) == shorter_expiry  # as stored, not just as answered
+
+    # A token that never expires still creates tokens that never do.
+    assert (await create_token(client, label="unbounded"))["expires_at"] is None
 
 
 async def test_token_lifecycle(client: httpx.AsyncClient) -> None:
@@ -180,6 +212,9 @@ async def test_bad_page_size_is_a_422(client: httpx.AsyncClient, page_size: str)
         ({}, "label"),
         ({"label": "x", "expires_in": 0}, "expires_in"),
         ({"label": "x", "expires_in": "soon"}, "expires_in"),
+        ({"label": "x", "expires_in": "60"}, "expires_in"),
+        ({"label": "x", "expires_in": True}, "expires_in"),
+        ({"label": "x", "expires_in": 60.5}, "expires_in"),
         ({"label": "x", "colour": "red"}, "colour"),
         ({"label": "x", "owner": "has space"}, "owner"),
         ([1, 2], "body"),

@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from aiosdk.server import Server
 from aiosdk.server.auth import Principal
-from aiosdk.server.http.idempotency import IdempotencyMiddleware, IdempotencyStore
+from aiosdk.server.http.idempotency import (
+    IN_PROGRESS_LEASE,
+    IdempotencyMiddleware,
+    IdempotencyStore,
+    StoredResponse,
+    claim_record,
+)
 from aiosdk.server.storage import (
     IdempotencyKey,
+    IdempotencyState,
     create_engine,
     create_tables,
     default_database_url,
     session_factory,
+    utcnow,
 )
 
 from .conftest import assert_error, create_token, make_client
@@ -120,6 +130,87 @@ async def test_client_errors_are_stored_too(client: httpx.AsyncClient) -> None:
     assert second.headers["idempotent-replayed"] == "true"
 
 
+async def test_long_request_targets_are_keyed(client: httpx.AsyncClient) -> None:
+    """Path and query are stored as a fixed-size digest: any length fits, and still counts."""
+    headers = {"Idempotency-Key": new_key()}
+    long_query = {"note": "n" * 3000}
+    first = await client.post("/tokens", params=long_query, json={"label": "l"}, headers=headers)
+    assert first.status_code == 201, first.text
+    again = await client.post("/tokens", params=long_query, json={"label": "l"}, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    other_query = {"note": "n" * 2999}
+    reused = await client.post("/tokens", params=other_query, json={"label": "l"}, headers=headers)
+    assert_error(reused, 422, "idempotency_key_reused")
+
+    headers = {"Idempotency-Key": new_key()}
+    long_path = "/tokens/" + "x" * 5000
+    assert_error(await client.delete(long_path, headers=headers), 404, "not_found")
+    repeat = await client.delete(long_path, headers=headers)
+    assert repeat.status_code == 404
+    assert repeat.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_slow_request_keeps_its_claim(
+    client: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
+) -> None:
+    """A request still running after minutes is not run again by a retry; a crashed one is."""
+    key, label = new_key(), f"slow-{uuid.uuid4()}"
+    body = f'{{"label": "{label}"}}'.encode()
+    claim = claim_record("admin", key, "POST", "/api/v1/tokens", b"", body)
+    claim.created_at = utcnow() - timedelta(minutes=5)  # a slow request, claimed 5 minutes ago
+    async with database() as session:
+        session.add(claim)
+        await session.commit()
+
+    async def post() -> httpx.Response:
+        headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+        return await client.post("/tokens", content=body, headers=headers)
+
+    busy = await post()
+    assert_error(busy, 409, "idempotency_in_progress")
+    assert busy.headers["retry-after"] == "1"
+    assert label not in await labels(client)
+
+    # Past the lease the claim is taken for a crashed server's: the retry runs, once.
+    async with database() as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.id == claim.id)
+            .values(created_at=utcnow() - IN_PROGRESS_LEASE - timedelta(seconds=1))
+        )
+        await session.commit()
+    taken_over = await post()
+    assert taken_over.status_code == 201, taken_over.text
+    assert "idempotent-replayed" not in taken_over.headers
+    assert (await post()).headers["idempotent-replayed"] == "true"
+    assert (await labels(client)).count(label) == 1
+
+
+async def test_a_superseded_claim_leaves_its_successor_alone(
+    database: async_sessionmaker[AsyncSession],
+) -> None:
+    """A request outliving its lease must not complete or release the retry's claim."""
+    store = IdempotencyStore(database)
+    key = new_key()
+    first = claim_record("p", key, "POST", "/x", b"", b"")
+    first.created_at = utcnow() - IN_PROGRESS_LEASE - timedelta(seconds=1)
+    assert await store.claim(first) is None
+    second = claim_record("p", key, "POST", "/x", b"", b"")
+    assert await store.claim(second) is None  # took the stale claim over
+
+    await store.complete(first, StoredResponse(201, [], b"late"))
+    await store.release(first)
+    async with database() as session:
+        rows = list(
+            await session.scalars(select(IdempotencyKey).where(IdempotencyKey.key == second.key))
+        )
+    assert [(row.created_at, row.state) for row in rows] == [
+        (second.created_at, IdempotencyState.IN_PROGRESS)
+    ]
+    await store.release(second)
+
+
 async def test_reads_ignore_the_key(client: httpx.AsyncClient) -> None:
     headers = {"Idempotency-Key": new_key()}
     for _ in range(2):
@@ -170,6 +261,7 @@ async def test_stored_responses_keep_no_secret_in_the_clear(tmp_path: Path) -> N
     try:
         await create_tables(engine)
         secret, key = f"aio_{uuid.uuid4().hex}", new_key()
+        in_query, in_body = f"q-{uuid.uuid4().hex}", f"b-{uuid.uuid4().hex}"
 
         async def mint(scope: Scope, receive: Receive, send: Send) -> None:
             await PlainTextResponse(secret, status_code=201)(scope, receive, send)
@@ -181,14 +273,19 @@ async def test_stored_responses_keep_no_secret_in_the_clear(tmp_path: Path) -> N
         middleware = IdempotencyMiddleware(mint, IdempotencyStore(session_factory(engine)))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            replies = [await http.post("/", headers={"Idempotency-Key": key}) for _ in range(2)]
+            replies = [
+                await http.post(
+                    f"/mint?note={in_query}", content=in_body, headers={"Idempotency-Key": key}
+                )
+                for _ in range(2)
+            ]
         assert [r.text for r in replies] == [secret, secret]
         assert replies[1].headers["idempotent-replayed"] == "true"
         async with engine.connect() as conn:
             rows = (await conn.execute(select(IdempotencyKey))).all()
         stored = repr(rows).encode() + b"".join(bytes(r.response_body) for r in rows)
         assert len(rows) == 1
-        assert secret.encode() not in stored
-        assert key.encode() not in stored
+        for clear in (secret, key, in_query, in_body, "/mint"):
+            assert clear.encode() not in stored
     finally:
         await engine.dispose()

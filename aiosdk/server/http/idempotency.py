@@ -3,13 +3,18 @@
 The first request with a key claims it (an insert; the unique constraint settles races), runs,
 and stores its response. A repeat of the same request replays the stored response with
 ``Idempotent-Replayed: true``; a different request under the same key gets 422; a repeat while
-the first still runs gets 409 with ``Retry-After: 1``. 5xx responses are not stored: the claim is
-released so that a retry runs again. Records expire after 24 hours.
+the first still runs gets 409 ``idempotency_in_progress`` with ``Retry-After: 1``. 5xx responses
+are not stored: the claim is released so that a retry runs again. Records expire after 24 hours.
+
+Nothing a client sent is stored in the clear: the key is stored hashed, the request target
+(method, path and query) and the body only as HMACs under the key, and the response sealed
+under the key. The stored values are also of fixed size whatever the request looks like.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -18,7 +23,7 @@ from datetime import timedelta
 
 import anyio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
@@ -32,9 +37,11 @@ from .errors import IdempotencyInProgressError, IdempotencyKeyReusedError, Inval
 
 __all__ = [
     "IDEMPOTENCY_TTL",
+    "IN_PROGRESS_LEASE",
     "IdempotencyMiddleware",
     "IdempotencyStore",
     "StoredResponse",
+    "claim_record",
 ]
 
 logger = logging.getLogger("aiosdk.server")
@@ -42,8 +49,16 @@ logger = logging.getLogger("aiosdk.server")
 IDEMPOTENCY_TTL = timedelta(hours=24)
 """How long a key and its stored response are kept."""
 
-IN_PROGRESS_LEASE = timedelta(minutes=1)
-"""An in-progress claim older than this is taken to belong to a crashed server."""
+IN_PROGRESS_LEASE = timedelta(minutes=10)
+"""An in-progress claim older than this is taken to belong to a crashed server.
+
+A retry that finds the claim younger waits (409 ``idempotency_in_progress``), and one that
+finds it older takes it over and runs the request again. The lease must therefore outlast any
+request still running, so it is far longer than any client timeout plus retry backoff: a
+request that is slow, not dead, is never run twice. The price: the claims of a server that
+crashed mid-request block their keys for up to this long, answering 409 meanwhile (retrying
+with a new key, or waiting, gets through).
+"""
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -54,6 +69,32 @@ _CLAIM_ATTEMPTS = 3
 
 def _lookup_hash(key: str) -> str:
     return hashlib.sha256(b"aiosdk idempotency key\0" + key.encode()).hexdigest()
+
+
+def _keyed_digest(key: str, purpose: bytes, *parts: bytes) -> str:
+    mac = hmac.new(b"aiosdk idempotency " + purpose + b"\0" + key.encode(), digestmod="sha256")
+    for part in parts:  # length-prefixed, so that no two different part lists collide
+        mac.update(len(part).to_bytes(8, "big") + part)
+    return mac.hexdigest()
+
+
+def claim_record(
+    principal: str, key: str, method: str, path: str, query: bytes, body: bytes
+) -> IdempotencyKey:
+    """The record claiming ``key`` for a request: what is stored, what a repeat must match.
+
+    Fixed-size digests stand for the key, the request target and the body, whatever their size
+    or characters: a long path or a NUL in the query cannot overflow or upset a column.
+    """
+    return IdempotencyKey(
+        principal=principal,
+        key=_lookup_hash(key),
+        method=method,
+        target=_keyed_digest(
+            key, b"target", method.encode(), path.encode(errors="surrogatepass"), query
+        ),
+        fingerprint=_keyed_digest(key, b"body", body),
+    )
 
 
 def _box(key: str) -> AESGCM:
@@ -107,6 +148,8 @@ class IdempotencyStore:
                     ),
                 )
                 await session.execute(delete(IdempotencyKey).where(same_key, stale))
+                if record.created_at is None:
+                    record.created_at = now  # set here: completing and releasing match on it
                 session.add(record)
                 try:
                     await session.commit()
@@ -120,12 +163,16 @@ class IdempotencyStore:
             record = _copy(record)  # the holder released the key meanwhile: try again
         raise IdempotencyInProgressError("Idempotency-Key is busy; retry")
 
-    async def complete(self, principal: str, key: str, response: StoredResponse) -> None:
-        """Store the response of a claimed key."""
+    async def complete(self, claim: IdempotencyKey, response: StoredResponse) -> None:
+        """Store the response of a claimed key.
+
+        Only ``claim``'s own row is updated: if the lease ran out and a retry took the key over
+        meanwhile, the retry's claim is left alone.
+        """
         async with self.sessions() as session:
             await session.execute(
                 update(IdempotencyKey)
-                .where(IdempotencyKey.principal == principal, IdempotencyKey.key == key)
+                .where(_own_row(claim), IdempotencyKey.state == IdempotencyState.IN_PROGRESS)
                 .values(
                     state=IdempotencyState.DONE,
                     status_code=response.status_code,
@@ -135,14 +182,12 @@ class IdempotencyStore:
             )
             await session.commit()
 
-    async def release(self, principal: str, key: str) -> None:
-        """Forget a claimed key, so that a retry runs again."""
+    async def release(self, claim: IdempotencyKey) -> None:
+        """Forget a claimed key, so that a retry runs again (only ``claim``'s own row)."""
         async with self.sessions() as session:
             await session.execute(
                 delete(IdempotencyKey).where(
-                    IdempotencyKey.principal == principal,
-                    IdempotencyKey.key == key,
-                    IdempotencyKey.state == IdempotencyState.IN_PROGRESS,
+                    _own_row(claim), IdempotencyKey.state == IdempotencyState.IN_PROGRESS
                 )
             )
             await session.commit()
@@ -157,12 +202,17 @@ class IdempotencyStore:
             return int(getattr(result, "rowcount", 0) or 0)
 
 
+def _own_row(claim: IdempotencyKey) -> ColumnElement[bool]:
+    # SQLite reuses the id of a deleted last row: the claim time tells a successor apart.
+    return and_(IdempotencyKey.id == claim.id, IdempotencyKey.created_at == claim.created_at)
+
+
 def _copy(record: IdempotencyKey) -> IdempotencyKey:
     return IdempotencyKey(
         principal=record.principal,
         key=record.key,
         method=record.method,
-        path=record.path,
+        target=record.target,
         fingerprint=record.fingerprint,
     )
 
@@ -190,15 +240,13 @@ class IdempotencyMiddleware:
             raise InvalidRequestError("Idempotency-Key must be 1 to 255 printable ASCII characters")
         principal: Principal = scope["state"]["principal"]
         body = await _read_body(receive)
-        path = scope["path"]
-        if scope.get("query_string"):
-            path += "?" + scope["query_string"].decode("latin-1")
-        record = IdempotencyKey(
-            principal=principal.name,
-            key=_lookup_hash(key),
-            method=scope["method"],
-            path=path,
-            fingerprint=hashlib.sha256(body).hexdigest(),
+        record = claim_record(
+            principal.name,
+            key,
+            scope["method"],
+            scope["path"],
+            scope.get("query_string", b""),
+            body,
         )
         holder = await self.store.claim(record)
         if holder is not None:
@@ -229,20 +277,20 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, capture)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self.store.release(record.principal, record.key)
+                await self.store.release(record)
             raise
         with anyio.CancelScope(shield=True):
             if status is None or status >= 500:
-                await self.store.release(record.principal, record.key)
+                await self.store.release(record)
             else:
                 stored = StoredResponse(status, headers, seal(key, b"".join(chunks)))
-                await self.store.complete(record.principal, record.key, stored)
+                await self.store.complete(record, stored)
 
 
 def _answer_repeat(request: IdempotencyKey, holder: IdempotencyKey, key: str) -> Response:
-    if (holder.method, holder.path, holder.fingerprint) != (
+    if (holder.method, holder.target, holder.fingerprint) != (
         request.method,
-        request.path,
+        request.target,
         request.fingerprint,
     ):
         raise IdempotencyKeyReusedError("Idempotency-Key was already used for a different request")

@@ -91,7 +91,11 @@ class IdempotencyState:
 
 
 class IdempotencyKey(Base):
-    """A claimed ``Idempotency-Key`` and, once done, the response to replay."""
+    """A claimed ``Idempotency-Key`` and, once done, the response to replay.
+
+    ``key`` is a hash of the key, ``target`` and ``fingerprint`` HMACs under it and the response
+    body is sealed under it (see :mod:`aiosdk.server.http.idempotency`).
+    """
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("principal", "key", name="uq_idempotency_principal_key"),)
@@ -100,8 +104,11 @@ class IdempotencyKey(Base):
     principal: Mapped[str] = mapped_column(String(100))
     key: Mapped[str] = mapped_column(String(255))
     method: Mapped[str] = mapped_column(String(10))
-    path: Mapped[str] = mapped_column(String(2048))
+    target: Mapped[str] = mapped_column("path", String(64))
+    """HMAC of method, path and query under the key. The column keeps the name it had when it
+    held the raw path (up to 2,048 characters), so existing databases need no migration."""
     fingerprint: Mapped[str] = mapped_column(String(64))
+    """HMAC of the request body under the key."""
     state: Mapped[str] = mapped_column(String(16), default=IdempotencyState.IN_PROGRESS)
     status_code: Mapped[int | None] = mapped_column(Integer)
     response_headers: Mapped[list[list[str]] | None] = mapped_column(JSON)

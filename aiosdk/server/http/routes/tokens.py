@@ -39,6 +39,7 @@ class TokenCreate(BaseModel):
     label: Text = Field(min_length=1, max_length=100)
     expires_in: int | None = Field(
         default=None,
+        strict=True,  # a JSON number: not true (1 second), "60" or 60.0
         gt=0,
         le=_MAX_EXPIRES_IN,
         description=(
