@@ -241,6 +241,7 @@ def test_a_forked_child_gets_a_fresh_loop_and_pool(
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
+        signal.alarm(30)  # a child that hangs dies instead of holding the suite
         code = 1
         try:
             with aiosdk.Client(server.http_url, token=server.admin_token) as child:  # type: ignore[attr-defined]

@@ -48,7 +48,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         retries: int = 0,
         local_address: str | None = None,
     ) -> None:
-        self._ssl_context = httpx.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+        self._tls_settings = (verify, cert, trust_env)
+        self._ssl_context: ssl.SSLContext | None = None
         self._limits = limits
         self._retries = retries
         self._local_address = local_address
@@ -153,6 +154,15 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                 extensions=extensions,
             )
 
+    async def _new_ssl_context(self) -> ssl.SSLContext:
+        # Made on the first HTTPS connection only: loading CA certificates blocks (so it runs in
+        # a thread), and a plain-HTTP client then never touches OpenSSL (which a forked child
+        # may find locked).
+        verify, cert, trust_env = self._tls_settings
+        return await asyncio.to_thread(
+            httpx.create_ssl_context, verify=verify, cert=cert, trust_env=trust_env
+        )
+
     async def _connect(
         self, origin: Origin, timeout: float | None, request: httpx.Request
     ) -> Connection:
@@ -160,6 +170,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         loop = asyncio.get_running_loop()
         tls = scheme == "https"
         sni = request.extensions.get("sni_hostname", host) if tls else None
+        if tls and self._ssl_context is None:
+            self._ssl_context = await self._new_ssl_context()
         local_addr = (self._local_address, 0) if self._local_address else None
         attempt = 0
         while True:
