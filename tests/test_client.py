@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 import anyio
 import httpx
@@ -189,3 +190,35 @@ async def test_forceful_retries_an_unkeyed_mutating_grpc_call_only_if_it_is_idem
             what="Mutate",
         )
     assert FailingStub.calls == attempts
+
+
+class FlakyStreamStub:
+    """A stream that delivers one item per connection, then breaks, ``breaks`` times over."""
+
+    breaks = 0
+
+    def __init__(self, channel: object, **_: object) -> None:
+        pass
+
+    async def watch(self, last: int | None) -> AsyncIterator[int]:
+        item = 0 if last is None else last + 1
+        yield item
+        if type(self).breaks:
+            type(self).breaks -= 1
+            raise StreamTerminatedError("connection lost mid-stream")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_forceful_stream_that_keeps_progressing_keeps_resuming(
+    client: aiosdk.AsyncClient,
+) -> None:
+    FlakyStreamStub.breaks = 15  # more interruptions than forceful's 10 retries of one failure
+    quick = aiosdk.RetryPolicy(aiosdk.RetryMode.FORCEFUL, backoff_initial=0.001, backoff_max=0.002)
+    items = client._ctx.transport.grpc_stream(
+        FlakyStreamStub,
+        lambda stub, last: stub.watch(last),
+        idempotent=True,
+        options=client.with_options(retry=quick).options,
+        what="Watch",
+    )
+    assert [item async for item in items] == list(range(16))  # each resumed after the last

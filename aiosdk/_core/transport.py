@@ -488,6 +488,8 @@ class Transport:
                 try:
                     async for item in items:
                         last, delivered = item, delivered + 1
+                        # Progress: a later interruption starts a fresh count of retries.
+                        attempt.retry_state.attempt_number = 1
                         yield item
                 except _GRPC_FAILURES as exc:
                     raise _map_grpc_error(exc, what) from exc
