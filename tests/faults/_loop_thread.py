@@ -10,7 +10,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["Connections", "LoopThread", "abort_with_reset", "free_port"]
+__all__ = ["Connections", "LoopServer", "LoopThread", "abort_with_reset", "free_port"]
 
 T = TypeVar("T")
 
@@ -79,6 +79,55 @@ class Connections:
             writer.transport.abort()
         if handlers:
             await asyncio.wait(handlers, timeout=5)
+
+
+ServerT = TypeVar("ServerT", bound="LoopServer")
+
+
+class LoopServer:
+    """A fake peer: a TCP server on loopback, in a loop thread of its own.
+
+    Subclasses answer connections in :meth:`handle`. ``sock`` is a socket bound in advance (the
+    port is known before the server runs); with ``listening=False`` it refuses connections until
+    the subclass starts serving.
+    """
+
+    def __init__(self, name: str, sock: socket.socket | None = None, listening: bool = True):
+        self._sock = sock
+        self._listening = listening
+        self.port: int = sock.getsockname()[1] if sock is not None else 0
+        self._connections = Connections()
+        self._thread = LoopThread(name)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self: ServerT) -> ServerT:
+        self._thread.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        if self._sock is not None:
+            self._server = await asyncio.start_server(
+                self.handle, sock=self._sock, start_serving=self._listening
+            )
+        else:
+            self._server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self._thread.call(self._stop())
+        self._thread.close()
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._connections.close_all()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
 
 def free_port() -> int:

@@ -6,41 +6,20 @@ import asyncio
 import contextlib
 from urllib.parse import urlsplit
 
-from ._loop_thread import Connections, LoopThread
+from ._loop_thread import LoopServer
 
 
-class ForwardProxy:
+class ForwardProxy(LoopServer):
     """Forwards each request to the origin its absolute URL names, one request per connection.
 
     ``targets`` records the absolute URLs asked for, so a test can see the proxy was used.
     """
 
     def __init__(self) -> None:
+        super().__init__("forward-proxy")
         self.targets: list[str] = []
-        self._connections = Connections()
-        self._thread = LoopThread("forward-proxy")
-        self._server: asyncio.Server | None = None
-        self.url = ""
 
-    def start(self) -> ForwardProxy:
-        self._thread.call(self._start())
-        return self
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    def stop(self) -> None:
-        self._thread.call(self._stop())
-        self._thread.close()
-
-    async def _stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._connections.close_all()
-        await self._server.wait_closed()
-
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections.add(writer)
         upstream: asyncio.StreamWriter | None = None
         try:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ._loop_thread import Connections, LoopThread, abort_with_reset
+from ._loop_thread import LoopServer, abort_with_reset
 
 __all__ = ["TcpProxy"]
 
 _CHUNK = 64 * 1024
 
 
-class TcpProxy:
+class TcpProxy(LoopServer):
     """Relays TCP connections from a free loopback port to ``upstream``, in its own thread.
 
     After :meth:`drop_next_response`, the next bytes the upstream sends are read to the end of
@@ -22,41 +22,17 @@ class TcpProxy:
     """
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        super().__init__(f"tcp-proxy-{upstream_port}")
         self._upstream = (upstream_host, upstream_port)
         self._drop_armed = False
         self.dropped = 0
         self.connections = 0
-        self._connections = Connections()
-        self._thread = LoopThread(f"tcp-proxy-{upstream_port}")
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> TcpProxy:
-        self._thread.call(self._start())
-        return self
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        self._thread.call(self._stop())
-        self._thread.close()
-
-    async def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        await self._connections.close_all()
 
     def drop_next_response(self) -> None:
         """Lose the next response that comes back from the upstream."""
         self._drop_armed = True
 
-    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+    async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
             upstream_r, upstream_w = await asyncio.open_connection(*self._upstream)

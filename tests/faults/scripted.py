@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
-from ._loop_thread import Connections, LoopThread, abort_with_reset, free_port
+from ._loop_thread import LoopServer, abort_with_reset, free_port
 
 __all__ = [
     "HANGUP",
@@ -102,38 +102,21 @@ class Seen:
         return self.headers.get("idempotency-key")
 
 
-class ScriptedServer:
+class ScriptedServer(LoopServer):
     """The scripted server, in its own thread and asyncio loop (so it serves trio tests too).
 
     With ``listening=False`` the port is bound but refuses connections until :meth:`listen`.
     """
 
     def __init__(self, *, listening: bool = True) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        self._listening = listening
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        super().__init__(f"scripted-http-{sock.getsockname()[1]}", sock, listening)
         self._actions: list[Action] = []
         self._then: Action = Respond()
         self._seen: list[Seen] = []
         self._ids = itertools.count(1)
         self.open_connections = 0
-        self._connections = Connections()
-        self._thread = LoopThread(f"scripted-http-{self.port}")
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ScriptedServer:
-        self._thread.call(self._start())
-        return self
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, sock=self._sock, start_serving=self._listening
-        )
 
     def listen(self) -> None:
         """Start accepting connections (for a server made with ``listening=False``).
@@ -141,18 +124,10 @@ class ScriptedServer:
         The socket listens at once, from the caller's thread, so a connection attempted right
         after this returns is queued by the kernel, never refused.
         """
-        self._sock.listen(128)
+        assert self._sock is not None
         assert self._server is not None
+        self._sock.listen(128)
         self._thread.soon(self._server.start_serving())
-
-    def stop(self) -> None:
-        self._thread.call(self._stop())
-        self._thread.close()
-
-    async def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        await self._connections.close_all()
 
     # -- the script ------------------------------------------------------------------------
 
@@ -178,7 +153,7 @@ class ScriptedServer:
 
     # -- the protocol ----------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open_connections += 1
         self._connections.add(writer)
         try:
