@@ -21,7 +21,10 @@ from .proto import GetStatusRequest, ServerStatus, StatusServiceStub, WatchStatu
 
 __all__ = ["AsyncClient", "ServerInfo"]
 
-DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+# Idle connections expire before common servers' 5 s keep-alive timeout closes them under us.
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0
+)
 
 
 @dataclass(frozen=True)
@@ -259,4 +262,8 @@ def _limits(pool_threads: int | None) -> httpx.Limits:
         return DEFAULT_LIMITS
     if pool_threads < 1:
         raise ValueError(f"pool_threads must be at least 1, not {pool_threads!r}")
-    return httpx.Limits(max_connections=pool_threads, max_keepalive_connections=pool_threads)
+    return httpx.Limits(
+        max_connections=pool_threads,
+        max_keepalive_connections=pool_threads,
+        keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry,
+    )

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from grpclib.exceptions import StreamTerminatedError
@@ -154,8 +155,10 @@ async def test_transport_choice_is_visible_and_overridable(
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # under trio gRPC is refused earlier
-async def test_grpc_never_sends_a_token_in_plaintext_for_an_https_server() -> None:
-    async with aiosdk.AsyncClient("https://127.0.0.1:9", token="secret") as client:
+@pytest.mark.parametrize("url", ["https://127.0.0.1:9", "HTTPS://127.0.0.1:9/"])
+async def test_grpc_never_sends_a_token_in_plaintext_for_an_https_server(url: str) -> None:
+    async with aiosdk.AsyncClient(url, token="secret") as client:
+        assert client.url == "https://127.0.0.1:9"
         with pytest.raises(aiosdk.ConfigurationError, match="TLS"):
             await client.get_status()
 
@@ -212,7 +215,9 @@ class FlakyStreamStub:
 async def test_a_forceful_stream_that_keeps_progressing_keeps_resuming(
     client: aiosdk.AsyncClient,
 ) -> None:
-    FlakyStreamStub.breaks = 15  # more interruptions than forceful's 10 retries of one failure
+    # More interruptions than forceful's 10 retries of one failure, and than the client's retry
+    # budget pays for (500 tokens, 5 a retry) if progress did not give it back.
+    FlakyStreamStub.breaks = 150
     quick = aiosdk.RetryPolicy(aiosdk.RetryMode.FORCEFUL, backoff_initial=0.001, backoff_max=0.002)
     items = client._ctx.transport.grpc_stream(
         FlakyStreamStub,
@@ -221,4 +226,28 @@ async def test_a_forceful_stream_that_keeps_progressing_keeps_resuming(
         options=client.with_options(retry=quick).options,
         what="Watch",
     )
-    assert [item async for item in items] == list(range(16))  # each resumed after the last
+    assert [item async for item in items] == list(range(151))  # each resumed after the last
+    budget = client._ctx.transport.budget
+    assert budget.tokens == budget.capacity
+
+
+async def test_concurrent_first_calls_build_one_pool(
+    server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiosdk")
+    client = aiosdk.AsyncClient(server.http_url, token=server.admin_token)  # type: ignore[attr-defined]
+    async with client, anyio.create_task_group() as tg:
+        for _ in range(30):
+            tg.start_soon(client.server_info)
+    assert caplog.text.count("HTTP pool opened") == 1
+
+
+async def test_resizing_the_pool_while_it_is_built_is_not_lost(server: object) -> None:
+    async with aiosdk.AsyncClient(server.http_url, token=server.admin_token) as client:  # type: ignore[attr-defined]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.server_info)
+            await anyio.lowlevel.checkpoint()  # the first call is building the pool now
+            client.set_threads(5)
+        assert client._ctx.transport._http is not None
+        await client.server_info()
+        assert client._ctx.transport.limits.max_connections == 5

@@ -78,6 +78,22 @@ def test_a_profile_token_never_goes_to_a_url_from_elsewhere(
     assert aiosdk.AsyncClient.from_profile("prod")._ctx.transport._token == aiosdk.Secret("PROD")
 
 
+def test_a_profile_without_a_url_lends_no_token_to_the_environment_url(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_profiles(clean_env, '[profiles.prod]\ntoken = "PROD"\n')
+    monkeypatch.setenv("AIOSDK_URL", "http://elsewhere.example")
+    client = aiosdk.AsyncClient.from_profile("prod")
+    assert client.url == "http://elsewhere.example"
+    assert client._ctx.transport._token is None
+
+
+@pytest.mark.parametrize("url", ["http://h/?a=b", "http://h/#f"])
+def test_a_url_with_a_query_is_refused(url: str) -> None:
+    with pytest.raises(aiosdk.ConfigurationError, match="no query"):
+        aiosdk.AsyncClient(url)
+
+
 def test_credentials_in_the_url_are_refused() -> None:
     with pytest.raises(aiosdk.ConfigurationError, match="credentials") as caught:
         aiosdk.AsyncClient("http://user:hunter2@example.com")

@@ -292,3 +292,12 @@ def test_generated_docstrings_speak_sync() -> None:
         }
         for name, doc in docs.items():
             assert not async_words.search(doc), f"{facade.sync_name}.{name}: {doc}"
+
+
+def test_the_facade_works_when_called_from_inside_trio(sync_client: aiosdk.Client) -> None:
+    import anyio
+
+    async def script_step() -> str:
+        return sync_client.server_info().name  # a blocking call, as a notebook cell might make
+
+    assert anyio.run(script_step, backend="trio") == "aiosdk"

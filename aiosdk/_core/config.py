@@ -80,9 +80,9 @@ def resolve_settings(
     """Resolve the settings from layers: arguments, a profile asked for by name, the environment,
     then a profile named by ``AIOSDK_PROFILE``.
 
-    The URL comes from the first layer that has one, and the token from that layer or a higher
-    one, so a profile's token is never sent to a URL that came from somewhere else. (A URL
-    passed as an argument may use the token from the environment.)
+    The URL comes from the first layer that has one, and the token from the arguments or from
+    that same layer, so a profile's token is never sent to a URL that came from somewhere else.
+    (A URL passed as an argument may use the token from the environment.)
     """
     environment = {"url": os.environ.get("AIOSDK_URL"), "token": os.environ.get("AIOSDK_TOKEN")}
     layers: list[Mapping[str, Any]] = [{"url": url, "token": token, "retry_mode": retry_mode}]
@@ -98,18 +98,18 @@ def resolve_settings(
             "no server URL: pass url=, set AIOSDK_URL, use a profile, "
             "or start one with aiosdk.embedded()"
         )
-    url = str(layers[source]["url"])
-    _check_url(url)
-    allowed = layers[: source + 1] + ([environment] if source == 0 else [])
-    raw_token = next((layer["token"] for layer in allowed if layer.get("token")), None)
+    url = _normalized_url(str(layers[source]["url"]))
+    # A token from the arguments, else from the URL's own layer; a URL given as an argument
+    # may also take the environment's token.
+    candidates = [layers[0], layers[source]] + ([environment] if source == 0 else [])
+    raw_token = next((layer["token"] for layer in candidates if layer.get("token")), None)
     secret = raw_token if isinstance(raw_token, Secret) or raw_token is None else Secret(raw_token)
     mode = next((layer["retry_mode"] for layer in layers if layer.get("retry_mode")), None)
-    return Settings(
-        url=url.rstrip("/"), token=secret, retry_mode=RetryMode.coerce(mode or RetryMode.DEFAULT)
-    )
+    return Settings(url=url, token=secret, retry_mode=RetryMode.coerce(mode or RetryMode.DEFAULT))
 
 
-def _check_url(url: str) -> None:
+def _normalized_url(url: str) -> str:
+    """The server URL checked and in canonical form (lowercase scheme and host, no slash)."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
@@ -118,3 +118,6 @@ def _check_url(url: str) -> None:
         raise ConfigurationError("the server URL carries credentials: pass token= instead")
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigurationError(f"the server URL must be http(s)://host[:port], not {url!r}")
+    if parsed.query or parsed.fragment:
+        raise ConfigurationError(f"the server URL takes no query or fragment: {url!r}")
+    return str(parsed).rstrip("/")

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
+import sniffio
+
 __all__ = ["call", "iterate"]
 
 T = TypeVar("T")
@@ -98,6 +100,8 @@ def call(coro: Coroutine[Any, Any, T]) -> T:
     done.acquire()
     tasks: list[asyncio.Task[T]] = []
     context = contextvars.copy_context()  # the caller's context (tracing, logging) goes along
+    # ... but not the caller's async library (a sync call from inside trio runs on asyncio here)
+    context.run(sniffio.current_async_library_cvar.set, None)
 
     def start() -> None:
         task = context.run(loop.create_task, coro)  # the task starts from a copy of it

@@ -131,6 +131,7 @@ class Transport:
         self._channel: Channel | None = None
         self._grpc_metadata: dict[str, str] = {}
         self._lock: anyio.Lock | None = None
+        self._pool_lock: anyio.Lock | None = None
         self.budget = RetryBudget()
 
     def __repr__(self) -> str:
@@ -202,37 +203,45 @@ class Transport:
         # A forked child must not touch the parent's sockets or loop: start from a fresh pool.
         if os.getpid() != self._pid:
             self._pid = os.getpid()
-            self._http, self._channel, self._lock, self._retired = None, None, None, []
+            self._http, self._channel, self._retired = None, None, []
+            self._lock = self._pool_lock = None
 
     async def _http_client(self) -> httpx.AsyncClient:
         self._check_fork()
         if self._closed:
             raise errors.ConfigurationError("this client is closed")
-        if self._http is None:
-            # The fast transport on asyncio; httpx's own for trio, HTTP/2 and proxies.
-            fast = fast_transport_supported() and not self._http2 and self._proxy is None
-            # Building the pool loads CA certificates into SSL contexts: off the event loop.
-            client = await anyio.to_thread.run_sync(self._new_http_client, fast)
-            if self._http is None and not self._closed:
+        while self._http is None:
+            if self._pool_lock is None:
+                self._pool_lock = anyio.Lock()
+            async with self._pool_lock:  # one build at a time; the others wait and reuse it
+                if self._http is not None:
+                    break
+                limits = self._limits
+                # The fast transport on asyncio; httpx's own for trio, HTTP/2 and proxies.
+                fast = fast_transport_supported() and not self._http2 and self._proxy is None
+                # Building the pool loads CA certificates into SSL contexts: off the event loop.
+                client = await anyio.to_thread.run_sync(self._new_http_client, fast, limits)
+                if self._closed or limits is not self._limits:  # closed, or resized, meanwhile
+                    await client.aclose()
+                    if self._closed:
+                        raise errors.ConfigurationError("this client is closed")
+                    continue
                 self._http = client
-            else:  # another task built one meanwhile, or the client closed
-                await client.aclose()
-                return await self._http_client()
         return self._http
 
-    def _new_http_client(self, fast: bool) -> httpx.AsyncClient:
+    def _new_http_client(self, fast: bool, limits: httpx.Limits) -> httpx.AsyncClient:
         transport = self._user_transport or (
-            AsyncioTransport(limits=self._limits, verify=self._verify)
+            AsyncioTransport(limits=limits, verify=self._verify)
             if fast
             else httpx.AsyncHTTPTransport(
-                limits=self._limits, verify=self._verify, http2=self._http2, proxy=self._proxy
+                limits=limits, verify=self._verify, http2=self._http2, proxy=self._proxy
             )
         )
         self._transport_name = type(transport).__name__
         log.debug("HTTP pool opened: %s via %s", self.url, self._transport_name)
         return _HttpClient(
             auth=BearerAuth(self._token) if self._token else None,
-            limits=self._limits,
+            limits=limits,
             verify=self._verify,
             transport=transport,
         )
@@ -403,7 +412,7 @@ class Transport:
                 "gRPC features need the asyncio backend (grpclib is asyncio-only); "
                 "HTTP features also work under trio"
             )
-        if self.url is not None and self.url.startswith("https:"):
+        if self.url is not None and httpx.URL(self.url).scheme == "https":
             # The channel would be plaintext: never send the token that way.
             raise errors.ConfigurationError(
                 "gRPC over TLS is not supported yet; the gRPC features need an http:// server"
@@ -415,10 +424,7 @@ class Transport:
         if self._channel is None:
             async with self._get_lock():
                 if self._channel is None:
-                    # One attempt: the caller's retry loop and deadline cover this discovery.
-                    once = replace(options, retry=replace(options.retry, mode=RetryMode.DISABLED))
-                    info = (await self.request("GET", "/", options=once)).json()
-                    host, port = info["grpc"]["host"], int(info["grpc"]["port"])
+                    host, port = await self._discover_grpc(options)
                     if self._closed:
                         raise errors.ConfigurationError("this client is closed")
                     self._channel = Channel(host, port)
@@ -426,6 +432,22 @@ class Transport:
                     self._grpc_metadata = {"authorization": f"Bearer {token}"} if token else {}
                     log.debug("gRPC channel opened: %s:%s", host, port)
         return self._channel
+
+    async def _discover_grpc(self, options: RequestOptions) -> tuple[str, int]:
+        # One attempt: the gRPC call's retry loop and deadline cover this discovery. Its
+        # failures never sent the gRPC call, so they are marked so (any call may retry them).
+        once = replace(options, retry=replace(options.retry, mode=RetryMode.DISABLED))
+        try:
+            info = (await self.request("GET", "/", options=once)).json()
+            return str(info["grpc"]["host"]), int(info["grpc"]["port"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise errors.ProtocolError(
+                f"GET /: the server named no usable gRPC endpoint ({type(exc).__name__}: {exc})"
+            ) from exc
+        except errors.AiosdkError as exc:
+            raise errors.ConnectError(
+                f"cannot find the gRPC endpoint: {exc}", request_sent=False
+            ) from exc
 
     async def grpc_unary(
         self,
@@ -488,8 +510,11 @@ class Transport:
                 try:
                     async for item in items:
                         last, delivered = item, delivered + 1
-                        # Progress: a later interruption starts a fresh count of retries.
+                        # Progress: a later interruption starts a fresh count of retries, and
+                        # what the earlier ones spent of the client's retry budget comes back.
                         attempt.retry_state.attempt_number = 1
+                        self.budget.refund(sum(spent))
+                        spent.clear()
                         yield item
                 except _GRPC_FAILURES as exc:
                     raise _map_grpc_error(exc, what) from exc

@@ -58,3 +58,15 @@ async def test_ids_are_percent_encoded(scripted: ScriptedServer) -> None:
     async with client_of(scripted) as client:
         await client.tokens.get("a/b?c#d")
     assert [request.path for request in scripted.requests] == ["/api/v1/tokens/a%2Fb%3Fc%23d"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # gRPC
+@pytest.mark.parametrize("grpc", [b"null", b'{"host": "h"}', b'{"host": "h", "port": "x"}'])
+async def test_a_malformed_grpc_endpoint_is_a_protocol_error(
+    scripted: ScriptedServer, grpc: bytes
+) -> None:
+    body = b'{"name": "x", "grpc": ' + grpc + b"}"
+    scripted.script(then=Respond(200, {"Content-Type": "application/json"}, body=body))
+    async with client_of(scripted) as client:
+        with pytest.raises(aiosdk.ProtocolError, match="gRPC endpoint"):
+            await client.with_options(retry_mode="disabled").get_status()

@@ -239,3 +239,10 @@ async def test_data_errors_outside_the_routes_are_a_400(error: Exception, status
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.get("/")
     assert_error(response, status, "invalid_request" if status == 400 else "internal")
+
+
+async def test_a_keyed_request_to_a_public_route_is_not_a_500(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.http_url) as anonymous:
+        for path in ("/api/v1/openapi.json", "/api/v1/docs"):
+            response = await anonymous.post(path, headers={"Idempotency-Key": "k-public"})
+            assert response.status_code == 405, (path, response.text)

@@ -233,12 +233,12 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         key = Headers(scope=scope).get("idempotency-key")
-        if key is None:
+        principal: Principal | None = scope.get("state", {}).get("principal")
+        if key is None or principal is None:  # no key, or a public route (nothing to apply)
             await self.app(scope, receive, send)
             return
         if not _VALID_KEY.fullmatch(key):
             raise InvalidRequestError("Idempotency-Key must be 1 to 255 printable ASCII characters")
-        principal: Principal = scope["state"]["principal"]
         body = await _read_body(receive)
         record = claim_record(
             principal.name,
