@@ -8,7 +8,6 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["lint", "typecheck", "codegen", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-PYTHON = ["3.11"]
 CODEGEN = ["aiosdk/_codegen/protos.py", "aiosdk/_codegen/sync_facade.py"]
 
 
