@@ -56,9 +56,13 @@ async def test_tokens_lifecycle(client: aiosdk.AsyncClient, server: object) -> N
         assert (await other.server_info()).principal
     await client.tokens.revoke(new.id)
     async with aiosdk.AsyncClient(client.url, token=new.secret.reveal()) as revoked:
-        with pytest.raises(aiosdk.AuthenticationError) as info:
+        with pytest.raises(aiosdk.InvalidTokenError) as info:
             await revoked.server_info()
     assert info.value.status_code == 401
+    async with aiosdk.AsyncClient(client.url) as anonymous:
+        with pytest.raises(aiosdk.AuthenticationError) as info:
+            await anonymous.server_info()
+    assert not isinstance(info.value, aiosdk.InvalidTokenError)  # no token was sent at all
     with pytest.raises(aiosdk.NotFoundError):
         await client.tokens.get("no-such-id")
 
@@ -251,3 +255,16 @@ async def test_resizing_the_pool_while_it_is_built_is_not_lost(server: object) -
         assert client._ctx.transport._http is not None
         await client.server_info()
         assert client._ctx.transport.limits.max_connections == 5
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_refused_token_is_an_invalid_token_error_on_grpc_too(
+    client: aiosdk.AsyncClient,
+) -> None:
+    new = await client.tokens.create("grpc-then-revoked")
+    async with aiosdk.AsyncClient(client.url, token=new.secret.reveal()) as holder:
+        assert (await holder.get_status()).version  # the channel is open and authenticated
+        await client.tokens.revoke(new.id)
+        with pytest.raises(aiosdk.InvalidTokenError) as info:
+            await holder.get_status()  # refused by the gRPC server itself
+    assert info.value.grpc_status == "UNAUTHENTICATED"

@@ -209,6 +209,7 @@ _GRPC_ERRORS: Mapping[Status, tuple[type[StatusError], int]] = {
 # Error types in the server's body that name a finer class than the status does.
 _HTTP_ERROR_TYPES: Mapping[str, type[StatusError]] = {
     "idempotency_in_progress": IdempotencyInProgressError,
+    "invalid_token": InvalidTokenError,  # the client's name for a 401 to a request with a token
 }
 
 
@@ -231,10 +232,16 @@ def error_for_http_status(
 
 
 def error_for_grpc_status(
-    status: Status, message: str | None, *, request_id: str | None = None
+    status: Status,
+    message: str | None,
+    *,
+    request_id: str | None = None,
+    token_sent: bool = False,
 ) -> StatusError:
     """Build the exception for a gRPC error status, the same classes as for HTTP."""
     cls, http_status = _GRPC_ERRORS.get(status, (StatusError, 500))
+    if status is Status.UNAUTHENTICATED and token_sent:
+        cls = InvalidTokenError
     return cls(
         message or status.name.replace("_", " ").lower(),
         status_code=http_status,

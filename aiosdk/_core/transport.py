@@ -444,7 +444,13 @@ class Transport:
             raise errors.ProtocolError(
                 f"GET /: the server named no usable gRPC endpoint ({type(exc).__name__}: {exc})"
             ) from exc
-        except errors.AiosdkError as exc:
+        except errors.StatusError as exc:
+            if exc.status_code < 500 and exc.status_code not in (408, 429):
+                raise  # refused (a bad token, say): the gRPC call would be refused the same
+            raise errors.ConnectError(
+                f"cannot find the gRPC endpoint: {exc}", request_sent=False
+            ) from exc
+        except errors.TransportError as exc:
             raise errors.ConnectError(
                 f"cannot find the gRPC endpoint: {exc}", request_sent=False
             ) from exc
@@ -468,7 +474,7 @@ class Transport:
             try:
                 return await invoke(stub)
             except _GRPC_FAILURES as exc:
-                raise _map_grpc_error(exc, what) from exc
+                raise _map_grpc_error(exc, what, bool(self._grpc_metadata)) from exc
 
         return await self.call(attempt, idempotent=idempotent, options=options, what=what)
 
@@ -517,7 +523,7 @@ class Transport:
                         spent.clear()
                         yield item
                 except _GRPC_FAILURES as exc:
-                    raise _map_grpc_error(exc, what) from exc
+                    raise _map_grpc_error(exc, what, bool(self._grpc_metadata)) from exc
                 finally:
                     aclose = getattr(items, "aclose", None)
                     if aclose is not None:
@@ -566,9 +572,9 @@ def _map_httpx_error(exc: httpx.TransportError, method: str, path: str) -> error
 _GRPC_FAILURES = (GRPCError, StreamTerminatedError, H2ProtocolError, OSError, TimeoutError)
 
 
-def _map_grpc_error(exc: BaseException, what: str) -> errors.AiosdkError:
+def _map_grpc_error(exc: BaseException, what: str, token_sent: bool) -> errors.AiosdkError:
     if isinstance(exc, GRPCError):
-        return errors.error_for_grpc_status(exc.status, exc.message)
+        return errors.error_for_grpc_status(exc.status, exc.message, token_sent=token_sent)
     detail = f"{what}: {type(exc).__name__}: {exc or 'no detail'}"
     if isinstance(exc, ConnectionRefusedError):
         return errors.ConnectError(detail, request_sent=False)
@@ -594,6 +600,8 @@ def _status_error(response: httpx.Response, decoded: bool) -> errors.StatusError
         message = str(body["error"].get("message") or message)
         request_id = request_id or body["error"].get("request_id")
         error_type = body["error"].get("type")
+    if response.status_code == 401 and "authorization" in response.request.headers:
+        error_type = "invalid_token"  # a token was sent and refused: unknown, revoked or expired
     return errors.error_for_http_status(
         response.status_code,
         message,
