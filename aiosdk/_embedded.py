@@ -27,11 +27,9 @@ class EmbeddedServer:
         *,
         data_dir: str | Path | None = None,
         database_url: str | None = None,
-        admin_token: str | None = None,
     ) -> None:
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._database_url = database_url
-        self._admin_token = admin_token
         self._thread: ServerThread | None = None
 
     def __repr__(self) -> str:
@@ -59,7 +57,7 @@ class EmbeddedServer:
                 database_url=self._database_url,
                 # A data directory reused from an earlier run keeps only the hash of the token it
                 # printed then, so every start brings a fresh admin token of its own.
-                admin_token=self._admin_token or generate_token(),
+                admin_token=generate_token(),
             )
         )
         try:

@@ -153,7 +153,7 @@ def _docstring(doc: str) -> str:
     return '"""' + doc.replace("\\", "\\\\").replace('"""', '\\"\\"\\"') + '"""'
 
 
-def _class(tree: ast.Module, facade: Facade) -> tuple[list[str], ast.ClassDef]:
+def _class(tree: ast.Module, facade: Facade) -> list[str]:
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == facade.name)
     bases = ", ".join(unparse(b) for b in cls.bases)
     generic = any(_root(b) == "Generic" for b in cls.bases)
@@ -197,7 +197,7 @@ def _class(tree: ast.Module, facade: Facade) -> tuple[list[str], ast.ClassDef]:
             continue
         lines += [f"    {line}" if line else "" for line in _method(node, facade)]
         lines.append("")
-    return lines, cls
+    return lines
 
 
 def _imports(tree: ast.Module, facade: Facade) -> list[str]:
@@ -239,7 +239,7 @@ def render(facade: Facade) -> str:
     """The source of one generated module (before ruff's import clean-up and formatting)."""
     path = PACKAGE.parent / (facade.module.replace(".", "/") + ".py")
     tree = ast.parse(path.read_text())
-    body, _ = _class(tree, facade)
+    body = _class(tree, facade)
     source = HEADER.format(source=path.relative_to(PACKAGE.parent))
     module_doc = f'"""Blocking twin of :class:`{facade.module}.{facade.name}`."""'
     typevars = [

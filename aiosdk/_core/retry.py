@@ -18,6 +18,7 @@ import anyio
 from tenacity import AsyncRetrying, RetryCallState
 
 from .errors import AiosdkError, IdempotencyInProgressError, StatusError, TransportError
+from .errors import TimeoutError as SdkTimeoutError
 
 __all__ = ["RetryBudget", "RetryMode", "RetryPolicy", "parse_retry_after"]
 
@@ -88,9 +89,7 @@ class RetryBudget:
 
     def spend(self, error: BaseException) -> int:
         """Take the cost of retrying after ``error``; 0 means the budget is exhausted."""
-        from .errors import TimeoutError as SdkTimeout
-
-        cost = self.timeout_cost if isinstance(error, SdkTimeout) else self.retry_cost
+        cost = self.timeout_cost if isinstance(error, SdkTimeoutError) else self.retry_cost
         if cost > self.tokens:
             return 0
         self.tokens -= cost
