@@ -9,6 +9,7 @@ from ._core.errors import (
     AiosdkError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     ConfigurationError,
     ConflictError,
     ConnectError,
@@ -20,6 +21,7 @@ from ._core.errors import (
     PermissionDeniedError,
     ProtocolError,
     RateLimitError,
+    RequestTooLargeError,
     ServerError,
     ServiceUnavailableError,
     StatusError,
@@ -49,6 +51,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Client",
+    "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
     "ConnectError",
@@ -65,6 +68,7 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "RequestOptions",
+    "RequestTooLargeError",
     "RetryMode",
     "RetryPolicy",
     "Secret",
@@ -82,3 +86,11 @@ __all__ = [
     "__version__",
     "embedded",
 ]
+
+# Public classes print as aiosdk.NotFoundError, not aiosdk._core.errors.NotFoundError (as httpx
+# does). Wire messages keep their own module: betterproto2 finds them by it.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and not _obj.__module__.startswith("aiosdk.proto"):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -12,6 +12,7 @@ import httpx
 
 from ._core.config import resolve_settings
 from ._core.context import ClientContext
+from ._core.errors import ConfigurationError
 from ._core.options import NOT_GIVEN, NotGiven, RequestOptions, TimeoutArg
 from ._core.retry import RetryMode, RetryPolicy
 from ._core.transport import Bootstrap, Transport
@@ -261,7 +262,7 @@ def _limits(pool_threads: int | None) -> httpx.Limits:
     if pool_threads is None:
         return DEFAULT_LIMITS
     if pool_threads < 1:
-        raise ValueError(f"pool_threads must be at least 1, not {pool_threads!r}")
+        raise ConfigurationError(f"pool_threads must be at least 1, not {pool_threads!r}")
     return httpx.Limits(
         max_connections=pool_threads,
         max_keepalive_connections=pool_threads,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,11 +18,15 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbeddedServer"]
 
+_EXIT_STOP_TIMEOUT = 10.0
+
 
 class EmbeddedServer:
     """Starts ``aiosdk.server`` on free loopback ports and stops it with the client.
 
-    The data directory is temporary (deleted on stop) unless ``data_dir`` is given.
+    The data directory is temporary (deleted on stop) unless ``data_dir`` is given. A server whose
+    client is never closed is stopped when the interpreter exits, so its temporary directory (the
+    database, the admin token's hash) does not outlive the process.
     """
 
     def __init__(
@@ -31,19 +38,29 @@ class EmbeddedServer:
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._database_url = database_url
         self._thread: ServerThread | None = None
+        self._start_lock = threading.Lock()
+        self._start_error: BaseException | None = None
 
     def __repr__(self) -> str:
-        where = self._thread.http_url if self._thread else "not started"
+        thread = self._thread
+        where = thread.http_url if thread is not None and _serving(thread) else "not started"
         return f"<EmbeddedServer {where}>"
 
     async def start(self) -> tuple[str, Secret]:
-        """Start the server thread; returns its URL and admin token."""
-        # Importing the server and starting it both block: a worker thread does them.
-        thread = await anyio.to_thread.run_sync(self._start_thread)
-        self._thread = thread
+        """Start the server thread; returns its URL and admin token.
+
+        The handle is recorded before the server starts, so that :meth:`stop` finds and stops
+        a server whose start was cancelled halfway (asyncio cancellation does not wait for the
+        worker thread that is starting it).
+        """
+        if self._thread is None:
+            # Importing the server package blocks: a worker thread does it (and starts nothing).
+            self._thread = await anyio.to_thread.run_sync(self._new_thread)
+        thread = self._thread
+        await anyio.to_thread.run_sync(self._start_once, thread)
         return thread.http_url, Secret(thread.admin_token)
 
-    def _start_thread(self) -> ServerThread:
+    def _new_thread(self) -> ServerThread:
         try:
             from .server import ServerConfig, ServerThread
             from .server.auth import generate_token
@@ -51,7 +68,7 @@ class EmbeddedServer:
             raise ConfigurationError(
                 f"the embedded server needs the server extra: pip install 'aiosdk[server]' ({exc})"
             ) from exc
-        thread = ServerThread(
+        return ServerThread(
             ServerConfig(
                 data_dir=self._data_dir,
                 database_url=self._database_url,
@@ -60,14 +77,53 @@ class EmbeddedServer:
                 admin_token=generate_token(),
             )
         )
-        try:
-            thread.start()
-        except Exception as exc:  # a bad database URL, a port in use, a slow start ...
-            raise ConfigurationError(f"the embedded server could not start: {exc}") from exc
-        return thread
+
+    def _start_once(self, thread: ServerThread) -> None:
+        # One start per server, whoever asks and however often (a cancelled start is retried).
+        with self._start_lock:
+            if self._start_error is not None:
+                raise self._start_error
+            if _serving(thread):
+                return
+            _unstopped[id(thread)] = (os.getpid(), thread)
+            try:
+                thread.start()
+            except Exception as exc:  # a bad database URL, a port in use, a slow start ...
+                _unstopped.pop(id(thread), None)
+                self._start_error = ConfigurationError(
+                    f"the embedded server could not start: {exc}"
+                )
+                raise self._start_error from exc
 
     async def stop(self) -> None:
         """Stop the server and wait for its thread (never abandoned on cancellation)."""
-        if self._thread is not None:
-            thread, self._thread = self._thread, None
-            await anyio.to_thread.run_sync(thread.stop)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await anyio.to_thread.run_sync(self._stop, thread)
+
+    def _stop(self, thread: ServerThread) -> None:
+        with self._start_lock:  # a start still running in a worker thread finishes first
+            _unstopped.pop(id(thread), None)
+            thread.stop()
+
+
+def _serving(thread: ServerThread) -> bool:
+    try:
+        thread.http_url  # noqa: B018 - raises until the server has started
+    except RuntimeError:
+        return False
+    return True
+
+
+# Servers started and not stopped yet, by this process (a forked child inherits the dict, but
+# not the threads, and must not delete its parent's data directory).
+_unstopped: dict[int, tuple[int, ServerThread]] = {}
+
+
+@atexit.register
+def _stop_unstopped() -> None:
+    pid = os.getpid()
+    for owner, thread in list(_unstopped.values()):
+        if owner == pid:
+            thread.stop(_EXIT_STOP_TIMEOUT)
+    _unstopped.clear()

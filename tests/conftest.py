@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -11,6 +12,35 @@ from blockbuster import BlockBuster, blockbuster_ctx
 import aiosdk
 
 pytest_plugins = ["anyio"]
+
+POSTGRES_URL_ENV = "AIOSDK_TEST_DATABASE_URL"
+LOCAL_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the PostgreSQL cases against a local trust-auth PostgreSQL when one answers, so that
+    the README's test command and CI run the same tests; ``AIOSDK_TEST_DATABASE_URL`` picks
+    another server, and ``AIOSDK_TEST_DATABASE_URL=`` (empty) turns them off."""
+    if POSTGRES_URL_ENV not in os.environ and _answers(LOCAL_POSTGRES):
+        os.environ[POSTGRES_URL_ENV] = LOCAL_POSTGRES
+
+
+def _answers(url: str) -> bool:
+    """Whether ``url``'s PostgreSQL lets us in (outside any event loop: pytest is configuring)."""
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def connect() -> None:
+        connection = await asyncpg.connect(dsn, timeout=2)
+        await connection.close()
+
+    try:
+        asyncio.run(connect())
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError):
+        return False
+    return True
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 
 import anyio
@@ -128,11 +130,19 @@ async def test_new_token_secret_is_hidden(client: aiosdk.AsyncClient) -> None:
     assert new.secret.reveal() not in str(new)
 
 
-async def test_closed_client_refuses_calls(server: object) -> None:
+async def test_closed_client_refuses_calls(server: object, anyio_backend: str) -> None:
     client = aiosdk.AsyncClient(server.http_url, token=server.admin_token)  # type: ignore[attr-defined]
+    await client.server_info()
     await client.aclose()
-    with pytest.raises(aiosdk.ConfigurationError, match="closed"):
+    with pytest.raises(aiosdk.ClientClosedError, match="closed"):
         await client.server_info()
+    with pytest.raises(aiosdk.ClientClosedError):
+        await client.with_options(retry_mode="forceful").tokens.get("x")  # shares the pool
+    if anyio_backend == "asyncio":
+        with pytest.raises(aiosdk.ClientClosedError):
+            await client.get_status()
+        with pytest.raises(aiosdk.ClientClosedError):
+            await client.watch_status().__anext__()
 
 
 async def test_cancelled_call_releases_its_connection(client: aiosdk.AsyncClient) -> None:
@@ -158,45 +168,68 @@ async def test_transport_choice_is_visible_and_overridable(
         assert "http=AsyncHTTPTransport" in repr(chosen)
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # under trio gRPC is refused earlier
-@pytest.mark.parametrize("url", ["https://127.0.0.1:9", "HTTPS://127.0.0.1:9/"])
-async def test_grpc_never_sends_a_token_in_plaintext_for_an_https_server(url: str) -> None:
-    async with aiosdk.AsyncClient(url, token="secret") as client:
-        assert client.url == "https://127.0.0.1:9"
-        with pytest.raises(aiosdk.ConfigurationError, match="TLS"):
-            await client.get_status()
-
-
 class FailingStub:
     """A stub whose call fails on the wire after reaching the server, as a dropped stream does."""
 
-    calls = 0
+    keys: list[str | None] = []  # noqa: RUF012 - the calls' idempotency keys, in order
 
-    def __init__(self, channel: object, **_: object) -> None:
-        pass
+    def __init__(self, channel: object, *, metadata: dict[str, str], **_: object) -> None:
+        self._key = metadata.get("idempotency-key")
 
     async def mutate(self) -> None:
-        type(self).calls += 1
+        type(self).keys.append(self._key)
         raise StreamTerminatedError("connection lost mid-call")
+
+    async def watch(self, last: object) -> AsyncIterator[int]:
+        type(self).keys.append(self._key)
+        raise StreamTerminatedError("connection lost before the first item")
+        yield 0  # (an async generator)
+
+
+QUICK_FORCEFUL = aiosdk.RetryPolicy(
+    aiosdk.RetryMode.FORCEFUL, backoff_initial=0.001, backoff_max=0.002
+)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("idempotent", [True, False])
+async def test_forceful_retries_a_mutating_grpc_call_under_one_idempotency_key(
+    client: aiosdk.AsyncClient, idempotent: bool
+) -> None:
+    FailingStub.keys = []
+    with pytest.raises(aiosdk.ProtocolError):
+        await client._ctx.transport.grpc_unary(
+            FailingStub,
+            lambda stub: stub.mutate(),
+            idempotent=idempotent,
+            options=client.with_options(retry=QUICK_FORCEFUL).options,
+            what="Mutate",
+        )
+    assert len(FailingStub.keys) == 11  # forceful's 10 retries, safe either way ...
+    if idempotent:
+        assert FailingStub.keys == [None] * 11  # ... an idempotent call needs no key
+    else:  # ... a mutating one carries a key, the same on every attempt
+        assert FailingStub.keys[0] is not None
+        assert set(FailingStub.keys) == {FailingStub.keys[0]}
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize(("idempotent", "attempts"), [(True, 11), (False, 1)])
-async def test_forceful_retries_an_unkeyed_mutating_grpc_call_only_if_it_is_idempotent(
+async def test_forceful_retries_a_stream_that_reached_the_server_only_if_idempotent(
     client: aiosdk.AsyncClient, idempotent: bool, attempts: int
 ) -> None:
-    FailingStub.calls = 0
-    quick = aiosdk.RetryPolicy(aiosdk.RetryMode.FORCEFUL, backoff_initial=0.001, backoff_max=0.002)
-    transport = client._ctx.transport
+    # Streams carry no idempotency key: one that is not idempotent gets default's rules.
+    FailingStub.keys = []
     with pytest.raises(aiosdk.ProtocolError):
-        await transport.grpc_unary(
+        async for _ in client._ctx.transport.grpc_stream(
             FailingStub,
-            lambda stub: stub.mutate(),
+            lambda stub, last: stub.watch(last),
             idempotent=idempotent,
-            options=client.with_options(retry=quick).options,
-            what="Mutate",
-        )
-    assert FailingStub.calls == attempts
+            options=client.with_options(retry=QUICK_FORCEFUL).options,
+            what="Watch",
+        ):
+            pass
+    assert FailingStub.keys == [None] * attempts
 
 
 class FlakyStreamStub:
@@ -252,7 +285,7 @@ async def test_resizing_the_pool_while_it_is_built_is_not_lost(server: object) -
             tg.start_soon(client.server_info)
             await anyio.lowlevel.checkpoint()  # the first call is building the pool now
             client.set_threads(5)
-        assert client._ctx.transport._http is not None
+        assert client._ctx.transport._pool is not None
         await client.server_info()
         assert client._ctx.transport.limits.max_connections == 5
 
@@ -268,3 +301,44 @@ async def test_a_refused_token_is_an_invalid_token_error_on_grpc_too(
         with pytest.raises(aiosdk.InvalidTokenError) as info:
             await holder.get_status()  # refused by the gRPC server itself
     assert info.value.grpc_status == "UNAUTHENTICATED"
+
+
+def test_a_client_used_from_a_second_event_loop_says_so(server: object) -> None:
+    client = aiosdk.AsyncClient(server.http_url, token=server.admin_token)  # type: ignore[attr-defined]
+    first = asyncio.new_event_loop()
+    try:
+        assert first.run_until_complete(client.server_info()).name == "aiosdk"
+        # A clear SDK error, not a RuntimeError from deep inside asyncio (or a hang).
+        with pytest.raises(aiosdk.ConfigurationError, match="first used it, and this is another"):
+            asyncio.run(client.server_info())
+        with pytest.raises(aiosdk.ConfigurationError, match="event loop"):
+            asyncio.run(client.get_status())
+        first.run_until_complete(client.aclose())
+    finally:
+        first.close()
+
+
+def test_a_client_whose_first_loop_closed_says_so() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = aiosdk.AsyncClient(f"http://127.0.0.1:{port}", retry_mode="disabled")
+    with pytest.raises(aiosdk.ConnectError):  # the pool now belongs to this first loop
+        asyncio.run(client.server_info())
+    # "RuntimeError: Event loop is closed" used to come out of asyncio here.
+    with pytest.raises(aiosdk.ConfigurationError, match="which is closed now"):
+        asyncio.run(client.server_info())
+
+
+async def test_a_pager_that_cycles_is_a_protocol_error() -> None:
+    cursors = {None: "A", "A": "B", "B": "A"}  # a server answering A -> B -> A ...
+    fetched: list[str | None] = []
+
+    async def fetch(cursor: str | None) -> aiosdk.Page[int]:
+        fetched.append(cursor)
+        return aiosdk.Page(items=[len(fetched)], next_page_token=cursors[cursor])
+
+    with pytest.raises(aiosdk.ProtocolError, match="a second time"):
+        async for _ in aiosdk.AsyncPager(fetch):
+            pass
+    assert fetched == [None, "A", "B"]

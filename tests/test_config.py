@@ -121,3 +121,51 @@ def test_pool_size_is_validated() -> None:
     assert client._ctx.transport.limits.max_connections == 4
     client.set_threads(8)
     assert client._ctx.transport.limits.max_connections == 8
+
+
+@pytest.mark.parametrize(
+    ("given", "normalized"),
+    [
+        ("http://127.0.0.1:8000/api/v1/", "http://127.0.0.1:8000"),  # as `aiosdk serve` prints it
+        ("http://127.0.0.1:8000/api/v1", "http://127.0.0.1:8000"),
+        ("HTTP://Example.org/lab/api/v1/", "http://example.org/lab"),  # behind a path prefix
+        ("http://example.org/lab/", "http://example.org/lab"),
+        ("http://example.org/api/v10", "http://example.org/api/v10"),  # not the prefix
+    ],
+)
+def test_the_url_may_carry_the_api_prefix(given: str, normalized: str) -> None:
+    assert aiosdk.AsyncClient(given).url == normalized
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:65536", "http://127.0.0.1:99999"])
+def test_a_port_out_of_range_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(aiosdk.ConfigurationError, match="port"):
+        aiosdk.AsyncClient(url)
+
+
+@pytest.mark.parametrize("token", ["aio_abc\n", " aio_abc", "aio\x00abc", "aio\tabc"])
+def test_a_token_with_control_characters_is_refused_at_once(
+    token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(aiosdk.ConfigurationError, match="token") as info:
+        aiosdk.AsyncClient("http://127.0.0.1:1", token=token)
+    assert token.strip() not in str(info.value)  # the token itself is never shown
+    if "\x00" not in token:  # (the environment cannot hold NUL)
+        monkeypatch.setenv("AIOSDK_TOKEN", token)  # a token read from a file into the environment
+        with pytest.raises(aiosdk.ConfigurationError, match="token"):
+            aiosdk.AsyncClient("http://127.0.0.1:1")
+
+
+def test_configuration_mistakes_are_one_class() -> None:
+    url = "http://127.0.0.1:1"
+    for mistake in (
+        lambda: aiosdk.AsyncClient(url, retry_mode="sometimes"),
+        lambda: aiosdk.AsyncClient(url, timeout=-1),
+        lambda: aiosdk.AsyncClient(url, pool_threads=0),
+        lambda: aiosdk.AsyncClient(url).retry_mode("sometimes"),
+        lambda: aiosdk.AsyncClient(url).with_options(deadline=0),
+        lambda: aiosdk.AsyncClient("not a url"),
+    ):
+        with pytest.raises(aiosdk.ConfigurationError) as info:
+            mistake()
+        assert isinstance(info.value, ValueError)  # a ValueError too, as before

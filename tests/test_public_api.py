@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import traceback
+
 import aiosdk
 
 EXPECTED = [
     "NOT_GIVEN", "AiosdkError", "AsyncClient", "AsyncPager", "AsyncTokens", "AuthenticationError",
-    "BadRequestError", "Client", "ConfigurationError", "ConflictError", "ConnectError",
+    "BadRequestError", "Client", "ClientClosedError", "ConfigurationError", "ConflictError",
+    "ConnectError",
     "DeadlineExceededError", "IdempotencyInProgressError", "InternalServerError",
     "InvalidTokenError", "NewToken", "NotFoundError", "NotGiven", "Page", "Pager",
     "PermissionDeniedError", "ProtocolError",
-    "RateLimitError", "RequestOptions", "RetryMode", "RetryPolicy", "Secret", "ServerError",
+    "RateLimitError", "RequestOptions", "RequestTooLargeError", "RetryMode", "RetryPolicy",
+    "Secret", "ServerError",
     "ServerInfo", "ServerStatus", "ServiceUnavailableError", "StatusError", "TimeoutError",
     "TokenInfo", "Tokens", "TransportError", "UnprocessableEntityError",
     "UnsupportedBackendError", "__version__", "embedded",
@@ -32,3 +36,14 @@ def test_errors_form_one_hierarchy() -> None:
     assert issubclass(aiosdk.DeadlineExceededError, aiosdk.TimeoutError)
     assert issubclass(aiosdk.ServiceUnavailableError, aiosdk.ServerError)
     assert not issubclass(aiosdk.TimeoutError, TimeoutError)  # ours, not the builtin
+
+
+def test_public_classes_print_with_the_public_module() -> None:
+    assert repr(aiosdk.NotFoundError) == "<class 'aiosdk.NotFoundError'>"
+    for name in aiosdk.__all__:
+        obj = getattr(aiosdk, name)
+        if isinstance(obj, type) and obj is not aiosdk.ServerStatus:
+            assert obj.__module__ == "aiosdk", name
+    error = aiosdk.NotFoundError("no such thing", status_code=404)
+    printed = "".join(traceback.format_exception(error))
+    assert "aiosdk.NotFoundError: no such thing" in printed

@@ -30,7 +30,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["Settings", "config_dir", "load_profile", "resolve_settings"]
+__all__ = ["API_PREFIX", "Settings", "config_dir", "load_profile", "resolve_settings"]
+
+API_PREFIX = "/api/v1"
+"""Where the HTTP API lives under the server URL."""
 
 
 @dataclass(frozen=True)
@@ -103,13 +106,29 @@ def resolve_settings(
     # may also take the environment's token.
     candidates = [layers[0], layers[source]] + ([environment] if source == 0 else [])
     raw_token = next((layer["token"] for layer in candidates if layer.get("token")), None)
-    secret = raw_token if isinstance(raw_token, Secret) or raw_token is None else Secret(raw_token)
+    if isinstance(raw_token, Secret):
+        raw_token = raw_token.reveal()
+    secret = None if raw_token is None else _token(raw_token)
     mode = next((layer["retry_mode"] for layer in layers if layer.get("retry_mode")), None)
     return Settings(url=url, token=secret, retry_mode=RetryMode.coerce(mode or RetryMode.DEFAULT))
 
 
+def _token(value: object) -> Secret:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"the token must be a string, not {type(value).__name__}")
+    if not value.isprintable() or value != value.strip():
+        # Typically the newline at the end of a token read from a file; never sendable.
+        raise ConfigurationError(
+            "the token holds whitespace at an end or a control character (a newline from a"
+            " file?): strip it"
+        )
+    return Secret(value)
+
+
 def _normalized_url(url: str) -> str:
-    """The server URL checked and in canonical form (lowercase scheme and host, no slash)."""
+    """The server URL checked and in canonical form: lowercase scheme and host, no slash, and
+    without the API prefix (``http://host:8000/api/v1/``, as ``aiosdk serve`` prints it, is
+    ``http://host:8000``)."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
@@ -120,4 +139,8 @@ def _normalized_url(url: str) -> str:
         raise ConfigurationError(f"the server URL must be http(s)://host[:port], not {url!r}")
     if parsed.query or parsed.fragment:
         raise ConfigurationError(f"the server URL takes no query or fragment: {url!r}")
-    return str(parsed).rstrip("/")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ConfigurationError(f"the server URL's port is out of range (1-65535): {url!r}")
+    path = parsed.path.rstrip("/")
+    path = path.removesuffix(API_PREFIX) if path.endswith(API_PREFIX) else path
+    return str(parsed.copy_with(path=path or "/")).rstrip("/")

@@ -15,6 +15,7 @@ __all__ = [
     "AiosdkError",
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
     "ConnectError",
@@ -26,6 +27,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
+    "RequestTooLargeError",
     "ServerError",
     "ServiceUnavailableError",
     "StatusError",
@@ -42,8 +44,17 @@ class AiosdkError(Exception):
     """Base class of every error aiosdk raises."""
 
 
-class ConfigurationError(AiosdkError):
-    """The client was configured in a way that cannot work (no URL, unknown profile, ...)."""
+class ConfigurationError(AiosdkError, ValueError):
+    """The client was configured in a way that cannot work (no URL, unknown profile, bad retry
+    mode, a token with a control character, ...), or a request the client itself cannot send.
+
+    Never retried: it would fail the same way every time. A ``ValueError`` too.
+    """
+
+
+class ClientClosedError(AiosdkError, RuntimeError):
+    """The client (or the pool it shares with :meth:`~aiosdk.AsyncClient.with_options` twins)
+    was closed; make a new one."""
 
 
 class UnsupportedBackendError(AiosdkError):
@@ -149,6 +160,13 @@ class IdempotencyInProgressError(ConflictError):
     """
 
 
+class RequestTooLargeError(StatusError):
+    """The request exceeds a size limit of the server (body, header fields, or a gRPC message);
+    ``GET /api/v1/`` advertises the limits (:attr:`~aiosdk.ServerInfo.limits`). Not retried."""
+
+    status_code = 413
+
+
 class UnprocessableEntityError(StatusError):
     status_code = 422
 
@@ -179,7 +197,9 @@ _HTTP_ERRORS: Mapping[int, type[StatusError]] = {
     403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
+    413: RequestTooLargeError,
     422: UnprocessableEntityError,
+    431: RequestTooLargeError,
     429: RateLimitError,
     500: InternalServerError,
     503: ServiceUnavailableError,
@@ -205,6 +225,9 @@ _GRPC_ERRORS: Mapping[Status, tuple[type[StatusError], int]] = {
     Status.UNAUTHENTICATED: (AuthenticationError, 401),
 }
 
+
+# How gRPC servers (grpcio's wording, which ours keeps) say a message exceeds their limit.
+_TOO_LARGE = "larger than max"
 
 # Error types in the server's body that name a finer class than the status does.
 _HTTP_ERROR_TYPES: Mapping[str, type[StatusError]] = {
@@ -242,6 +265,8 @@ def error_for_grpc_status(
     cls, http_status = _GRPC_ERRORS.get(status, (StatusError, 500))
     if status is Status.UNAUTHENTICATED and token_sent:
         cls = InvalidTokenError
+    elif status is Status.RESOURCE_EXHAUSTED and _TOO_LARGE in (message or ""):
+        cls, http_status = RequestTooLargeError, 413  # a size limit, not a rate limit
     return cls(
         message or status.name.replace("_", " ").lower(),
         status_code=http_status,

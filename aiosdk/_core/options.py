@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
+from .errors import ConfigurationError
 from .retry import RetryMode, RetryPolicy
 
 __all__ = ["NOT_GIVEN", "NotGiven", "RequestOptions"]
@@ -65,5 +66,7 @@ class RequestOptions:
 
 def _positive(name: str, value: float | None) -> float | None:
     if value is not None and not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds or None, not {value!r}"
+        )
     return value

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Seque
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from .errors import ProtocolError
+
 __all__ = ["AsyncPager", "Page"]
 
 T = TypeVar("T")
@@ -42,16 +44,25 @@ class AsyncPager(Generic[T]):
         return self.first_page().__await__()
 
     async def pages(self) -> AsyncIterator[Page[T]]:
-        """Every page, in order."""
+        """Every page, in order.
+
+        A server that hands out a cursor it gave before would loop forever: that is a
+        :class:`~aiosdk.ProtocolError` instead.
+        """
         token: str | None = None
+        seen: set[str] = set()
         while True:
             page = await self._fetch(token)
             yield page
-            if page.next_page_token is None:
-                return
-            if page.next_page_token == token:
-                raise RuntimeError("the server returned the same page cursor twice")
             token = page.next_page_token
+            if token is None:
+                return
+            if token in seen:
+                raise ProtocolError(
+                    f"the server returned page cursor {token[:40]!r} a second time; stopping"
+                    " rather than listing the same pages again"
+                )
+            seen.add(token)
 
     async def __aiter__(self) -> AsyncIterator[T]:
         """Every item of every page, each once."""

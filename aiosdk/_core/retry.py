@@ -17,7 +17,13 @@ from email.utils import parsedate_to_datetime
 import anyio
 from tenacity import AsyncRetrying, RetryCallState
 
-from .errors import AiosdkError, IdempotencyInProgressError, StatusError, TransportError
+from .errors import (
+    AiosdkError,
+    ConfigurationError,
+    IdempotencyInProgressError,
+    StatusError,
+    TransportError,
+)
 from .errors import TimeoutError as SdkTimeoutError
 
 __all__ = ["RetryBudget", "RetryMode", "RetryPolicy", "parse_retry_after"]
@@ -40,12 +46,15 @@ class RetryMode(str, enum.Enum):
 
     @classmethod
     def coerce(cls, value: RetryMode | str) -> RetryMode:
-        """Accept a member or its name in any case; anything else is a ``ValueError``."""
+        """Accept a member or its name in any case; anything else is a
+        :class:`~aiosdk.ConfigurationError` (a ``ValueError``)."""
         try:
             return cls(value.lower() if isinstance(value, str) else value)
         except ValueError:
             allowed = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"unknown retry mode {value!r}; use one of {allowed}") from None
+            raise ConfigurationError(
+                f"unknown retry mode {value!r}; use one of {allowed}"
+            ) from None
 
 
 _MAX_RETRIES = {RetryMode.DEFAULT: 3, RetryMode.FORCEFUL: 10, RetryMode.DISABLED: 0}

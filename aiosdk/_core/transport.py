@@ -8,24 +8,30 @@ a retryer built for the call, the overall deadline, error mapping and logging.
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
 import logging
 import os
+import ssl
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 import anyio
+import anyio.lowlevel
 import httpx
 import sniffio
 from grpclib.client import Channel
+from grpclib.config import Configuration
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from h2.exceptions import ProtocolError as H2ProtocolError
 
 from .._version import __version__
-from . import errors
+from . import errors, forking
+from .config import API_PREFIX
 from .http11 import AsyncioTransport, fast_transport_supported
 from .options import RequestOptions
 from .retry import RetryBudget, RetryMode, parse_retry_after
@@ -45,6 +51,21 @@ _DEFAULT_HEADERS = (
 )
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# HTTP/2 PING keep-alive on gRPC connections with calls in flight: a peer that vanished without a
+# FIN (cable pulled, NAT entry dropped) is noticed within interval + timeout seconds, and the call
+# fails with a transport error that its retry mode handles, instead of waiting forever.
+GRPC_KEEPALIVE_INTERVAL = 5.0
+GRPC_KEEPALIVE_TIMEOUT = 5.0
+_GRPC_CONFIG = Configuration(
+    _keepalive_time=GRPC_KEEPALIVE_INTERVAL,
+    _keepalive_timeout=GRPC_KEEPALIVE_TIMEOUT,
+    _keepalive_permit_without_calls=False,  # an idle connection is not pinged
+    _http2_max_pings_without_data=0,  # a quiet server stream is pinged for as long as it lasts
+    _http2_min_sent_ping_interval_without_data=GRPC_KEEPALIVE_INTERVAL,
+)
+_CLOSED = "this client is closed; make a new one"
+_KEY = "idempotency-key"
 
 
 class Bootstrap(Protocol):
@@ -98,8 +119,45 @@ class _HttpClient(httpx.AsyncClient):
         raise TypeError("aiosdk's HTTP client keeps no cookies")
 
 
+class _HttpPool:
+    """One ``httpx.AsyncClient`` and the attempts in flight on it.
+
+    A pool retired by :meth:`Transport.set_limits` is closed once its last attempt is done.
+    """
+
+    __slots__ = ("active", "client", "retired")
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.active = 0
+        self.retired = False
+
+
+_live: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+def _abandon_inherited_pools() -> None:
+    for transport in list(_live):
+        transport._abandon()
+
+
+forking.after_fork_in_child(_abandon_inherited_pools)
+
+
+def _current_loop() -> object:
+    """The running event loop: the asyncio loop, or trio's token for the current run."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.lowlevel.current_token().native_token
+
+
 class Transport:
-    """One client's connection pool: HTTP and gRPC, and the single path every call takes."""
+    """One client's connection pool: HTTP and gRPC, and the single path every call takes.
+
+    The pool belongs to the event loop that first used it. A forked child abandons the pool it
+    inherited, untouched (see :mod:`aiosdk._core.forking`), and opens its own.
+    """
 
     def __init__(
         self,
@@ -122,10 +180,11 @@ class Transport:
         self._user_transport = http_transport
         self._bootstrap = bootstrap
         self._started = bootstrap is None
+        self._bootstrapped = False  # the bootstrap ran, even if only partly: stop it on close
         self._closed = False
-        self._pid = os.getpid()
-        self._http: httpx.AsyncClient | None = None
-        self._retired: list[httpx.AsyncClient] = []
+        self._loop: object | None = None
+        self._pool: _HttpPool | None = None
+        self._retired: list[_HttpPool] = []
         self._urls: dict[str, httpx.URL] = {}
         self._transport_name = type(http_transport).__name__ if http_transport else "auto"
         self._channel: Channel | None = None
@@ -133,6 +192,7 @@ class Transport:
         self._lock: anyio.Lock | None = None
         self._pool_lock: anyio.Lock | None = None
         self.budget = RetryBudget()
+        _live.add(self)
 
     def __repr__(self) -> str:
         return f"<Transport url={self.url!r} http={self.http_transport_name}>"
@@ -147,15 +207,19 @@ class Transport:
         return self._limits
 
     def set_limits(self, limits: httpx.Limits) -> None:
-        """Change the pool size; takes effect for connections opened from now on."""
+        """Change the pool size; takes effect for connections opened from now on.
+
+        httpx fixes limits when its client is built, so calls from now on get a fresh pool; the
+        old one is closed as soon as the attempts still running on it are done.
+        """
         if self._user_transport is not None:
             raise errors.ConfigurationError(
                 "this client uses your http_transport: set its limits where you create it"
             )
         self._limits = limits
-        if self._http is not None:
-            # httpx fixes limits when the client is built: swap in a fresh pool for new calls.
-            old, self._http = self._http, None
+        if self._pool is not None:
+            old, self._pool = self._pool, None
+            old.retired = True
             self._retired.append(old)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -164,12 +228,15 @@ class Transport:
         """Run the bootstrap (if any) once; concurrent callers wait for the first."""
         if self._started:
             return
+        if self._closed:
+            raise errors.ClientClosedError(_CLOSED)
         async with self._get_lock():
             if self._started:
                 return
             if self._closed:
-                raise errors.ConfigurationError("this client is closed")
+                raise errors.ClientClosedError(_CLOSED)
             assert self._bootstrap is not None
+            self._bootstrapped = True
             self.url, self._token = await self._bootstrap.start()
             self._started = True
 
@@ -178,20 +245,19 @@ class Transport:
         if self._closed:
             return
         self._closed = True
-        self._check_fork()
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        clients = [*self._retired, *([self._http] if self._http else [])]
-        self._http, self._retired = None, []
+        pools = [*self._retired, *([self._pool] if self._pool else [])]
+        self._pool, self._retired = None, []
         # Closing runs to the end even when the closer is being cancelled (a timeout around
         # ``async with``): otherwise pools and the embedded server would outlive the client.
         with anyio.CancelScope(shield=True):
             try:
-                for client in clients:
-                    await client.aclose()
+                for pool in pools:
+                    await pool.client.aclose()
             finally:
-                if self._bootstrap is not None and self._started:
+                if self._bootstrap is not None and self._bootstrapped:
                     await self._bootstrap.stop()
 
     def _get_lock(self) -> anyio.Lock:
@@ -199,22 +265,41 @@ class Transport:
             self._lock = anyio.Lock()
         return self._lock
 
-    def _check_fork(self) -> None:
-        # A forked child must not touch the parent's sockets or loop: start from a fresh pool.
-        if os.getpid() != self._pid:
-            self._pid = os.getpid()
-            self._http, self._channel, self._retired = None, None, []
-            self._lock = self._pool_lock = None
+    def _abandon(self) -> None:
+        """In a forked child: forget the parent's pool and channel without touching them."""
+        forking.abandon(self._pool, self._channel, *self._retired, self._lock, self._pool_lock)
+        self._pool, self._channel, self._retired = None, None, []
+        self._lock = self._pool_lock = None
+        self._loop = None
 
-    async def _http_client(self) -> httpx.AsyncClient:
-        self._check_fork()
+    def _check_loop(self) -> None:
+        """Bind the pool to the running loop on first use; refuse any other loop after."""
+        loop = _current_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            closed = isinstance(self._loop, asyncio.AbstractEventLoop) and self._loop.is_closed()
+            raise errors.ConfigurationError(
+                "this client's connections belong to the event loop that first used it"
+                + (", which is closed now" if closed else ", and this is another one")
+                + ": use a client in one event loop only (make one per loop, e.g. inside the"
+                " function asyncio.run() runs), or use aiosdk.Client, which works from any thread"
+            )
+
+    async def _http_pool(self) -> _HttpPool:
         if self._closed:
-            raise errors.ConfigurationError("this client is closed")
-        while self._http is None:
+            raise errors.ClientClosedError(_CLOSED)
+        pool = self._pool
+        if pool is not None and self._loop is _current_loop():
+            return pool
+        self._check_loop()
+        if self._retired:
+            await self._close_idle_retired()
+        while self._pool is None:
             if self._pool_lock is None:
                 self._pool_lock = anyio.Lock()
             async with self._pool_lock:  # one build at a time; the others wait and reuse it
-                if self._http is not None:
+                if self._pool is not None:
                     break
                 limits = self._limits
                 # The fast transport on asyncio; httpx's own for trio, HTTP/2 and proxies.
@@ -224,17 +309,26 @@ class Transport:
                 if self._closed or limits is not self._limits:  # closed, or resized, meanwhile
                     await client.aclose()
                     if self._closed:
-                        raise errors.ConfigurationError("this client is closed")
+                        raise errors.ClientClosedError(_CLOSED)
                     continue
-                self._http = client
-        return self._http
+                self._pool = _HttpPool(client)
+        return self._pool
+
+    async def _close_idle_retired(self) -> None:
+        idle = [pool for pool in self._retired if not pool.active]
+        self._retired = [pool for pool in self._retired if pool.active]
+        with anyio.CancelScope(shield=True):
+            for pool in idle:
+                await pool.client.aclose()
 
     def _new_http_client(self, fast: bool, limits: httpx.Limits) -> httpx.AsyncClient:
+        # A CA bundle path becomes an SSL context here, in a worker thread (loading it blocks).
+        verify = _tls_context(self._verify) if isinstance(self._verify, str) else self._verify
         transport = self._user_transport or (
-            AsyncioTransport(limits=limits, verify=self._verify)
+            AsyncioTransport(limits=limits, verify=verify)
             if fast
             else httpx.AsyncHTTPTransport(
-                limits=limits, verify=self._verify, http2=self._http2, proxy=self._proxy
+                limits=limits, verify=verify, http2=self._http2, proxy=self._proxy
             )
         )
         self._transport_name = type(transport).__name__
@@ -242,7 +336,7 @@ class Transport:
         return _HttpClient(
             auth=BearerAuth(self._token) if self._token else None,
             limits=limits,
-            verify=self._verify,
+            verify=verify,
             transport=transport,
         )
 
@@ -336,12 +430,13 @@ class Transport:
             idempotent = method in IDEMPOTENT_METHODS
 
         async def attempt() -> httpx.Response:
-            client = await self._http_client()
+            pool = await self._http_pool()
             started = time.perf_counter()
             request = self._build_request(method, path, params, json, sent_headers, options)
             decoded = True
+            pool.active += 1
             try:
-                response = await client.send(request, stream=True)
+                response = await pool.client.send(request, stream=True)
                 try:
                     await response.aread()
                 except httpx.DecodingError:
@@ -351,7 +446,13 @@ class Transport:
                     await response.aclose()
                     raise
             except httpx.TransportError as exc:
+                if self._closed:
+                    raise errors.ClientClosedError(f"{method} {path}: {_CLOSED}") from exc
                 raise _map_httpx_error(exc, method, path) from exc
+            finally:
+                pool.active -= 1
+                if pool.retired and not pool.active and self._retired:
+                    await self._close_idle_retired()
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "%s %s -> %d in %.1f ms (request id %s)",
@@ -386,7 +487,7 @@ class Transport:
         if url is None:
             if len(self._urls) >= _URL_CACHE_SIZE:
                 self._urls.clear()
-            url = self._urls[path] = httpx.URL(f"{self.url}/api/v1{path}")
+            url = self._urls[path] = httpx.URL(f"{self.url}{API_PREFIX}{path}")
         if params:
             url = url.copy_merge_params(params)
         request_headers = [*_DEFAULT_HEADERS, *headers.items()]
@@ -412,34 +513,45 @@ class Transport:
                 "gRPC features need the asyncio backend (grpclib is asyncio-only); "
                 "HTTP features also work under trio"
             )
-        if self.url is not None and httpx.URL(self.url).scheme == "https":
-            # The channel would be plaintext: never send the token that way.
-            raise errors.ConfigurationError(
-                "gRPC over TLS is not supported yet; the gRPC features need an http:// server"
-            )
 
     async def _grpc_channel(self, options: RequestOptions) -> Channel:
         """The gRPC channel, opened on first use where ``GET /api/v1/`` says it listens."""
-        self._check_fork()
-        if self._channel is None:
-            async with self._get_lock():
-                if self._channel is None:
-                    host, port = await self._discover_grpc(options)
-                    if self._closed:
-                        raise errors.ConfigurationError("this client is closed")
-                    self._channel = Channel(host, port)
-                    token = self._token.reveal() if self._token else None
-                    self._grpc_metadata = {"authorization": f"Bearer {token}"} if token else {}
-                    log.debug("gRPC channel opened: %s:%s", host, port)
+        if self._closed:
+            raise errors.ClientClosedError(_CLOSED)
+        if self._channel is not None and self._loop is _current_loop():
+            return self._channel
+        self._check_loop()
+        async with self._get_lock():
+            if self._channel is None:
+                host, port, tls = await self._discover_grpc(options)
+                if self.url is not None and httpx.URL(self.url).scheme == "https" and not tls:
+                    # The server's HTTP is private; its gRPC would not be: keep the token safe.
+                    raise errors.ConfigurationError(
+                        "the server offers gRPC without TLS although its URL is https://;"
+                        " refusing to send the token in plaintext"
+                    )
+                # Loading CA certificates blocks: off the event loop, as for HTTP.
+                context = await anyio.to_thread.run_sync(self._grpc_ssl_context) if tls else None
+                if self._closed:
+                    raise errors.ClientClosedError(_CLOSED)
+                self._channel = Channel(host, port, ssl=context, config=_GRPC_CONFIG)
+                token = self._token.reveal() if self._token else None
+                self._grpc_metadata = {"authorization": f"Bearer {token}"} if token else {}
+                log.debug("gRPC channel opened: %s:%s (%s)", host, port, "TLS" if tls else "plain")
         return self._channel
 
-    async def _discover_grpc(self, options: RequestOptions) -> tuple[str, int]:
+    def _grpc_ssl_context(self) -> ssl.SSLContext:
+        """TLS for gRPC, verified like the HTTP side (``verify=``), speaking HTTP/2."""
+        context = _tls_context(self._verify)
+        context.set_alpn_protocols(["h2"])
+        return context
+
+    async def _discover_grpc(self, options: RequestOptions) -> tuple[str, int, bool]:
         # One attempt: the gRPC call's retry loop and deadline cover this discovery. Its
         # failures never sent the gRPC call, so they are marked so (any call may retry them).
         once = replace(options, retry=replace(options.retry, mode=RetryMode.DISABLED))
         try:
-            info = (await self.request("GET", "/", options=once)).json()
-            return str(info["grpc"]["host"]), int(info["grpc"]["port"])
+            return _grpc_endpoint((await self.request("GET", "/", options=once)).json())
         except (ValueError, KeyError, TypeError) as exc:
             raise errors.ProtocolError(
                 f"GET /: the server named no usable gRPC endpoint ({type(exc).__name__}: {exc})"
@@ -464,17 +576,22 @@ class Transport:
         options: RequestOptions,
         what: str,
     ) -> T:
-        """One unary gRPC call through the request path (auth, retries, deadline, errors)."""
+        """One unary gRPC call through the request path (auth, retries, deadline, errors).
+
+        A call that is not ``idempotent`` carries an ``idempotency-key`` (the same on every
+        attempt), which the server honours: ``"forceful"`` may retry it without applying it twice.
+        """
         self._check_grpc_backend()
-        options = _unkeyed(options, idempotent)
+        key = None if idempotent else uuid.uuid4().hex
 
         async def attempt() -> T:
             channel = await self._grpc_channel(options)
-            stub = stub_cls(channel, metadata=self._grpc_metadata, timeout=options.timeout)
+            metadata = self._grpc_metadata if key is None else {**self._grpc_metadata, _KEY: key}
+            stub = stub_cls(channel, metadata=metadata, timeout=options.timeout)
             try:
                 return await invoke(stub)
             except _GRPC_FAILURES as exc:
-                raise _map_grpc_error(exc, what, bool(self._grpc_metadata)) from exc
+                raise self._grpc_error(exc, what) from exc
 
         return await self.call(attempt, idempotent=idempotent, options=options, what=what)
 
@@ -494,7 +611,7 @@ class Transport:
         resumed only in ``"forceful"`` mode; otherwise its failure is raised.
         """
         self._check_grpc_backend()
-        options = _unkeyed(options, idempotent)
+        options = _unkeyed_stream(options, idempotent)
         await self.start()
         last: T | None = None
         delivered = 0
@@ -513,30 +630,66 @@ class Transport:
                 channel = await self._grpc_channel(options)
                 stub = stub_cls(channel, metadata=self._grpc_metadata)
                 items = open_stream(stub, last)
+                progressed = False
                 try:
                     async for item in items:
                         last, delivered = item, delivered + 1
-                        # Progress: a later interruption starts a fresh count of retries, and
-                        # what the earlier ones spent of the client's retry budget comes back.
-                        attempt.retry_state.attempt_number = 1
-                        self.budget.refund(sum(spent))
-                        spent.clear()
+                        if not progressed:
+                            # Progress: a later interruption starts a fresh count of retries,
+                            # and the budget gets back what the reconnections spent (or one
+                            # token, once per attempt that delivered, as for a successful call).
+                            progressed = True
+                            attempt.retry_state.attempt_number = 1
+                            self.budget.refund(sum(spent))
+                            spent.clear()
                         yield item
                 except _GRPC_FAILURES as exc:
-                    raise _map_grpc_error(exc, what, bool(self._grpc_metadata)) from exc
+                    raise self._grpc_error(exc, what) from exc
                 finally:
                     aclose = getattr(items, "aclose", None)
                     if aclose is not None:
                         await aclose()
-        self.budget.refund(sum(spent))
+                if not progressed:  # an empty stream that ended well is a successful call
+                    self.budget.refund(sum(spent))
+
+    def _grpc_error(self, exc: BaseException, what: str) -> errors.AiosdkError:
+        if self._closed and not isinstance(exc, GRPCError):
+            return errors.ClientClosedError(f"{what}: {_CLOSED}")
+        return _map_grpc_error(exc, what, bool(self._grpc_metadata))
 
 
-def _unkeyed(options: RequestOptions, idempotent: bool) -> RequestOptions:
-    """The options for a call that carries no idempotency key (gRPC, for now).
+def _tls_context(verify: bool | str) -> ssl.SSLContext:
+    """A new client SSL context: verifying with the system's CAs (``True``), with the CA bundle
+    file or directory ``verify`` names, or not at all (``False``). Blocks: call it in a thread."""
+    if not isinstance(verify, str):
+        return httpx.create_ssl_context(verify=verify)
+    try:
+        if os.path.isdir(verify):
+            return ssl.create_default_context(capath=verify)
+        return ssl.create_default_context(cafile=verify)
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.ConfigurationError(
+            f"verify={verify!r} is not a usable CA bundle: {exc}"
+        ) from exc
+
+
+def _grpc_endpoint(info: Any) -> tuple[str, int, bool]:
+    """Host, port and whether TLS is on, from ``GET /api/v1/``'s answer."""
+    grpc = info["grpc"]
+    host, port, tls = str(grpc["host"]), int(grpc["port"]), grpc.get("tls", False)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
+    if not isinstance(tls, bool):
+        raise TypeError(f"tls is {tls!r}, not a boolean")
+    return host, port, tls
+
+
+def _unkeyed_stream(options: RequestOptions, idempotent: bool) -> RequestOptions:
+    """The options for a streaming call: streams carry no idempotency key.
 
     ``"forceful"`` may retry a mutating call only because the server applies a keyed request
-    once; without a key, such a call gets ``"default"``'s rules: retried only where it cannot
-    have reached the server.
+    once; the server keys unary calls only, so a stream that is not idempotent gets
+    ``"default"``'s rules: retried only where it cannot have reached the server.
     """
     if idempotent or options.retry.mode is not RetryMode.FORCEFUL:
         return options
@@ -555,8 +708,12 @@ def _log_retry(what: str, state: Any, max_retries: int) -> None:
     )
 
 
-def _map_httpx_error(exc: httpx.TransportError, method: str, path: str) -> errors.TransportError:
+def _map_httpx_error(exc: httpx.TransportError, method: str, path: str) -> errors.AiosdkError:
     what = f"{method} {path}: {type(exc).__name__}: {exc or 'no detail'}"
+    if isinstance(exc, (httpx.LocalProtocolError, httpx.UnsupportedProtocol)):
+        # The request could not even be written (a header with a newline, an unknown scheme):
+        # every attempt would fail the same way, so it is the caller's to fix, never retried.
+        return errors.ConfigurationError(f"{what} (the request cannot be sent as it is)")
     if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
         return errors.TimeoutError(what, request_sent=False)
     if isinstance(exc, httpx.TimeoutException):
@@ -576,7 +733,7 @@ def _map_grpc_error(exc: BaseException, what: str, token_sent: bool) -> errors.A
     if isinstance(exc, GRPCError):
         return errors.error_for_grpc_status(exc.status, exc.message, token_sent=token_sent)
     detail = f"{what}: {type(exc).__name__}: {exc or 'no detail'}"
-    if isinstance(exc, ConnectionRefusedError):
+    if isinstance(exc, (ConnectionRefusedError, ssl.SSLError)):  # (a TLS handshake failed)
         return errors.ConnectError(detail, request_sent=False)
     if isinstance(exc, TimeoutError):
         return errors.TimeoutError(detail)

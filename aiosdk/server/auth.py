@@ -1,25 +1,30 @@
-"""Bearer tokens: generation, hashing and authentication, shared by HTTP and gRPC."""
+"""Bearer tokens: generation, hashing, parsing and the admin token, shared by HTTP and gRPC.
+
+Checking a token on a request is :class:`~aiosdk.server.authenticator.Authenticator`'s job.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .storage import Token, utcnow
+from .unit_of_work import UnitOfWork
 
 __all__ = [
     "ADMIN_PRINCIPAL",
     "TOKEN_PREFIX",
+    "AdminTokenState",
     "Principal",
-    "authenticate",
     "ensure_admin_token",
+    "mint_admin_token",
     "generate_token",
     "hash_token",
     "parse_bearer",
@@ -31,8 +36,6 @@ TOKEN_PREFIX = "aio_"
 """Every token the server issues starts with this, so that leaked tokens are easy to spot."""
 
 ADMIN_PRINCIPAL = "admin"
-
-_LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -71,46 +74,26 @@ def parse_bearer(authorization: str | None) -> str | None:
     return credentials
 
 
-async def authenticate(sessions: async_sessionmaker[AsyncSession], secret: str) -> Principal | None:
-    """The principal owning ``secret``, or ``None`` if it is unknown, revoked or expired."""
-    now = utcnow()
-    async with sessions() as session:
-        token = await session.scalar(select(Token).where(Token.secret_hash == hash_token(secret)))
-        if token is None or token.revoked_at is not None:
-            return None
-        if token.expires_at is not None and token.expires_at <= now:
-            return None
-        if token.last_used_at is None or token.last_used_at < now - _LAST_USED_RESOLUTION:
-            await session.execute(
-                update(Token)
-                .where(Token.id == token.id)
-                .where(
-                    or_(
-                        Token.last_used_at.is_(None),
-                        Token.last_used_at < now - _LAST_USED_RESOLUTION,
-                    )
-                )
-                .values(last_used_at=now)
-            )
-            await session.commit()
-        return Principal(
-            name=token.owner,
-            is_admin=token.is_admin,
-            token_id=token.id,
-            expires_at=token.expires_at,
-        )
+@dataclass(frozen=True)
+class AdminTokenState:
+    """What a start found, or did, about admin tokens (for the server to tell its operator)."""
+
+    secret: str | None = field(repr=False)
+    """The plaintext to show: a token this start generated, or the one it was given."""
+    created: bool
+    """Whether this start stored a new admin token (generated or given)."""
+    others: int
+    """How many other usable admin tokens there are."""
 
 
 async def ensure_admin_token(
     sessions: async_sessionmaker[AsyncSession], secret: str | None
-) -> str | None:
-    """Make sure an admin token exists and return a secret to show, if there is one.
+) -> AdminTokenState:
+    """Make sure an admin token exists.
 
-    With ``secret`` given, store its hash unless already stored, and return it. Without,
-    generate and store one if no usable admin token exists yet and return it (the only time the
-    plaintext is available); return ``None`` if one already exists.
+    With ``secret`` given, store its hash unless already stored. Without, generate and store
+    one if no usable admin token exists yet (the only time its plaintext is available).
     """
-    now = utcnow()
     async with sessions() as session:
         if secret is not None:
             existing = await session.scalar(
@@ -119,27 +102,54 @@ async def ensure_admin_token(
             if existing is not None:
                 if not existing.is_admin or existing.revoked_at is not None:
                     logger.warning("The configured admin token is revoked or not an admin token")
-                return secret
-        else:
-            usable = await session.scalar(
-                select(Token.id)
-                .where(Token.is_admin.is_(True), Token.revoked_at.is_(None))
-                .where(or_(Token.expires_at.is_(None), Token.expires_at > now))
-                .limit(1)
-            )
-            if usable is not None:
-                return None
-            secret = generate_token()
-        session.add(
-            Token(
-                label="admin",
-                secret_hash=hash_token(secret),
-                owner=ADMIN_PRINCIPAL,
-                is_admin=True,
-            )
-        )
+                others = await _usable_admin_tokens(session, besides=existing.id)
+                return AdminTokenState(secret, created=False, others=others)
+        others = await _usable_admin_tokens(session)
+        if secret is None and others:
+            return AdminTokenState(None, created=False, others=others)
+        secret = secret or generate_token()
+        session.add(_admin_token(secret))
         try:
             await session.commit()
         except IntegrityError:  # another server on the same database stored it first
             await session.rollback()
-        return secret
+            return AdminTokenState(secret, created=False, others=others)
+        return AdminTokenState(secret, created=True, others=others)
+
+
+async def mint_admin_token(work: UnitOfWork, *, revoke_others: bool) -> tuple[str, list[str]]:
+    """A new admin token (its plaintext, shown once) and the ids of the admin tokens revoked
+    with it (every usable one if ``revoke_others``: a rotation), written in ``work``; the
+    caller announces the revocations and commits."""
+    secret = generate_token()
+    now = utcnow()
+    revoked: list[str] = []
+    if revoke_others:
+        revoked = list(await work.session.scalars(select(Token.id).where(_usable_admin(now))))
+        await work.session.execute(
+            update(Token).where(Token.id.in_(revoked)).values(revoked_at=now)
+        )
+    work.session.add(_admin_token(secret))
+    await work.session.flush()
+    return secret, revoked
+
+
+def _admin_token(secret: str) -> Token:
+    return Token(
+        label="admin", secret_hash=hash_token(secret), owner=ADMIN_PRINCIPAL, is_admin=True
+    )
+
+
+def _usable_admin(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        Token.is_admin.is_(True),
+        Token.revoked_at.is_(None),
+        or_(Token.expires_at.is_(None), Token.expires_at > now),
+    )
+
+
+async def _usable_admin_tokens(session: AsyncSession, *, besides: str | None = None) -> int:
+    query = select(func.count()).select_from(Token).where(_usable_admin(utcnow()))
+    if besides is not None:
+        query = query.where(Token.id != besides)
+    return int(await session.scalar(query) or 0)

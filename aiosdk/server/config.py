@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +17,48 @@ DEFAULT_PAGE_SIZE = 100
 
 @dataclass(frozen=True)
 class Limits:
-    """Configurable limits the server enforces and advertises in ``GET /api/v1/``."""
+    """The limits a public server needs, on by default; the sizes are advertised in
+    ``GET /api/v1/``.
+
+    Raises :class:`ValueError` for a limit that is not a positive number.
+    """
 
     max_request_body_bytes: int = 16 * 1024 * 1024
+    """The largest HTTP request body; a larger one is answered 413."""
+    max_header_bytes: int = 64 * 1024
+    """The most bytes an HTTP request's line and header fields may take; more is answered 431."""
+    max_grpc_message_bytes: int = 4 * 1024 * 1024
+    """The largest gRPC request message (grpcio's default); a larger one is refused with
+    ``RESOURCE_EXHAUSTED`` before it is read."""
+    max_connections: int | None = None
+    """Open client connections allowed on each of the HTTP and gRPC ports; past it, a new
+    HTTP connection is answered 503 and a new gRPC connection gets a GOAWAY. ``None``: a
+    quarter of the process's file descriptor limit each (at most 1024), so that the two
+    ports together never run the process out of descriptors."""
+    header_timeout_seconds: float = 10.0
+    """How long a client has to send a complete HTTP request head (from the connection or its
+    first byte), or, on gRPC, its first request; then the connection is closed."""
+    http_idle_timeout_seconds: float = 5.0
+    """How long an HTTP connection may stay open between requests (keep-alive), and a request
+    body may stall, before the server closes the connection."""
+    grpc_idle_timeout_seconds: float = 300.0
+    """How long a gRPC connection may stay open without a call before the server closes it
+    with a GOAWAY (clients reconnect on their next call)."""
+
+    def __post_init__(self) -> None:
+        for limit in dataclasses.fields(self):
+            value = getattr(self, limit.name)
+            if value is None and limit.name == "max_connections":
+                continue
+            whole = limit.name.startswith("max_")  # counts; the others are seconds
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int if whole else int | float)
+                or not value > 0
+                or not math.isfinite(value)
+            ):
+                kind = "whole number" if whole else "number"
+                raise ValueError(f"Limits.{limit.name} must be a positive {kind}, not {value!r}")
 
 
 @dataclass
@@ -41,3 +82,16 @@ class ServerConfig:
     """The admin bearer token; ``None`` generates one on the first start with a data directory."""
     log_level: str = "warning"
     limits: Limits = field(default_factory=Limits)
+    tls_cert: Path | None = None
+    """A PEM certificate chain: serve HTTPS and gRPC over TLS (with ``tls_key``)."""
+    tls_key: Path | None = None
+    """The PEM private key of ``tls_cert``."""
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate (tls_cert) and its key (tls_key)")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks TLS (HTTPS, and gRPC over TLS)."""
+        return self.tls_cert is not None

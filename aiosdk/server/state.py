@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .authenticator import Authenticator
 from .config import Limits
 
 __all__ = ["Metrics", "ServerState"]
@@ -33,7 +34,9 @@ class ServerState:
     """Everything a request handler needs: storage, limits, addresses and counters."""
 
     sessions: async_sessionmaker[AsyncSession]
+    authenticator: Authenticator
     grpc_host: str
     grpc_port: int
+    grpc_tls: bool = False
     limits: Limits = field(default_factory=Limits)
     metrics: Metrics = field(default_factory=Metrics)

@@ -117,6 +117,8 @@ class ScriptedServer(LoopServer):
         self._seen: list[Seen] = []
         self._ids = itertools.count(1)
         self.open_connections = 0
+        self.grpc_port: int | None = None
+        """The gRPC port ``GET /api/v1/`` names (default: a free one, where nothing listens)."""
 
     def listen(self) -> None:
         """Start accepting connections (for a server made with ``listening=False``).
@@ -184,7 +186,7 @@ class ScriptedServer(LoopServer):
         body = action.body
         if body is None:
             payload = (
-                _ok_payload(request, self.port)
+                _ok_payload(request, self.port, self.grpc_port)
                 if action.status < 400
                 else {"error": {"message": f"scripted {action.status}", "request_id": request_id}}
             )
@@ -247,7 +249,7 @@ async def _peer_closed_within(reader: asyncio.StreamReader, seconds: float) -> b
     return not data
 
 
-def _ok_payload(request: Seen, port: int) -> object:
+def _ok_payload(request: Seen, port: int, grpc_port: int | None) -> object:
     """A well-formed success body for the SDK's routes (``None``: no content)."""
     path = request.path.rstrip("/")
     now = "2024-01-01T00:00:00+00:00"
@@ -256,8 +258,9 @@ def _ok_payload(request: Seen, port: int) -> object:
             "name": "scripted",
             "version": "0",
             "api_version": "v1",
-            # Nothing serves gRPC here: a free port, so a stray gRPC call is refused at once.
-            "grpc": {"host": "127.0.0.1", "port": free_port()},
+            # Unless told otherwise, nothing serves gRPC: a free port, so a stray gRPC call is
+            # refused at once.
+            "grpc": {"host": "127.0.0.1", "port": grpc_port or free_port()},
             "principal": "scripted",
             "limits": {"max_page_size": 1000, "max_request_body_bytes": 1 << 24},
         }

@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 
 import aiosdk
+from aiosdk.proto import CreateTokenRequest, TokenServiceStub
 
+from .conftest import RetryLog
 from .scripted import ScriptedServer, fail
 
 pytestmark = pytest.mark.anyio
@@ -65,3 +67,57 @@ async def test_successes_refill_the_budget(scripted: ScriptedServer) -> None:
             await client.server_info()
         scripted.script(then=fail(503, retry_after="0"))
         assert await failing_call_attempts(client, scripted) == 2
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_healthy_stream_refunds_once_not_per_item(server: object) -> None:
+    # A stream used to refund a token for every item: a watch or a channel kept open refilled
+    # an exhausted budget, and the brake on retry storms never engaged while it ran.
+    url, token = server.http_url, server.admin_token  # type: ignore[attr-defined]
+    async with aiosdk.AsyncClient(url, token=token) as client:
+        await client.get_status()  # the channel is open: the stream is the only call below
+        client._ctx.transport.budget.tokens = 0
+        updates = [s async for s in client.watch_status(interval=0.05, max_updates=20)]
+        assert len(updates) == 20
+        assert client._ctx.transport.budget.tokens == 1  # one successful call
+
+
+async def test_a_request_that_cannot_be_written_is_not_retried(scripted: ScriptedServer) -> None:
+    # A header holding a newline can never be sent: a configuration error at once, not ten
+    # forceful attempts, twenty seconds and fifty budget tokens.
+    async with aiosdk.AsyncClient(scripted.url, token="t", retry_mode="forceful") as client:
+        transport = client._ctx.transport
+        with pytest.raises(aiosdk.ConfigurationError, match="cannot be sent"):
+            await transport.request(
+                "GET", "/", headers={"X-Note": "line\nbreak"}, options=client.options
+            )
+        assert transport.budget.tokens == transport.budget.capacity
+    assert scripted.requests == []
+
+
+async def test_a_request_over_a_size_limit_is_not_retried(
+    server: object, retry_log: RetryLog, anyio_backend: str
+) -> None:
+    url, token = server.http_url, server.admin_token  # type: ignore[attr-defined]
+    async with aiosdk.AsyncClient(url, token=token, retry_mode="forceful") as client:
+        limits = (await client.server_info()).limits
+        with pytest.raises(aiosdk.RequestTooLargeError) as body:
+            await client.tokens.create("x" * (limits["max_request_body_bytes"] + 1))
+        assert body.value.status_code == 413
+        if anyio_backend == "asyncio":
+            big = CreateTokenRequest(label="x" * (limits["max_grpc_message_bytes"] + 1))
+            with pytest.raises(aiosdk.RequestTooLargeError) as message:
+                await client._ctx.transport.grpc_unary(
+                    TokenServiceStub,
+                    lambda stub: stub.create_token(big),
+                    idempotent=False,
+                    options=client.options,
+                    what="CreateToken",
+                )
+            assert message.value.grpc_status == "RESOURCE_EXHAUSTED"
+    oversized = "t" * (limits["max_header_bytes"] + 1)
+    async with aiosdk.AsyncClient(url, token=oversized, retry_mode="forceful") as client:
+        with pytest.raises(aiosdk.RequestTooLargeError) as headers:
+            await client.server_info()
+        assert headers.value.status_code == 431
+    assert not retry_log.retries  # forceful tries everything again, but not these

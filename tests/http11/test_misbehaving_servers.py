@@ -278,3 +278,100 @@ async def test_transport_close_closes_every_connection(scripted: Start) -> None:
             break
         await asyncio.sleep(0.01)
     assert server.open_connections == 0
+
+
+async def test_many_stale_connections_cost_one_resend_at_most(scripted: Start) -> None:
+    # Twenty kept-alive connections; then the server goes bad: it reads every request and
+    # closes without answering. One idempotent request used to be sent once per stale
+    # pooled connection (21 times), outside any retry policy; now: once, then once more on a
+    # new connection, and the failure is the caller's (the retry policy's) to handle.
+    bad = asyncio.Event()
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: ScriptedServer
+    ) -> None:
+        while True:
+            await read_request(reader, server)
+            if bad.is_set():
+                return
+            await asyncio.sleep(0.05)  # slow enough that the twenty overlap
+            writer.write(OK)
+
+    server = await scripted(handler)
+    limits = httpx.Limits(max_connections=50, max_keepalive_connections=20)
+    async with client(limits=limits) as http:
+        await asyncio.gather(*(http.get(server.url) for _ in range(20)))
+        assert server.connections == 20
+        bad.set()
+        before = len(server.requests)
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(server.url)
+    assert len(server.requests) - before == 2
+    assert server.connections == 21
+
+
+async def test_a_closed_transport_opens_nothing_and_fails_waiters(scripted: Start) -> None:
+    # One request in flight on a reused connection and one queued for the only slot when the
+    # transport closes: both fail, neither is resent or connects anew, and the transport stays
+    # closed (before, the in-flight GET took the resend path and succeeded after the close).
+    answer = asyncio.Event()
+    answer.set()
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: ScriptedServer
+    ) -> None:
+        while True:
+            await read_request(reader, server)
+            await answer.wait()
+            writer.write(OK)
+
+    server = await scripted(handler)
+    transport = AsyncioTransport(limits=httpx.Limits(max_connections=1))
+    async with httpx.AsyncClient(transport=transport) as http:
+        assert (await http.get(server.url)).content == b"ok"  # a kept-alive connection
+        answer.clear()
+        in_flight = asyncio.ensure_future(http.get(server.url))
+        queued = asyncio.ensure_future(http.get(server.url))
+        for _ in range(500):
+            if len(server.requests) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await transport.aclose()
+        results = await asyncio.gather(in_flight, queued, return_exceptions=True)
+        assert all(isinstance(r, httpx.TransportError) for r in results), results
+        answer.set()
+        with pytest.raises(httpx.ConnectError, match="closed"):
+            await transport.handle_async_request(httpx.Request("GET", server.url))
+    assert len(server.requests) == 2
+    assert server.connections == 1
+
+
+async def test_an_upload_answered_early_does_not_poison_the_connection(scripted: Start) -> None:
+    # The server answers 413 after the head, reads no body, and keeps the connection open: a
+    # connection whose request was not fully sent must not carry the next request.
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: ScriptedServer
+    ) -> None:
+        server.requests.append(await reader.readuntil(b"\r\n\r\n"))
+        if server.connections == 1:
+            writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig")
+            await asyncio.sleep(60)  # the connection stays open; nothing more is read
+        else:
+            writer.write(OK)
+            await reader.read()
+
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(1000):  # 64 MiB: far more than the socket buffers hold
+            sent += 1
+            yield b"x" * 65536
+
+    server = await scripted(handler)
+    async with client() as http:
+        response = await http.post(server.url, content=body())
+        assert response.status_code == 413
+        assert sent < 1000  # the upload stopped when the answer came
+        assert (await http.get(server.url)).content == b"ok"
+    assert server.connections == 2  # the next request went on a new connection

@@ -50,7 +50,12 @@ async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | No
         return
     base_url = os.environ.get(POSTGRES_URL_ENV)
     if not base_url:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_URL_ENV}")
+        pytest.skip(
+            f"PostgreSQL cases are off: {POSTGRES_URL_ENV} is empty"
+            if POSTGRES_URL_ENV in os.environ
+            else f"no PostgreSQL: none answered on 127.0.0.1:5432 (trust auth, database test)"
+            f" and {POSTGRES_URL_ENV} is not set"
+        )
     async with fresh_postgres_database(base_url) as url:
         yield url
 

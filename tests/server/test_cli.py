@@ -13,6 +13,7 @@ import httpx
 import pytest
 from grpclib.client import Channel
 
+import aiosdk
 from aiosdk.proto import StatusServiceStub
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.anyio
 GUARD_SECONDS = 30  # a hang guard, not a timing assertion
 
 
-async def serve(data_dir: Path, *extra: str) -> tuple[int | None, str, dict[str, str]]:
+async def serve(
+    data_dir: Path, *extra: str, token: str | None = None
+) -> tuple[int | None, str, dict[str, str]]:
     """Run ``aiosdk serve`` on free ports, call it, SIGINT it; its exit code, output, and lines."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -43,13 +46,13 @@ async def serve(data_dir: Path, *extra: str) -> tuple[int | None, str, dict[str,
     output = ""
     try:
         with anyio.fail_after(GUARD_SECONDS):
-            while "gRPC" not in lines:
+            while "Admin token" not in lines and SHOWN_ONCE not in lines:
                 line = (await process.stdout.readline()).decode()
                 assert line, f"aiosdk serve exited early: {output!r}"
                 output += line
                 name, _, value = line.partition(": ")
                 lines[name] = value.strip()
-        await check_server(lines, extra)
+        await check_server(lines, token)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)
@@ -58,13 +61,21 @@ async def serve(data_dir: Path, *extra: str) -> tuple[int | None, str, dict[str,
     return process.returncode, output + rest.decode(), lines
 
 
-async def check_server(lines: dict[str, str], extra: tuple[str, ...]) -> None:
-    token = lines.get("Admin token (shown once)") or extra[extra.index("--admin-token") + 1]
+SHOWN_ONCE = "Admin token (shown once; only its hash is kept)"
+
+
+async def check_server(lines: dict[str, str], token: str | None) -> None:
+    token = lines.get(SHOWN_ONCE) or token
+    assert token is not None
     headers = {"authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient() as http:
-        info = (await http.get(lines["HTTP"], headers=headers)).json()
-    host, port = lines["gRPC"].rsplit(":", 1)
-    assert info["grpc"] == {"host": host, "port": int(port)}
+    async with aiosdk.AsyncClient(lines["URL"], token=token) as client:  # the URL it printed
+        assert (await client.server_info()).principal == "admin"
+    async with httpx.AsyncClient() as http:  # and the API address, as printed
+        info = (await http.get(lines["API"].split()[0], headers=headers)).json()
+    endpoint, _, security = lines["gRPC"].partition(" ")
+    host, port = endpoint.rsplit(":", 1)
+    assert security == "(plaintext)"
+    assert info["grpc"] == {"host": host, "port": int(port), "tls": False}
     channel = Channel(host, int(port))
     try:
         status = await StatusServiceStub(channel, metadata=headers).get_status()
@@ -76,13 +87,60 @@ async def check_server(lines: dict[str, str], extra: tuple[str, ...]) -> None:
 async def test_serve_prints_its_endpoints_and_stops_on_sigint(tmp_path: Path) -> None:
     code, output, lines = await serve(tmp_path / "data")
     assert code == 0, output
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/api/v1/", lines["HTTP"])
-    token = lines["Admin token (shown once)"]
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", lines["URL"])
+    assert lines["API"].startswith(lines["URL"] + "/api/v1/ ")
+    token = lines[SHOWN_ONCE]
     assert token.startswith("aio_")
     assert output.count(token) == 1
 
-    # Second start on the same data directory: the token still works and is not shown again.
-    code, output, lines = await serve(tmp_path / "data", "--admin-token", token)
+    # Second start on the same data directory: the token still works and is not shown again;
+    # the output says it exists, and how to mint another.
+    code, output, lines = await serve(tmp_path / "data", "--admin-token", token, token=token)
     assert code == 0, output
-    assert "Admin token" not in output
+    assert lines["Admin token"].startswith("the one given by --admin-token")
+    assert "already stored" in lines["Admin token"]
     assert token not in output
+    code, output, lines = await serve(tmp_path / "data", token=token)
+    assert lines["Admin token"].startswith("1 made by earlier starts")
+    assert f"aiosdk admin-token --data {tmp_path / 'data'}" in lines["Admin token"]
+    assert SHOWN_ONCE not in lines
+
+
+async def test_admin_token_mints_and_rotates(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _, _, lines = await serve(data)
+    first = lines[SHOWN_ONCE]
+
+    async def admin_token(*extra: str) -> str:
+        process = await anyio.run_process(
+            [sys.executable, "-m", "aiosdk.cli", "admin-token", "--data", str(data), *extra]
+        )
+        return process.stdout.decode()
+
+    minted = (await admin_token()).split(": ", 1)[1].split()[0]
+    assert minted.startswith("aio_")
+    _, output, _ = await serve(data, "--admin-token", minted, token=minted)  # the new one ...
+    assert "1 other admin token(s) work too" in output
+    _, output, lines = await serve(data, token=first)  # ... works, the first too
+    assert lines["Admin token"].startswith("2 made by earlier starts")
+    rotated_out = await admin_token("--revoke-others")
+    assert "Revoked 2 other admin token(s)." in rotated_out
+    rotated = rotated_out.split(": ", 1)[1].split()[0]
+    _, output, lines = await serve(data, token=rotated)
+    assert lines["Admin token"].startswith("1 made by earlier starts")  # the rest are revoked
+    with pytest.raises(aiosdk.InvalidTokenError):
+        await serve(data, token=first)  # refused now
+
+
+async def test_admin_token_without_server_data_says_so(tmp_path: Path) -> None:
+    process = await anyio.run_process(
+        [sys.executable, "-m", "aiosdk.cli", "admin-token", "--data", str(tmp_path / "none")],
+        check=False,
+    )
+    assert process.returncode == 1
+    assert b"no server data" in process.stderr
+
+
+async def test_version() -> None:
+    process = await anyio.run_process([sys.executable, "-m", "aiosdk.cli", "--version"])
+    assert process.stdout.decode().strip() == f"aiosdk {aiosdk.__version__}"

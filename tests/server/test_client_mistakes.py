@@ -14,8 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import Receive, Scope, Send
 
 from aiosdk.server import Server
+from aiosdk.server.authenticator import Authenticator
 from aiosdk.server.http.app import create_app
 from aiosdk.server.http.middleware import RequestContextMiddleware
+from aiosdk.server.notify import Notifier
 from aiosdk.server.state import Metrics, ServerState
 
 from .conftest import assert_error
@@ -178,6 +180,17 @@ class _DatabaseRefusal:
         raise AssertionError("PostgreSQL took a NUL")
 
 
+def state_on(database: async_sessionmaker[AsyncSession]) -> ServerState:
+    """The state of a server app on ``database``, to mount extra routes on (not started)."""
+    notifier = Notifier(database.kw["bind"])
+    return ServerState(
+        sessions=database,
+        authenticator=Authenticator(database, notifier),
+        grpc_host="127.0.0.1",
+        grpc_port=1,
+    )
+
+
 @pytest.mark.parametrize("idempotency_key", [None, "refused"])
 async def test_a_value_the_database_refuses_is_a_400(
     server: Server,
@@ -185,7 +198,7 @@ async def test_a_value_the_database_refuses_is_a_400(
     idempotency_key: str | None,
 ) -> None:
     """The safety net behind validation: a data error from the database is the client's."""
-    app = create_app(ServerState(sessions=database, grpc_host="127.0.0.1", grpc_port=1))
+    app = create_app(state_on(database))
     app.add_api_route("/api/v1/refuse", _DatabaseRefusal(database), methods=["POST"])
     headers = {"Authorization": f"Bearer {server.admin_token}"}
     if idempotency_key:
@@ -208,7 +221,7 @@ async def test_other_database_errors_stay_500s(
     async def broken() -> None:
         raise OperationalError("SELECT 1", {}, ConnectionError("simulated: database down"))
 
-    app = create_app(ServerState(sessions=database, grpc_host="127.0.0.1", grpc_port=1))
+    app = create_app(state_on(database))
     app.add_api_route("/api/v1/broken", broken)
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {server.admin_token}"}

@@ -33,8 +33,14 @@ async def test_info(server: Server, client: httpx.AsyncClient) -> None:
         "name": "aiosdk",
         "version": _version.__version__,
         "api_version": "v1",
-        "grpc": {"host": server.grpc_host, "port": server.grpc_port},
-        "limits": {"max_page_size": 1000, "max_request_body_bytes": 16 * 1024 * 1024},
+        "grpc": {"host": server.grpc_host, "port": server.grpc_port, "tls": False},
+        "limits": {
+            "max_page_size": 1000,
+            "max_request_body_bytes": 16 * 1024 * 1024,
+            "max_header_bytes": 64 * 1024,
+            "max_grpc_message_bytes": 4 * 1024 * 1024,
+            "http_idle_timeout_seconds": 5.0,
+        },
         "principal": "admin",
     }
 

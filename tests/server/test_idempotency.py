@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,9 +17,9 @@ from starlette.types import Receive, Scope, Send
 
 from aiosdk.server import Server
 from aiosdk.server.auth import Principal
-from aiosdk.server.http.idempotency import (
+from aiosdk.server.http.idempotency import IdempotencyMiddleware, unit_of_work
+from aiosdk.server.idempotency import (
     IN_PROGRESS_LEASE,
-    IdempotencyMiddleware,
     IdempotencyStore,
     StoredResponse,
     claim_record,
@@ -26,6 +27,7 @@ from aiosdk.server.http.idempotency import (
 from aiosdk.server.storage import (
     IdempotencyKey,
     IdempotencyState,
+    Token,
     create_engine,
     create_tables,
     default_database_url,
@@ -199,7 +201,9 @@ async def test_a_superseded_claim_leaves_its_successor_alone(
     second = claim_record("p", key, "POST", "/x", b"", b"")
     assert await store.claim(second) is None  # took the stale claim over
 
-    await store.complete(first, StoredResponse(201, [], b"late"))
+    async with database() as session:
+        await store.complete(first, StoredResponse(201, [], b"late"), session=session)
+        await session.commit()
     await store.release(first)
     async with database() as session:
         rows = list(
@@ -289,3 +293,103 @@ async def test_stored_responses_keep_no_secret_in_the_clear(tmp_path: Path) -> N
             assert clear.encode() not in stored
     finally:
         await engine.dispose()
+
+
+async def test_the_answer_is_sent_after_the_commit(
+    client: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
+) -> None:
+    """Whoever sees the answer sees its stored record: an immediate repeat is a replay."""
+    for _ in range(20):
+        key = new_key()
+        headers = {"Idempotency-Key": key}
+        first = await client.post("/tokens", json={"label": "ordered"}, headers=headers)
+        assert first.status_code == 201
+        async with database() as session:  # looked at the moment the answer arrived
+            states = list(
+                await session.scalars(
+                    select(IdempotencyKey.state).where(
+                        IdempotencyKey.key == claim_record("admin", key, "", "", b"", b"").key
+                    )
+                )
+            )
+        assert states == [IdempotencyState.DONE]
+        repeat = await client.post("/tokens", json={"label": "ordered"}, headers=headers)
+        assert repeat.headers["idempotent-replayed"] == "true"
+
+
+async def scripted_app(
+    tmp_path: Path, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
+) -> AsyncIterator[tuple[httpx.AsyncClient, async_sessionmaker[AsyncSession]]]:
+    """``handler`` behind the idempotency middleware, on a database of its own."""
+    engine = await anyio.to_thread.run_sync(create_engine, default_database_url(tmp_path))
+    try:
+        await create_tables(engine)
+        sessions = session_factory(engine)
+        middleware = IdempotencyMiddleware(handler, IdempotencyStore(sessions))
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["state"] = {"principal": Principal("p", is_admin=False, token_id="t")}
+            await middleware(scope, receive, send)
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http, sessions
+    finally:
+        await engine.dispose()
+
+
+def add_token(scope: Scope, label: str) -> None:
+    unit_of_work(scope).session.add(
+        Token(label=label, secret_hash=uuid.uuid4().hex, owner="p", created_at=utcnow())
+    )
+
+
+async def token_labels(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    async with sessions() as session:
+        return list(await session.scalars(select(Token.label)))
+
+
+async def test_a_handler_that_writes_then_fails_leaves_nothing(tmp_path: Path) -> None:
+    """Its writes roll back with the failure, so a retry applies the change exactly once."""
+    runs: list[int] = []
+
+    async def write_then_fail_once(scope: Scope, receive: Receive, send: Send) -> None:
+        runs.append(len(runs))
+        add_token(scope, "written")
+        await unit_of_work(scope).session.flush()
+        if len(runs) == 1:
+            raise RuntimeError("failed after writing")
+        await PlainTextResponse("made", status_code=201)(scope, receive, send)
+
+    async for http, sessions in scripted_app(tmp_path, write_then_fail_once):
+        with pytest.raises(RuntimeError):  # (the server's outer layer answers it with a 500)
+            await http.post("/", headers={"Idempotency-Key": "k"})
+        assert await token_labels(sessions) == []
+        replies = [await http.post("/", headers={"Idempotency-Key": "k"}) for _ in range(2)]
+        assert [r.status_code for r in replies] == [201, 201]
+        assert replies[1].headers["idempotent-replayed"] == "true"
+        assert await token_labels(sessions) == ["written"]
+        assert runs == [0, 1]
+
+
+async def test_a_refusal_keeps_no_write_but_is_replayed(tmp_path: Path) -> None:
+    async def write_then_refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        add_token(scope, "refused")
+        await PlainTextResponse("no", status_code=403)(scope, receive, send)
+
+    async for http, sessions in scripted_app(tmp_path, write_then_refuse):
+        replies = [await http.post("/", headers={"Idempotency-Key": "k"}) for _ in range(2)]
+        assert [r.status_code for r in replies] == [403, 403]
+        assert replies[1].headers["idempotent-replayed"] == "true"
+        assert await token_labels(sessions) == []
+
+
+async def test_a_handler_may_not_commit_on_its_own(tmp_path: Path) -> None:
+    async def commits(scope: Scope, receive: Receive, send: Send) -> None:
+        add_token(scope, "committed by the handler")
+        await unit_of_work(scope).session.commit()
+
+    async for http, sessions in scripted_app(tmp_path, commits):
+        with pytest.raises(RuntimeError, match="unit of work commits it"):
+            await http.post("/")
+        assert await token_labels(sessions) == []

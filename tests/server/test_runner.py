@@ -112,7 +112,11 @@ def test_server_thread_start_stop_restart(tmp_path: Path) -> None:
             f"{first.http_url}/api/v1/", headers={"Authorization": f"Bearer {first.admin_token}"}
         )
         assert response.status_code == 200
-        assert response.json()["grpc"] == {"host": first.grpc_host, "port": first.grpc_port}
+        assert response.json()["grpc"] == {
+            "host": first.grpc_host,
+            "port": first.grpc_port,
+            "tls": False,
+        }
         ports = (first.server.http_port, first.server.grpc_port)
     first.stop()  # idempotent
 

@@ -95,6 +95,8 @@ class Connection(asyncio.BufferedProtocol):
         self.requests_served = 0
         self.idle_since = 0.0
         self.closed = False
+        self.request_sent = False
+        """Whether the whole request (head and body) was handed to the socket."""
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray(_INITIAL_BUFFER)
@@ -166,6 +168,8 @@ class Connection(asyncio.BufferedProtocol):
             assert self._transport is not None
             self._transport.pause_reading()
         self._wake()
+        if self._state >= _BODY:
+            self._wake_drain()
 
     def eof_received(self) -> bool:
         if self._state == _BODY:
@@ -196,9 +200,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
+        self._wake_drain()
 
     # -- httptools callbacks -----------------------------------------------------------
 
@@ -316,6 +318,9 @@ class Connection(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
@@ -359,8 +364,12 @@ class Connection(asyncio.BufferedProtocol):
 
     @property
     def reusable(self) -> bool:
-        """Whether the last response completed and the connection may be kept alive."""
-        return self._state == _DONE and self._keep_alive and not self.closed
+        """Whether the last exchange completed both ways and the connection may be kept alive.
+
+        A request whose body was not fully sent (the server answered early) leaves the
+        connection mid-message: the next request would be read as the rest of that body.
+        """
+        return self._state == _DONE and self._keep_alive and self.request_sent and not self.closed
 
     @property
     def response_complete(self) -> bool:
@@ -378,6 +387,7 @@ class Connection(asyncio.BufferedProtocol):
         self._state = _HEAD
         self._is_head = is_head
         self._client_keep_alive = keep_alive
+        self.request_sent = False
         self._received = 0
         self._keep_alive = False
         self._error = None
@@ -393,8 +403,9 @@ class Connection(asyncio.BufferedProtocol):
         self._transport.write(data)
 
     async def drain(self, timeout: float | None) -> None:
-        """Wait until the transport's write buffer is below its high-water mark."""
-        if not self._writing_paused:
+        """Wait until the transport's write buffer is below its high-water mark, or until the
+        response head arrives (a server answering early may have stopped reading)."""
+        if not self._writing_paused or self.head_received:
             return
         waiter: asyncio.Future[bool] = self._loop.create_future()
         self._drain_waiter = waiter

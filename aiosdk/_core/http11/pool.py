@@ -16,6 +16,13 @@ def _expire_waiter(waiter: asyncio.Future[Connection | None]) -> None:
         waiter.set_exception(httpx.PoolTimeout("Timed out waiting for a connection."))
 
 
+class PoolClosed(httpx.ConnectError):
+    """The transport was closed: no connection is handed out or kept any more."""
+
+    def __init__(self) -> None:
+        super().__init__("The transport is closed.")
+
+
 class ConnectionPool:
     """Bookkeeping of connection slots, idle keep-alive connections and waiters.
 
@@ -46,10 +53,18 @@ class ConnectionPool:
             collections.deque()
         )
         self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
 
-    async def acquire(self, origin: Origin, timeout: float | None) -> Connection | None:
-        """Return an idle connection to ``origin``, or None with a slot to connect."""
-        if self._idle_count:
+    async def acquire(
+        self, origin: Origin, timeout: float | None, *, fresh: bool = False
+    ) -> Connection | None:
+        """Return an idle connection to ``origin``, or None with a slot to connect.
+
+        ``fresh`` skips the idle connections: the caller connects anew.
+        """
+        if self.closed:
+            raise PoolClosed
+        if self._idle_count and not fresh:
             conn = self._pop_idle(origin)
             if conn is not None:
                 return conn
@@ -101,6 +116,9 @@ class ConnectionPool:
 
     def track(self, conn: Connection) -> None:
         """Register a connection that was opened in a slot from ``acquire``."""
+        if self.closed:  # closed while it was connecting
+            conn.abort()
+            raise PoolClosed
         self._active.add(conn)
 
     def release(self, conn: Connection) -> None:
@@ -113,7 +131,7 @@ class ConnectionPool:
 
     def _hand_over(self, conn: Connection) -> None:
         """Give an idle connection to the oldest waiter, else keep it in the pool."""
-        if conn.closed:
+        if conn.closed or self.closed:
             self.discard(conn)
             return
         waiters = self._waiters
@@ -155,7 +173,12 @@ class ConnectionPool:
         self._slots -= 1
 
     def close(self) -> None:
-        """Close every connection, idle or in use."""
+        """Close every connection, idle or in use, and fail every waiter; for good."""
+        self.closed = True
+        while self._waiters:
+            _, waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(PoolClosed())
         for idle in self._idle.values():
             for conn in idle:
                 conn.abort()

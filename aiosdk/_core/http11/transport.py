@@ -13,7 +13,7 @@ from typing import Final, TypeVar
 import httpx
 
 from .connection import Connection, Origin, ServerDisconnectedError
-from .pool import ConnectionPool
+from .pool import ConnectionPool, PoolClosed
 from .streams import ResponseStream
 
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -101,10 +101,11 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             except httpx.RequestNotRead:
                 body = None
         pool = self._pool
+        resent = False
         while True:
             try:
-                conn = await pool.acquire(origin, timeouts.get("pool"))
-            except httpx.PoolTimeout as exc:
+                conn = await pool.acquire(origin, timeouts.get("pool"), fresh=resent)
+            except (httpx.PoolTimeout, PoolClosed) as exc:
                 exc.request = request
                 raise
             if conn is None:
@@ -113,7 +114,11 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                 except BaseException:
                     pool.free_slot()
                     raise
-                pool.track(conn)
+                try:
+                    pool.track(conn)
+                except PoolClosed as exc:
+                    exc.request = request
+                    raise
             reused = conn.requests_served > 0
             try:
                 conn.start_request(is_head, keep_alive)
@@ -126,14 +131,23 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                     else:
                         conn.write(head)
                         conn.write(body)
+                    conn.request_sent = True  # all of it is in the transport's buffer
                     await conn.drain(timeouts.get("write"))
                 status, reason, headers = await conn.receive_head(timeouts.get("read"))
             except ServerDisconnectedError as exc:
                 pool.discard(conn)
                 # A reused connection that closes before any response byte was most likely
                 # closed while idle, but the server may have read the request: only a request
-                # that is safe to apply twice is sent again; the retry policy decides the rest.
-                if reused and body is not None and request.method in _IDEMPOTENT_METHODS:
+                # that is safe to apply twice is sent again, once, on a new connection (which
+                # cannot be stale); anything beyond that is the retry policy's to decide.
+                if (
+                    reused
+                    and not resent
+                    and body is not None
+                    and request.method in _IDEMPOTENT_METHODS
+                    and not pool.closed
+                ):
+                    resent = True
                     continue
                 exc.request = request
                 raise
@@ -246,6 +260,13 @@ async def _send_stream(
     )
     try:
         async for chunk in stream:
+            if conn.head_received:
+                # The server answered before the body was sent (413, 401, ...) and may not read
+                # the rest: stop, and the connection is closed after the response.
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                return
             if not chunk:
                 continue
             if chunked:
@@ -259,3 +280,5 @@ async def _send_stream(
         # The server may have answered and closed before reading the whole body.
         if not conn.head_received:
             raise
+        return
+    conn.request_sent = True

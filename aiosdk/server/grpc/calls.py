@@ -1,4 +1,5 @@
-"""Per-call bookkeeping of gRPC calls: request ids, counters and internal errors.
+"""Per-call bookkeeping of gRPC calls: request ids, counters, message limits, client mistakes
+and internal errors.
 
 grpclib runs a call's listeners and handler in one task, so a context variable set when the
 request arrives is seen when its metadata is sent.
@@ -7,7 +8,6 @@ request arrives is seen when its metadata is sent.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import uuid
 from collections.abc import Collection
@@ -17,12 +17,14 @@ from grpclib import GRPCError, Status
 from grpclib.events import RecvRequest, SendInitialMetadata, SendTrailingMetadata, listen
 from grpclib.exceptions import StreamTerminatedError
 from grpclib.server import Server, Stream
+from starlette.exceptions import HTTPException
 
+from ..logs import logger
 from ..state import Metrics
+from .errors import grpc_error
+from .messages import ClientMistake, limit_message_size
 
 __all__ = ["REQUEST_ID_KEY", "CallTracker", "track_calls"]
-
-logger = logging.getLogger("aiosdk.server")
 
 REQUEST_ID_KEY = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
@@ -55,15 +57,20 @@ class CallTracker:
 
 
 def track_calls(
-    server: Server, metrics: Metrics, streaming_methods: Collection[str]
+    server: Server,
+    metrics: Metrics,
+    streaming_methods: Collection[str],
+    max_message_bytes: int,
 ) -> CallTracker:
     """Instrument every call to ``server``.
 
     Each call gets a request id (the client's ``x-request-id`` when sane), sent back in its
     initial and trailing metadata. Completed calls are counted; running ``streaming_methods``
-    are tracked by the returned :class:`CallTracker`. An unexpected exception becomes
-    ``INTERNAL`` with a generic message and is logged. Register before any other
-    ``RecvRequest`` listener so that their errors carry the request id too.
+    are tracked by the returned :class:`CallTracker`. A request message over
+    ``max_message_bytes`` is refused unread. A :class:`~.messages.ClientMistake` is logged in
+    one line; an unexpected exception becomes ``INTERNAL`` with a generic message and is logged
+    with its traceback. Register before any other ``RecvRequest`` listener so that their errors
+    carry the request id too.
     """
     streaming = frozenset(streaming_methods)
     tracker = CallTracker(metrics)
@@ -81,10 +88,22 @@ def track_calls(
             is_stream = method_name in streaming
             if is_stream:
                 tracker.stream_opened()
+            limit_message_size(stream, max_message_bytes)
             try:
                 await handler(stream)
+            except ClientMistake as exc:
+                logger.info(
+                    "Refused %s -> %s: %s (request %s)",
+                    method_name,
+                    exc.status.name,
+                    exc.message,
+                    _request_id.get(),
+                )
+                raise
             except (GRPCError, StreamTerminatedError, TimeoutError):
                 raise
+            except HTTPException as exc:  # a refusal from code shared with the HTTP API
+                raise grpc_error(exc) from None
             except Exception:
                 logger.exception(
                     "Unhandled error in %s (request %s)", method_name, _request_id.get()

@@ -12,16 +12,22 @@ from grpclib.const import Cardinality, Handler
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
+from ..connections import ConnectionSlots
 from ..state import ServerState
 from .auth import authenticate_calls
 from .calls import track_calls
+from .connection import LimitedConnection
+from .messages import RequestCodec
 from .status import StatusService
+from .tokens import TokenService
 
 __all__ = ["GrpcServer"]
 
 
 class GrpcServer(Server):
-    """grpclib's server with every service of the reference server, authenticated and tracked.
+    """grpclib's server with every service of the reference server, authenticated and tracked,
+    within the server's limits (connections, their idle time, message sizes, see
+    :class:`~.connection.LimitedConnection` and :mod:`~.messages`).
 
     Adds :meth:`shutdown`: grpclib's ``close()`` cancels running calls but leaves client
     connections open, and since Python 3.12 ``wait_closed()`` waits for them, so a client
@@ -30,13 +36,25 @@ class GrpcServer(Server):
 
     def __init__(self, state: ServerState) -> None:
         self._closing = asyncio.Event()
-        services = [StatusService(state.metrics, self._closing)]
-        super().__init__(services)
+        services: list[_Service] = [
+            StatusService(state.metrics, self._closing),
+            TokenService(state),
+        ]
+        super().__init__(services, codec=RequestCodec())
+        limits = state.limits
+        assert limits.max_connections is not None
+        self._limits = limits
+        self._slots = ConnectionSlots(limits.max_connections, "gRPC")
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
-        self._calls = track_calls(self, state.metrics, _streaming_methods(services))
-        authenticate_calls(self, state.sessions)
+        self._calls = track_calls(
+            self, state.metrics, _streaming_methods(services), limits.max_grpc_message_bytes
+        )
+        authenticate_calls(self, state.authenticator)
 
-    def _protocol_factory(self) -> H2Protocol:
+    def _protocol_factory(self) -> LimitedConnection:  # type: ignore[override]  # any protocol
+        return LimitedConnection(self._serving_protocol, self._limits, self._slots)
+
+    def _serving_protocol(self) -> H2Protocol:
         protocol = super()._protocol_factory()
         self._protocols.add(protocol)
         return protocol

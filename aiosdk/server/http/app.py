@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from ..._version import __version__
+from ..idempotency import IdempotencyStore
 from ..state import ServerState
 from .authentication import AuthenticationMiddleware
 from .errors import install_error_handlers
-from .idempotency import IdempotencyMiddleware, IdempotencyStore
-from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware, RequestTargetMiddleware
+from .idempotency import IdempotencyMiddleware
+from .middleware import (
+    BodySizeLimitMiddleware,
+    HeadMiddleware,
+    RequestContextMiddleware,
+    RequestTargetMiddleware,
+    UnservedMutationMiddleware,
+)
+from .openapi import describe_layers
 from .routes import API_PREFIX, api_router
 
 __all__ = ["OPENAPI_URL", "create_app"]
@@ -18,14 +28,26 @@ OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 DOCS_URL = f"{API_PREFIX}/docs"
 
 
+class _Api(FastAPI):
+    """FastAPI, with the layers around the routes described in its OpenAPI document."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            document = super().openapi()
+            describe_layers(document)
+            self.openapi_schema = document
+        return self.openapi_schema
+
+
 def create_app(state: ServerState) -> FastAPI:
     """The HTTP API of a server with ``state``.
 
-    Layers, outermost first: request id, logging and counting; request-target check (no NUL
-    characters); body-size limit; bearer authentication (all but the OpenAPI document and its
-    docs page); idempotency; routes.
+    Layers, outermost first: request id, logging and counting; HEAD as GET; body-size limit;
+    bearer authentication (all but the OpenAPI document and its docs page), so that a stranger
+    learns nothing more about a request than 401; request-target check (no NUL characters);
+    404/405 for mutating requests no route serves; idempotency; routes.
     """
-    app = FastAPI(
+    app = _Api(
         title="aiosdk",
         version=__version__,
         openapi_url=OPENAPI_URL,
@@ -38,10 +60,14 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(api_router)
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(IdempotencyMiddleware, store=IdempotencyStore(state.sessions))
+    app.add_middleware(UnservedMutationMiddleware, routes=app.router.routes)
+    app.add_middleware(RequestTargetMiddleware)
     app.add_middleware(
-        AuthenticationMiddleware, sessions=state.sessions, public_paths={OPENAPI_URL, DOCS_URL}
+        AuthenticationMiddleware,
+        authenticator=state.authenticator,
+        public_paths={OPENAPI_URL, DOCS_URL},
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=state.limits.max_request_body_bytes)
-    app.add_middleware(RequestTargetMiddleware)
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     return app

@@ -6,18 +6,14 @@ from collections.abc import Collection
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..auth import Principal, authenticate, parse_bearer
-from .errors import UnauthenticatedError
+from ..auth import Principal, parse_bearer
+from ..authenticator import Authenticator
+from ..errors import UnauthenticatedError
 
-__all__ = ["AuthenticationMiddleware", "CurrentPrincipal", "bearer_scheme", "current_principal"]
-
-bearer_scheme = HTTPBearer(auto_error=False, description="A token issued by the server.")
-"""Declares the bearer scheme in the OpenAPI document; the middleware does the checking."""
+__all__ = ["AuthenticationMiddleware", "CurrentPrincipal", "current_principal"]
 
 
 class AuthenticationMiddleware:
@@ -29,11 +25,11 @@ class AuthenticationMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        sessions: async_sessionmaker[AsyncSession],
+        authenticator: Authenticator,
         public_paths: Collection[str],
     ) -> None:
         self.app = app
-        self.sessions = sessions
+        self.authenticator = authenticator
         self.public_paths = frozenset(public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -41,16 +37,14 @@ class AuthenticationMiddleware:
             secret = parse_bearer(Headers(scope=scope).get("authorization"))
             if secret is None:
                 raise UnauthenticatedError("Missing bearer token in the Authorization header")
-            principal = await authenticate(self.sessions, secret)
+            principal = await self.authenticator.authenticate(secret)
             if principal is None:
                 raise UnauthenticatedError("Invalid, expired or revoked token")
             scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
 
-async def current_principal(
-    request: Request, _credentials: Annotated[object, Depends(bearer_scheme)]
-) -> Principal:
+async def current_principal(request: Request) -> Principal:
     """The authenticated principal of the request."""
     principal: Principal = request.state.principal
     return principal

@@ -1,4 +1,4 @@
-"""The error shape of the HTTP API and the exceptions that produce it.
+"""The error shape of the HTTP API, and how the server's errors are answered in it.
 
 Every error response is ``{"error": {"type": ..., "message": ..., "request_id": ...}}``.
 """
@@ -7,50 +7,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Scope
 
+from ..errors import ApiError, ErrorType, is_data_error
+from .routing import allowed_methods
+
 __all__ = [
-    "ApiError",
-    "api_error_response",
-    "ConflictError",
-    "data_error_response",
-    "IdempotencyInProgressError",
     "ErrorBody",
     "ErrorResponse",
-    "ErrorType",
-    "IdempotencyKeyReusedError",
-    "InvalidRequestError",
-    "NotFoundError",
-    "PayloadTooLargeError",
-    "PermissionDeniedError",
-    "UnauthenticatedError",
+    "api_error_response",
+    "data_error_response",
+    "error_json",
     "error_response",
     "install_error_handlers",
-    "is_data_error",
     "request_id_of",
 ]
 
 logger = logging.getLogger("aiosdk.server")
 
-ErrorType = Literal[
-    "not_found",
-    "invalid_request",
-    "unauthenticated",
-    "permission_denied",
-    "conflict",
-    "idempotency_key_reused",
-    "idempotency_in_progress",
-    "rate_limited",
-    "internal",
-]
 
 _TYPE_BY_STATUS: dict[int, ErrorType] = {
     401: "unauthenticated",
@@ -58,6 +40,7 @@ _TYPE_BY_STATUS: dict[int, ErrorType] = {
     404: "not_found",
     409: "conflict",
     429: "rate_limited",
+    503: "unavailable",
 }
 
 _DEFAULT_MESSAGES: dict[int, str] = {
@@ -81,89 +64,15 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-class ApiError(HTTPException):
-    """An error answered with the API's error shape.
-
-    Subclasses fix the status code and error type. It derives from Starlette's
-    ``HTTPException`` so that FastAPI passes it through unchanged, even from request parsing.
-    """
-
-    status: ClassVar[int] = 500
-    error_type: ClassVar[ErrorType] = "internal"
-
-    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(self.status, message, dict(headers) if headers else None)
-        self.message = message
-
-
-class InvalidRequestError(ApiError):
-    """The request is malformed (400)."""
-
-    status = 400
-    error_type = "invalid_request"
-
-
-class UnauthenticatedError(ApiError):
-    """No valid bearer token (401)."""
-
-    status = 401
-    error_type = "unauthenticated"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
-
-
-class PermissionDeniedError(ApiError):
-    """The principal may not do this (403)."""
-
-    status = 403
-    error_type = "permission_denied"
-
-
-class NotFoundError(ApiError):
-    """No such resource, or not visible to the principal (404)."""
-
-    status = 404
-    error_type = "not_found"
-
-
-class ConflictError(ApiError):
-    """The request conflicts with the current state (409)."""
-
-    status = 409
-    error_type = "conflict"
-
-
-class IdempotencyInProgressError(ApiError):
-    """A request with the same ``Idempotency-Key`` is still running (409, with Retry-After).
-
-    Unlike other conflicts this one is transient: the retry gets the first request's answer.
-    """
-
-    status = 409
-    error_type = "idempotency_in_progress"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"Retry-After": "1"})
-
-
-class PayloadTooLargeError(ApiError):
-    """The request body exceeds the server's limit (413)."""
-
-    status = 413
-    error_type = "invalid_request"
-
-
-class IdempotencyKeyReusedError(ApiError):
-    """An ``Idempotency-Key`` was reused for a different request (422)."""
-
-    status = 422
-    error_type = "idempotency_key_reused"
-
-
 def request_id_of(scope: Scope) -> str:
     """The request id assigned by the request-context middleware."""
     return str(scope.get("state", {}).get("request_id", ""))
+
+
+def error_json(error_type: ErrorType, message: str, request_id: str) -> bytes:
+    """The body of an error response, as JSON."""
+    body = ErrorResponse(error=ErrorBody(type=error_type, message=message, request_id=request_id))
+    return body.model_dump_json().encode()
 
 
 def error_response(
@@ -174,10 +83,8 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     """A response in the API's error shape."""
-    body = ErrorResponse(
-        error=ErrorBody(type=error_type, message=message, request_id=request_id_of(scope))
-    )
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    body = error_json(error_type, message, request_id_of(scope))
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def api_error_response(scope: Scope, exc: HTTPException) -> Response:
@@ -189,21 +96,6 @@ def api_error_response(scope: Scope, exc: HTTPException) -> Response:
     message = exc.detail if isinstance(exc.detail, str) and exc.detail else None
     message = message or _DEFAULT_MESSAGES.get(status, "Invalid request")
     return error_response(scope, status, error_type, message, exc.headers)
-
-
-def is_data_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is the database refusing a value the client sent.
-
-    That is SQLAlchemy's ``DataError``, or any driver error in SQLSTATE class 22 ("data
-    exception": a NUL character, a string too long for its column, a number out of range...).
-    The asyncpg dialect wraps most of those in a plain ``DBAPIError``, hence the SQLSTATE check.
-    """
-    if isinstance(exc, DataError):
-        return True
-    if isinstance(exc, DBAPIError):
-        sqlstate = getattr(exc.orig, "sqlstate", None)
-        return isinstance(sqlstate, str) and sqlstate.startswith("22")
-    return False
 
 
 def data_error_response(scope: Scope, exc: BaseException) -> Response:
@@ -235,6 +127,9 @@ def _describe_validation_errors(errors: Any) -> str:
 
 async def _handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:  # Starlette's Allow lists the methods of one route, not the path's
+        allow = ", ".join(allowed_methods(request.app.router.routes, request.scope))
+        exc = HTTPException(405, exc.detail, headers={**(exc.headers or {}), "Allow": allow})
     return api_error_response(request.scope, exc)
 
 

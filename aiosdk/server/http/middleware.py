@@ -1,8 +1,8 @@
-"""ASGI middleware: request ids, access logging, counting, 500s, request targets, body size."""
+"""ASGI middleware: request ids, access logging, counting, 500s, request targets, HEAD, body
+size."""
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import uuid
@@ -10,21 +10,23 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import InvalidRequestError, NotFoundError, PayloadTooLargeError, is_data_error
+from ..logs import logger
 from ..state import Metrics
-from .errors import (
-    InvalidRequestError,
-    PayloadTooLargeError,
-    api_error_response,
-    data_error_response,
-    error_response,
-    is_data_error,
-)
+from .errors import api_error_response, data_error_response, error_response
+from .idempotency import MUTATING_METHODS
+from .routing import allowed_methods, is_served
 
-__all__ = ["BodySizeLimitMiddleware", "RequestContextMiddleware", "RequestTargetMiddleware"]
-
-logger = logging.getLogger("aiosdk.server")
+__all__ = [
+    "BodySizeLimitMiddleware",
+    "HeadMiddleware",
+    "RequestContextMiddleware",
+    "RequestTargetMiddleware",
+    "UnservedMutationMiddleware",
+]
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
@@ -118,6 +120,29 @@ class RequestTargetMiddleware:
         await self.app(scope, receive, send)
 
 
+class HeadMiddleware:
+    """Answers HEAD wherever GET is answered (RFC 9110): as the GET, headers and all, no body.
+
+    The routes declare GET only; a HEAD request goes through every layer inside this one as a
+    GET, and its response body is dropped here (Content-Length stays that of the GET).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
 class BodySizeLimitMiddleware:
     """Rejects request bodies larger than ``max_bytes`` with 413, declared or streamed."""
 
@@ -147,3 +172,29 @@ class BodySizeLimitMiddleware:
 
     def _too_large(self) -> PayloadTooLargeError:
         return PayloadTooLargeError(f"Request body exceeds {self.max_bytes} bytes")
+
+
+class UnservedMutationMiddleware:
+    """Answers 404 or 405 (with ``Allow``) to a mutating request that no route serves.
+
+    The router would answer the same, but only after the idempotency layer, which is outside
+    it, had claimed the request's key and stored that answer: a key reused on a wrong path or
+    method would then get 422, and a database write would be spent on a request that does
+    nothing. Runs inside authentication, so that the routes are not revealed to strangers.
+    """
+
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in MUTATING_METHODS
+            and not is_served(self.routes, scope, scope["method"])
+        ):
+            allowed = allowed_methods(self.routes, scope)
+            if not allowed:
+                raise NotFoundError("Not found")
+            raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
+        await self.app(scope, receive, send)

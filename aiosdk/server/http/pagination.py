@@ -7,7 +7,7 @@ import binascii
 import json
 from datetime import datetime, timezone
 
-from .errors import InvalidRequestError
+from ..errors import InvalidRequestError
 
 __all__ = ["MAX_PAGE_TOKEN_LENGTH", "decode_page_token", "encode_page_token"]
 

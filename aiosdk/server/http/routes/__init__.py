@@ -2,26 +2,37 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from ..authentication import bearer_scheme
-from ..errors import ErrorResponse
+from ..openapi import ALLOW, RETRY_AFTER, WWW_AUTHENTICATE, documented_error
 from . import info, tokens
 
 __all__ = ["API_PREFIX", "api_router"]
 
 API_PREFIX = "/api/v1"
 
+# What any operation can answer, from the layers every request goes through.
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in [
-        (400, "Invalid request"),
-        (401, "Missing, invalid, expired or revoked token"),
-        (422, "Invalid request body or parameters"),
-        (500, "Internal server error"),
-    ]
+    400: documented_error(
+        "Invalid request: a NUL character in the path or query, an invalid page token or"
+        " Idempotency-Key, a value the database refuses"
+    ),
+    401: documented_error(
+        "Missing, invalid, expired or revoked token", {"WWW-Authenticate": WWW_AUTHENTICATE}
+    ),
+    405: documented_error(
+        "The path does not answer this method; Allow lists those it does", {"Allow": ALLOW}
+    ),
+    413: documented_error("The request body exceeds limits.max_request_body_bytes"),
+    422: documented_error("Invalid request body or parameters."),
+    431: documented_error("The request line and header fields exceed limits.max_header_bytes"),
+    500: documented_error("Internal server error"),
+    503: documented_error(
+        "The server is at its connection limit; retry after Retry-After",
+        {"Retry-After": RETRY_AFTER},
+    ),
 }
 
-api_router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(bearer_scheme)], responses=_ERRORS)
+api_router = APIRouter(prefix=API_PREFIX, responses=_ERRORS)
 api_router.include_router(info.router)
 api_router.include_router(tokens.router)

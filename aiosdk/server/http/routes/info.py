@@ -22,13 +22,21 @@ class GrpcEndpoint(BaseModel):
 
     host: str
     port: int
+    tls: bool
+    """Whether gRPC is served over TLS (always so when HTTP is)."""
 
 
 class ServerLimits(BaseModel):
-    """Limits the server enforces."""
+    """Limits the server enforces that a client can plan for."""
 
     max_page_size: int
     max_request_body_bytes: int
+    max_header_bytes: int
+    """The most bytes a request line and its header fields may take (431 past it)."""
+    max_grpc_message_bytes: int
+    """The largest gRPC request message (``RESOURCE_EXHAUSTED`` past it)."""
+    http_idle_timeout_seconds: float
+    """How long the server keeps an idle HTTP connection: reuse one only before that."""
 
 
 class ServerInfo(BaseModel):
@@ -46,16 +54,20 @@ class ServerInfo(BaseModel):
 async def get_info(request: Request, state: State, principal: CurrentPrincipal) -> ServerInfo:
     """The server's version, gRPC endpoint and limits."""
     host = state.grpc_host
+    limits = state.limits
     if host in _WILDCARD_HOSTS:  # listening everywhere: the client reaches us by its URL's host
         host = request.url.hostname or "127.0.0.1"
     return ServerInfo(
         name="aiosdk",
         version=__version__,
         api_version="v1",
-        grpc=GrpcEndpoint(host=host, port=state.grpc_port),
+        grpc=GrpcEndpoint(host=host, port=state.grpc_port, tls=state.grpc_tls),
         limits=ServerLimits(
             max_page_size=MAX_PAGE_SIZE,
-            max_request_body_bytes=state.limits.max_request_body_bytes,
+            max_request_body_bytes=limits.max_request_body_bytes,
+            max_header_bytes=limits.max_header_bytes,
+            max_grpc_message_bytes=limits.max_grpc_message_bytes,
+            http_idle_timeout_seconds=limits.http_idle_timeout_seconds,
         ),
         principal=principal.name,
     )
