@@ -35,7 +35,11 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def codegen(session: nox.Session) -> None:
-    """Regenerate the protobuf code and the sync facade; ``-- --check`` fails on any diff."""
+    """Regenerate the protobuf code and the sync facade; ``-- --check`` fails on any diff.
+
+    The facade is also imported and type-checked (mypy) after generating or checking it: a
+    generated module that does not import, or does not type-check, fails the session.
+    """
     session.install("-e", ".[dev]")
     for script in CODEGEN:
         session.run("python", script, *session.posargs)

@@ -118,6 +118,9 @@ class RetryPolicy:
     backoff_max: float = 8.0
     max_retry_after: float = 60.0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", RetryMode.coerce(self.mode))  # "forceful" works too
+
     @property
     def max_retries(self) -> int:
         return _MAX_RETRIES[self.mode]

@@ -29,6 +29,11 @@ class UnitOfWork:
         self._after_commit: list[Callable[[], None]] = []
 
     @property
+    def opened(self) -> bool:
+        """Whether the request has used the database through this unit of work."""
+        return self._session is not None
+
+    @property
     def session(self) -> AsyncSession:
         """The request's session (a handler's writes are flushed, never committed, by it)."""
         if self._session is None:

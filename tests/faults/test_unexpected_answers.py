@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+
 import pytest
 
 import aiosdk
@@ -70,3 +73,11 @@ async def test_a_malformed_grpc_endpoint_is_a_protocol_error(
     async with client_of(scripted) as client:
         with pytest.raises(aiosdk.ProtocolError, match="gRPC endpoint"):
             await client.with_options(retry_mode="disabled").get_status()
+
+
+async def test_a_compressed_answer_is_decoded(scripted: ScriptedServer) -> None:
+    body = json.dumps({"items": [], "next_page_token": None}).encode()
+    scripted.script(Respond(headers={"Content-Encoding": "gzip"}, body=gzip.compress(body)))
+    async with aiosdk.AsyncClient(scripted.url, token="t") as client:
+        page = await client.tokens.list()
+    assert page.items == []

@@ -20,7 +20,7 @@ from .middleware import (
     UnservedMutationMiddleware,
 )
 from .openapi import describe_layers
-from .routes import API_PREFIX, api_router
+from .routes import API_PREFIX, include_routes
 
 __all__ = ["OPENAPI_URL", "create_app"]
 
@@ -57,7 +57,7 @@ def create_app(state: ServerState) -> FastAPI:
     )
     app.state.server = state
     install_error_handlers(app)
-    app.include_router(api_router)
+    include_routes(app)
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(IdempotencyMiddleware, store=IdempotencyStore(state.sessions))
     app.add_middleware(UnservedMutationMiddleware, routes=app.router.routes)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Annotated
 
-from fastapi import Depends, Request
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..auth import Principal, parse_bearer
+from ..auth import parse_bearer
 from ..authenticator import Authenticator
 from ..errors import UnauthenticatedError
 
-__all__ = ["AuthenticationMiddleware", "CurrentPrincipal", "current_principal"]
+__all__ = ["AuthenticationMiddleware"]
 
 
 class AuthenticationMiddleware:
@@ -42,12 +40,3 @@ class AuthenticationMiddleware:
                 raise UnauthenticatedError("Invalid, expired or revoked token")
             scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
-
-
-async def current_principal(request: Request) -> Principal:
-    """The authenticated principal of the request."""
-    principal: Principal = request.state.principal
-    return principal
-
-
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

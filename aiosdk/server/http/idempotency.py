@@ -80,8 +80,9 @@ class IdempotencyMiddleware:
             else:
                 await self.app(scope, receive, send)
         finally:
-            with anyio.CancelScope(shield=True):
-                await uow.close()
+            if uow.opened:
+                with anyio.CancelScope(shield=True):
+                    await uow.close()
 
     async def _mutating(self, scope: Scope, receive: Receive, send: Send, uow: UnitOfWork) -> None:
         key = Headers(scope=scope).get("idempotency-key")

@@ -7,8 +7,7 @@ from pydantic import BaseModel
 
 from ...._version import __version__
 from ...config import MAX_PAGE_SIZE
-from ..authentication import CurrentPrincipal
-from ..dependencies import State
+from ..dependencies import Current
 
 __all__ = ["router"]
 
@@ -51,8 +50,9 @@ class ServerInfo(BaseModel):
 
 
 @router.get("/", summary="Server information")
-async def get_info(request: Request, state: State, principal: CurrentPrincipal) -> ServerInfo:
+async def get_info(request: Request, call: Current) -> ServerInfo:
     """The server's version, gRPC endpoint and limits."""
+    state = call.state
     host = state.grpc_host
     limits = state.limits
     if host in _WILDCARD_HOSTS:  # listening everywhere: the client reaches us by its URL's host
@@ -69,5 +69,5 @@ async def get_info(request: Request, state: State, principal: CurrentPrincipal) 
             max_grpc_message_bytes=limits.max_grpc_message_bytes,
             http_idle_timeout_seconds=limits.http_idle_timeout_seconds,
         ),
-        principal=principal.name,
+        principal=call.principal.name,
     )

@@ -13,8 +13,7 @@ from ... import tokens
 from ...config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from ...storage import Token
 from ...tokens import TokenCreate
-from ..authentication import CurrentPrincipal
-from ..dependencies import Session, State, Work
+from ..dependencies import Current
 from ..openapi import documented_error
 from ..pagination import decode_page_token, encode_page_token
 
@@ -67,26 +66,23 @@ class TokenPage(BaseModel):
     summary="Create a token",
     responses={403: documented_error("Only an admin may create tokens for another principal")},
 )
-async def create_token(
-    body: TokenCreate, session: Session, principal: CurrentPrincipal
-) -> CreatedToken:
+async def create_token(body: TokenCreate, call: Current) -> CreatedToken:
     """Create a token for the caller (or, for an admin, for ``owner``).
 
     It expires no later than the token making the request.
     """
-    token, secret = await tokens.create_token(session, principal, body)
+    token, secret = await tokens.create_token(call.session, call.principal, body)
     return CreatedToken(**TokenInfo.of(token).model_dump(), token=secret)
 
 
 @router.get("", summary="List tokens")
 async def list_tokens(
-    session: Session,
-    principal: CurrentPrincipal,
+    call: Current,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     page_token: Annotated[str | None, Query()] = None,
 ) -> TokenPage:
     """The caller's tokens (an admin sees every token), oldest first."""
-    query = tokens.visible_tokens(principal)
+    query = tokens.visible_tokens(call.principal)
     if page_token is not None:
         created_at, token_id = decode_page_token(page_token)
         query = query.where(
@@ -96,7 +92,7 @@ async def list_tokens(
             )
         )
     query = query.order_by(Token.created_at, Token.id).limit(page_size + 1)
-    found = list(await session.scalars(query))
+    found = list(await call.session.scalars(query))
     next_page_token = None
     if len(found) > page_size:
         found = found[:page_size]
@@ -105,15 +101,13 @@ async def list_tokens(
 
 
 @router.get("/{token_id}", summary="Get a token", responses=_NOT_FOUND)
-async def get_token(token_id: str, session: Session, principal: CurrentPrincipal) -> TokenInfo:
+async def get_token(token_id: str, call: Current) -> TokenInfo:
     """One token, without its secret."""
-    return TokenInfo.of(await tokens.get_visible(session, principal, token_id))
+    return TokenInfo.of(await tokens.get_visible(call.session, call.principal, token_id))
 
 
 @router.delete("/{token_id}", status_code=204, summary="Revoke a token", responses=_NOT_FOUND)
-async def revoke_token(
-    token_id: str, principal: CurrentPrincipal, state: State, work: Work
-) -> Response:
+async def revoke_token(token_id: str, call: Current) -> Response:
     """Revoke a token: it stops authenticating at once."""
-    await tokens.revoke_token(work, state.authenticator, principal, token_id)
+    await tokens.revoke_token(call.work, call.state.authenticator, call.principal, token_id)
     return Response(status_code=204)
