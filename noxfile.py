@@ -48,9 +48,10 @@ def codegen(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Side-by-side benchmarks (server in its own process); prints ratios."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev]", "uvloop")  # bench_http.py runs its server on uvloop
     session.run("python", "benchmarks/bench_client.py", *session.posargs)
     session.run("python", "benchmarks/bench_http.py", *session.posargs)
+    session.run("python", "benchmarks/bench_server.py", *session.posargs)  # if wrk is there
 
 
 @nox.session

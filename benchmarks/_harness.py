@@ -193,8 +193,9 @@ class ServerProcess:
     Use as a context manager; ``url`` and ``grpc`` are parsed from what the server prints on start.
     """
 
-    def __init__(self, command: Sequence[str], pinning: Pinning) -> None:
+    def __init__(self, command: Sequence[str], pinning: Pinning, extra: Sequence[str] = ()) -> None:
         self.token = "bench-" + secrets.token_urlsafe(24)
+        self._extra = list(extra)
         self.url = ""
         self.grpc = "?"
         self._command = list(command)
@@ -221,6 +222,7 @@ class ServerProcess:
             "0",
             "--admin-token",
             self.token,
+            *self._extra,
         ]
 
     def __enter__(self) -> ServerProcess:

@@ -33,6 +33,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     ),
 }
 
+
 def include_routes(app: FastAPI) -> None:
     """Mount every router under ``/api/v1``, each directly on the app: FastAPI matches a request
     router by router, and each level of nesting costs every request."""
