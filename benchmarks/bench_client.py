@@ -99,7 +99,7 @@ def sdk_limits(client: aiosdk.AsyncClient) -> httpx.Limits:
 def sdk_transport_class(client: aiosdk.AsyncClient) -> type[httpx.AsyncBaseTransport]:
     """The class of the HTTP transport under ``client`` (after its first request)."""
     pool = client._ctx.transport._pool
-    return type(pool.client._transport) if pool is not None else httpx.AsyncHTTPTransport
+    return type(pool.transport) if pool is not None else httpx.AsyncHTTPTransport
 
 
 def raw_httpx(

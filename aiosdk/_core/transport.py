@@ -1,9 +1,10 @@
 """The shared pool and the one request path.
 
-A :class:`Transport` owns one ``httpx.AsyncClient`` and one lazily opened grpclib ``Channel``; every
-service object of a client sends through it. :meth:`Transport.request` and the ``grpc_*`` methods
-apply the same things in the same order: bootstrap (embedded server), auth, ``Idempotency-Key``,
-a retryer built for the call, the overall deadline, error mapping and logging.
+A :class:`Transport` owns one httpx transport (the HTTP connection pool) and one lazily opened
+grpclib ``Channel``; every service object of a client sends through it. :meth:`Transport.request`
+and the ``grpc_*`` methods apply the same things in the same order: bootstrap (embedded server),
+auth, ``Idempotency-Key``, a retryer built for the call, the overall deadline, error mapping and
+logging.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import ssl
 import time
+import urllib.request
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -80,44 +82,19 @@ class Bootstrap(Protocol):
         ...
 
 
-class _NoCookies(httpx.Cookies):
-    """A cookie jar that stays empty."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        pass
-
-    def set_cookie_header(self, request: httpx.Request) -> None:
-        pass
-
-
-class _HttpClient(httpx.AsyncClient):
-    """httpx's client without a cookie jar.
-
-    The API authenticates with bearer tokens and sets no cookies, while httpx's jar wraps every
-    response in urllib objects to look for them: about a fifth of the client's CPU per request.
-    """
-
-    _jar = _NoCookies()
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._jar
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:
-        raise TypeError("aiosdk's HTTP client keeps no cookies")
-
-
 class _HttpPool:
-    """One ``httpx.AsyncClient`` and the attempts in flight on it.
+    """One httpx transport (its connection pool) and the attempts in flight on it.
 
-    A pool retired by :meth:`Transport.set_limits` is closed once its last attempt is done.
+    Requests go to the transport directly (``handle_async_request``, httpx's transport API):
+    ``httpx.AsyncClient``'s layers above it (auth flows, redirects, cookies, event hooks) do
+    nothing this client needs, and cost a seventh of its CPU per small request. A pool retired
+    by :meth:`Transport.set_limits` is closed once its last attempt is done.
     """
 
-    __slots__ = ("active", "client", "retired")
+    __slots__ = ("active", "retired", "transport")
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
         self.active = 0
         self.retired = False
 
@@ -245,7 +222,7 @@ class Transport:
         with anyio.CancelScope(shield=True):
             try:
                 for pool in pools:
-                    await pool.client.aclose()
+                    await pool.transport.aclose()
             finally:
                 if self._bootstrap is not None and self._bootstrapped:
                     await self._bootstrap.stop()
@@ -293,15 +270,16 @@ class Transport:
                     break
                 limits = self._limits
                 # The fast transport on asyncio; httpx's own for trio, HTTP/2 and proxies.
-                fast = fast_transport_supported() and not self._http2 and self._proxy is None
+                fast = fast_transport_supported() and not self._http2
                 # Building the pool loads CA certificates into SSL contexts: off the event loop.
-                client = await anyio.to_thread.run_sync(self._new_http_client, fast, limits)
+                transport = await anyio.to_thread.run_sync(self._new_transport, fast, limits)
                 if self._closed or limits is not self._limits:  # closed, or resized, meanwhile
-                    await client.aclose()
+                    if transport is not self._user_transport:
+                        await transport.aclose()
                     if self._closed:
                         raise errors.ClientClosedError(_CLOSED)
                     continue
-                self._pool = _HttpPool(client)
+                self._pool = _HttpPool(transport)
         return self._pool
 
     async def _close_idle_retired(self) -> None:
@@ -309,25 +287,23 @@ class Transport:
         self._retired = [pool for pool in self._retired if pool.active]
         with anyio.CancelScope(shield=True):
             for pool in idle:
-                await pool.client.aclose()
+                await pool.transport.aclose()
 
-    def _new_http_client(self, fast: bool, limits: httpx.Limits) -> httpx.AsyncClient:
+    def _new_transport(self, fast: bool, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+        """The user's transport, else ours on asyncio, else httpx's (trio, HTTP/2, proxies)."""
         # A CA bundle path becomes an SSL context here, in a worker thread (loading it blocks).
         verify = _tls_context(self._verify) if isinstance(self._verify, str) else self._verify
+        proxy = self._proxy or _environment_proxy(self.url)
         transport = self._user_transport or (
             AsyncioTransport(limits=limits, verify=verify)
-            if fast
+            if fast and proxy is None
             else httpx.AsyncHTTPTransport(
-                limits=limits, verify=verify, http2=self._http2, proxy=self._proxy
+                limits=limits, verify=verify, http2=self._http2, proxy=proxy
             )
         )
         self._transport_name = type(transport).__name__
         log.debug("HTTP pool opened: %s via %s", self.url, self._transport_name)
-        return _HttpClient(
-            limits=limits,
-            verify=verify,
-            transport=transport,
-        )
+        return transport
 
     # -- the request path --------------------------------------------------------------------
 
@@ -425,7 +401,8 @@ class Transport:
             decoded = True
             pool.active += 1
             try:
-                response = await pool.client.send(request, stream=True)
+                response = await pool.transport.handle_async_request(request)
+                response.request = request
                 try:
                     await _read(response)
                 except httpx.DecodingError:
@@ -674,6 +651,19 @@ async def _read(response: httpx.Response) -> None:
         response._content = b"".join([span async for span in stream])
     finally:
         await response.aclose()
+
+
+def _environment_proxy(url: str | None) -> str | None:
+    """The proxy ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` name for ``url``, unless
+    ``NO_PROXY`` exempts its host (as httpx does with ``trust_env``)."""
+    if url is None:
+        return None
+    parsed = httpx.URL(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parsed.host):
+        return None
+    return proxy
 
 
 def _tls_context(verify: bool | str) -> ssl.SSLContext:

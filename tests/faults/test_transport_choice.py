@@ -49,3 +49,19 @@ async def test_http2_uses_httpx_transport(server: object) -> None:
     ) as client:
         assert (await client.server_info()).name == "aiosdk"  # the server answers HTTP/1.1
         assert "http=AsyncHTTPTransport" in repr(client)
+
+
+async def test_the_environment_names_a_proxy_and_no_proxy_bypasses_it(
+    server: object, proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, token = server.http_url, server.admin_token  # type: ignore[attr-defined]
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    async with aiosdk.AsyncClient(url, token=token) as client:
+        assert (await client.server_info()).name == "aiosdk"
+        assert "http=AsyncHTTPTransport" in repr(client)
+    assert proxy.targets == [f"{url}/api/v1/"]
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    async with aiosdk.AsyncClient(url, token=token) as direct:
+        assert (await direct.server_info()).name == "aiosdk"
+    assert proxy.targets == [f"{url}/api/v1/"]  # the second went direct
