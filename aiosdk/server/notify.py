@@ -102,9 +102,9 @@ class Notifier:
         while True:
             try:
                 async with self._engine.connect() as connection:
-                    lost = await self._listen(connection)
+                    driver, lost = await self._listen(connection)
                     attempt = 0
-                    await _until_lost(connection, lost)
+                    await _until_lost(driver, lost)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -113,9 +113,9 @@ class Notifier:
             await asyncio.sleep(_RECONNECT_DELAYS[min(attempt, len(_RECONNECT_DELAYS) - 1)])
             attempt += 1
 
-    async def _listen(self, connection: AsyncConnection) -> asyncio.Event:
+    async def _listen(self, connection: AsyncConnection) -> tuple[Any, asyncio.Event]:
         raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection  # asyncpg's connection
+        driver: Any = raw.driver_connection  # asyncpg's connection, used directly from now on
         lost = asyncio.Event()
 
         def on_message(_conn: object, _pid: int, pg_channel: str, payload: str) -> None:
@@ -128,16 +128,18 @@ class Notifier:
         self._missed()
         self.listening = True
         self._connected.set()
-        return lost
+        return driver, lost
 
 
-async def _until_lost(connection: AsyncConnection, lost: asyncio.Event) -> None:
-    # A connection can also die without a word (no FIN): ask it something now and then.
+async def _until_lost(driver: Any, lost: asyncio.Event) -> None:
+    # A connection can also die without a word (no FIN): ask it something now and then. On the
+    # driver's connection itself, outside any transaction: PostgreSQL holds notifications back
+    # from a session that is inside one (SQLAlchemy's execute() would open one and keep it).
     while True:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(lost.wait(), _HEALTH_CHECK_INTERVAL)
             return
-        await asyncio.wait_for(connection.execute(text("SELECT 1")), _HEALTH_CHECK_TIMEOUT)
+        await asyncio.wait_for(driver.execute("SELECT 1"), _HEALTH_CHECK_TIMEOUT)
 
 
 _HEALTH_CHECK_INTERVAL = 10.0

@@ -24,7 +24,7 @@ from aiosdk.proto import (
     StatusServiceStub,
     TokenServiceStub,
 )
-from aiosdk.server import Server, ServerConfig
+from aiosdk.server import Server, ServerConfig, notify
 
 from .conftest import create_token, make_client
 from .grpcio_stubs import grpcio_stubs
@@ -185,18 +185,26 @@ def grpcio_calls(server: Server, grpcio: dict[str, ModuleType]) -> None:
 
 @pytest.fixture
 async def second_server(
-    server: Server, database_url: str | None, tmp_path: Path
+    server: Server, database_url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Server]:
-    """Another server process's stand-in: the same database, caches of its own."""
+    """Another server process's stand-in: the same database, caches of its own, and a listener
+    that checks its connection every 20 ms (every 10 s otherwise)."""
     if database_url is None:
         pytest.skip("one SQLite database is served by one server process")
+    monkeypatch.setattr(notify, "_HEALTH_CHECK_INTERVAL", 0.02)
     async with Server(ServerConfig(data_dir=tmp_path, database_url=database_url)) as other:
         yield other
 
 
+@pytest.mark.parametrize("after_health_checks", [False, True])
 async def test_a_revocation_reaches_every_server_on_the_database(
-    server: Server, second_server: Server, client: httpx.AsyncClient
+    server: Server,
+    second_server: Server,
+    client: httpx.AsyncClient,
+    after_health_checks: bool,
 ) -> None:
+    if after_health_checks:  # the listener's health checks must not stop the notifications
+        await anyio.sleep(0.2)
     made = await create_token(client, label="shared")
     async with make_client(second_server, made["token"]) as elsewhere:
         for _ in range(3):  # cached by the second server
