@@ -129,9 +129,20 @@ def test_cancelling_the_first_call_does_not_orphan_the_server(tmp_path: Path) ->
                 pass
             return client
 
+        async def first_call_cancelled_while_the_server_starts():
+            # Whatever the machine's speed: cancelled once the server thread runs, not sooner.
+            client = aiosdk.embedded()
+            call = asyncio.ensure_future(client.server_info())
+            while not servers() and not call.done():
+                await asyncio.sleep(0.001)
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            return client
+
         async def main():
             delays = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
             clients = [await first_call_cancelled_after(delay) for delay in delays]
+            clients.append(await first_call_cancelled_while_the_server_starts())
             for client in clients:
                 await client.aclose()
             print(len(servers()), len(os.listdir(os.environ["TMPDIR"])))

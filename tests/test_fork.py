@@ -94,7 +94,7 @@ print("ok")
 def test_an_async_client_survives_a_child_forked_from_its_loop(server: object) -> None:
     out = run_script(
         """
-import asyncio, gc, os, sys, aiosdk
+import asyncio, gc, os, sys, traceback, aiosdk
 
 async def parent_still_works(client):
     assert (await client.get_status()).version
@@ -110,13 +110,17 @@ async def child_uses(client):
 def fork(client, touch):
     pid = os.fork()
     if pid == 0:
+        status = 1
         try:
             if touch:
                 asyncio.run(child_uses(client))
             del client
             gc.collect()
+            status = 0
+        except BaseException:
+            traceback.print_exc()
         finally:
-            os._exit(0)
+            os._exit(status)  # the child's checks failing fail the test
     return pid
 
 async def main():

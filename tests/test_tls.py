@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 import trustme
@@ -196,3 +197,19 @@ async def test_aiosdk_serve_with_tls(
         process.send_signal(signal.SIGINT)
         with anyio.fail_after(30):
             await process.wait()
+
+
+async def test_closing_releases_the_grpc_socket_at_once(
+    tls_server: ServerThread, ca_bundle: str
+) -> None:
+    # A graceful close of a TLS connection waits for the peer's answer: when the loop stops
+    # first (the end of asyncio.run), the socket outlived the client, found later by the
+    # garbage collector. Closing a client aborts its gRPC connection instead.
+    client = aiosdk.AsyncClient(tls_server.http_url, token=tls_server.admin_token, verify=ca_bundle)
+    async with client:
+        assert (await client.get_status()).version
+        channel = client._ctx.transport._channel
+        assert channel is not None
+        sock = channel._protocol.connection._transport.get_extra_info("socket")
+    await anyio.lowlevel.checkpoint()
+    assert sock.fileno() == -1

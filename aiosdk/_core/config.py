@@ -142,5 +142,5 @@ def _normalized_url(url: str) -> str:
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise ConfigurationError(f"the server URL's port is out of range (1-65535): {url!r}")
     path = parsed.path.rstrip("/")
-    path = path.removesuffix(API_PREFIX) if path.endswith(API_PREFIX) else path
+    path = path.removesuffix(API_PREFIX)
     return str(parsed.copy_with(path=path or "/")).rstrip("/")

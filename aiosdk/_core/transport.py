@@ -213,7 +213,7 @@ class Transport:
             return
         self._closed = True
         if self._channel is not None:
-            self._channel.close()
+            _abort_channel(self._channel)
             self._channel = None
         pools = [*self._retired, *([self._pool] if self._pool else [])]
         self._pool, self._retired = None, []
@@ -679,6 +679,22 @@ def _tls_context(verify: bool | str) -> ssl.SSLContext:
         raise errors.ConfigurationError(
             f"verify={verify!r} is not a usable CA bundle: {exc}"
         ) from exc
+
+
+def _abort_channel(channel: Channel) -> None:
+    """Close a gRPC channel's connection now, for good.
+
+    ``Channel.close()`` closes its socket gracefully, after the write buffer drains and, over
+    TLS, after the peer answers the close: a peer that reads no more (it refused an oversized
+    message) or an event loop that stops first leaves the socket open until the garbage
+    collector finds it. The client is closing: the connection is aborted instead. (grpclib keeps
+    the connection's protocol, and the protocol its asyncio transport, in attributes of theirs.)
+    """
+    protocol = getattr(channel, "_protocol", None)
+    transport = getattr(getattr(protocol, "connection", None), "_transport", None)
+    channel.close()
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()
 
 
 def _grpc_endpoint(info: Any) -> tuple[str, int, bool]:

@@ -6,7 +6,6 @@ Checking a token on a request is :class:`~aiosdk.server.authenticator.Authentica
 from __future__ import annotations
 
 import hashlib
-import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +14,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .logs import logger
 from .storage import Token, utcnow
 from .unit_of_work import UnitOfWork
 
@@ -30,7 +30,6 @@ __all__ = [
     "parse_bearer",
 ]
 
-logger = logging.getLogger("aiosdk.server")
 
 TOKEN_PREFIX = "aio_"
 """Every token the server issues starts with this, so that leaked tokens are easy to spot."""

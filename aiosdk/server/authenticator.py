@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,13 +20,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .auth import Principal, hash_token
+from .logs import logger
 from .notify import MISSED, Notifier
 from .storage import Token, utcnow
 from .unit_of_work import UnitOfWork
 
 __all__ = ["Authenticator"]
 
-logger = logging.getLogger("aiosdk.server")
 
 REVOCATIONS = "token_revoked"
 """The notification channel of revoked tokens; the payload is the token id."""

@@ -19,29 +19,40 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Generic, TypeVar
 
+import anyio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .storage import IdempotencyKey, IdempotencyState, utcnow
+from .unit_of_work import UnitOfWork
 
 __all__ = [
     "IDEMPOTENCY_TTL",
     "IN_PROGRESS_LEASE",
     "VALID_KEY",
+    "Answer",
+    "Claim",
+    "ClaimLost",
     "IdempotencyKeyBusy",
     "IdempotencyStore",
+    "Outcome",
     "Repeat",
     "StoredResponse",
+    "apply_once",
     "claim_record",
     "classify_repeat",
     "seal",
     "unseal",
 ]
+
+T = TypeVar("T")
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 """How long a key and its stored response are kept."""
@@ -65,6 +76,11 @@ _CLAIM_ATTEMPTS = 3
 
 class IdempotencyKeyBusy(Exception):
     """The key changed hands too often while it was being claimed: the client should retry."""
+
+
+class ClaimLost(Exception):
+    """The request outlived its lease and a retry took its key over: it must not commit (the
+    retry applies the change), and its client is told to retry, which gets the retry's answer."""
 
 
 class Repeat(enum.Enum):
@@ -196,9 +212,9 @@ class IdempotencyStore:
         that the answer commits with the request's writes (the caller commits).
 
         Only ``claim``'s own row is updated: if the lease ran out and a retry took the key over
-        meanwhile, the retry's claim is left alone.
+        meanwhile, the retry's claim is left alone, and :class:`ClaimLost` says so.
         """
-        await session.execute(
+        result = await session.execute(
             update(IdempotencyKey)
             .where(_own_row(claim), IdempotencyKey.state == IdempotencyState.IN_PROGRESS)
             .values(
@@ -208,6 +224,8 @@ class IdempotencyStore:
                 response_body=response.body,
             )
         )
+        if getattr(result, "rowcount", 1) != 1:
+            raise ClaimLost
 
     async def release(self, claim: IdempotencyKey) -> None:
         """Forget a claimed key, so that a retry runs again (only ``claim``'s own row)."""
@@ -242,3 +260,71 @@ def _copy(record: IdempotencyKey) -> IdempotencyKey:
         target=record.target,
         fingerprint=record.fingerprint,
     )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A key claimed for a request: its record, and the key itself (answers are sealed under it)."""
+
+    record: IdempotencyKey
+    key: str
+
+
+class Outcome(enum.Enum):
+    """What a request's handler came to, as far as exactly-once goes."""
+
+    DONE = "done"
+    """It succeeded: its writes and its stored answer commit together."""
+    REFUSED = "refused"
+    """The client's mistake: nothing it wrote is kept; the refusal is stored and replayed."""
+    FAILED = "failed"
+    """The server's failure (or a transient one): nothing is kept; a retry runs again."""
+
+
+@dataclass(frozen=True)
+class Answer(Generic[T]):
+    """A handler's outcome, the answer to store for replay, and whatever the wire sends."""
+
+    outcome: Outcome
+    stored: Callable[[str], StoredResponse]
+    """The answer to store, sealed under the given key (only called for a claimed key)."""
+    value: T
+
+
+async def apply_once(
+    store: IdempotencyStore,
+    work: UnitOfWork,
+    claim: Claim | None,
+    run: Callable[[], Awaitable[Answer[T]]],
+) -> Answer[T]:
+    """Run a mutating request's handler in ``work`` and settle its claim, the one way both wires
+    do it: a success commits with its stored answer (before anything is sent), a refusal keeps no
+    write but is stored, a failure or an exception keeps nothing and releases the key. Raises
+    :class:`ClaimLost` when a retry took the key over meanwhile (nothing committed)."""
+    try:
+        answer = await run()
+        if answer.outcome is Outcome.DONE:
+            if claim is not None:
+                stored = answer.stored(claim.key)
+                await store.complete(claim.record, stored, session=work.session)
+            await work.commit()
+        elif answer.outcome is Outcome.REFUSED:
+            await work.close()
+            if claim is not None:
+                async with store.sessions() as session:
+                    await store.complete(claim.record, answer.stored(claim.key), session=session)
+                    await session.commit()
+        else:
+            await _abandon(store, work, claim)
+    except BaseException:
+        await _abandon(store, work, claim)
+        raise
+    return answer
+
+
+async def _abandon(store: IdempotencyStore, work: UnitOfWork, claim: Claim | None) -> None:
+    # Roll back first: on SQLite the request's writes hold the lock the release needs.
+    with anyio.CancelScope(shield=True):
+        await work.close()
+        if claim is not None:
+            await store.release(claim.record)

@@ -11,8 +11,16 @@ from __future__ import annotations
 import logging
 import re
 import time
+import traceback
+import uuid
 
-__all__ = ["EscapingFilter", "RateLimitedWarning", "escape_control_characters", "logger"]
+__all__ = [
+    "EscapingFilter",
+    "RateLimitedWarning",
+    "escape_control_characters",
+    "logger",
+    "choose_request_id",
+]
 
 logger = logging.getLogger("aiosdk.server")
 """The logger of every server module."""
@@ -41,11 +49,23 @@ def escape_control_characters(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
+
+
+def choose_request_id(given: object) -> str:
+    """The id to log a request under: the client's own (an ``X-Request-ID`` header, an
+    ``x-request-id`` gRPC metadata entry) when it is 1 to 128 URL-safe characters, else a new
+    one; either way it is echoed back to the client."""
+    if isinstance(given, str) and _SANE_REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
 class EscapingFilter(logging.Filter):
     """Escapes each record's formatted message with :func:`escape_control_characters`.
 
-    The message is formatted here, once, and stored with no arguments left. Tracebacks are
-    left as they are: they are multi-line by nature and made by the server, not a client.
+    The message is formatted here, once, and stored with no arguments left. A traceback keeps
+    its lines (it is multi-line by nature), each of them escaped.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -53,7 +73,31 @@ class EscapingFilter(logging.Filter):
         escaped = escape_control_characters(message)
         if escaped is not message or record.args:
             record.msg, record.args = escaped, None
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = _escaped_traceback(record.exc_info[1])
         return True
+
+
+def _escaped_traceback(error: BaseException) -> str:
+    """The traceback of ``error`` as logging prints it, with the exceptions' own messages (a
+    database error quoting a parameter may carry what a client sent) escaped; the frames,
+    the server's own code, keep their lines."""
+    formatted = traceback.TracebackException.from_exception(error)
+    messages: set[str] = set()
+    seen: set[int] = set()
+    pending: list[traceback.TracebackException | None] = [formatted]
+    while pending:  # the exception and its chain of causes and contexts
+        current = pending.pop()
+        if current is not None and id(current) not in seen:
+            seen.add(id(current))
+            messages.update(current.format_exception_only())
+            pending += [current.__cause__, current.__context__]
+    chunks = formatted.format()
+    text = "".join(
+        escape_control_characters(chunk[:-1]) + "\n" if chunk in messages else chunk
+        for chunk in chunks
+    )
+    return text.removesuffix("\n")
 
 
 class RateLimitedWarning:

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .logs import logger
 from .unit_of_work import UnitOfWork
 
 __all__ = ["Notifier"]
 
-logger = logging.getLogger("aiosdk.server")
 
 Listener = Callable[[str], None]
 """Called with each message's payload; with ``""`` when messages may have been lost."""

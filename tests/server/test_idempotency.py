@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -15,11 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
-from aiosdk.server import Server
+from aiosdk.server import Server, idempotency
 from aiosdk.server.auth import Principal
+from aiosdk.server.errors import IdempotencyInProgressError
 from aiosdk.server.http.idempotency import IdempotencyMiddleware, unit_of_work
 from aiosdk.server.idempotency import (
     IN_PROGRESS_LEASE,
+    ClaimLost,
     IdempotencyStore,
     StoredResponse,
     claim_record,
@@ -202,9 +205,9 @@ async def test_a_superseded_claim_leaves_its_successor_alone(
     assert await store.claim(second) is None  # took the stale claim over
 
     async with database() as session:
-        await store.complete(first, StoredResponse(201, [], b"late"), session=session)
-        await session.commit()
-    await store.release(first)
+        with pytest.raises(ClaimLost):  # the late request learns it lost the key ...
+            await store.complete(first, StoredResponse(201, [], b"late"), session=session)
+    await store.release(first)  # ... and releasing it leaves the successor's claim alone
     async with database() as session:
         rows = list(
             await session.scalars(select(IdempotencyKey).where(IdempotencyKey.key == second.key))
@@ -317,6 +320,7 @@ async def test_the_answer_is_sent_after_the_commit(
         assert repeat.headers["idempotent-replayed"] == "true"
 
 
+@contextlib.asynccontextmanager
 async def scripted_app(
     tmp_path: Path, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
 ) -> AsyncIterator[tuple[httpx.AsyncClient, async_sessionmaker[AsyncSession]]]:
@@ -361,7 +365,7 @@ async def test_a_handler_that_writes_then_fails_leaves_nothing(tmp_path: Path) -
             raise RuntimeError("failed after writing")
         await PlainTextResponse("made", status_code=201)(scope, receive, send)
 
-    async for http, sessions in scripted_app(tmp_path, write_then_fail_once):
+    async with scripted_app(tmp_path, write_then_fail_once) as (http, sessions):
         with pytest.raises(RuntimeError):  # (the server's outer layer answers it with a 500)
             await http.post("/", headers={"Idempotency-Key": "k"})
         assert await token_labels(sessions) == []
@@ -377,7 +381,7 @@ async def test_a_refusal_keeps_no_write_but_is_replayed(tmp_path: Path) -> None:
         add_token(scope, "refused")
         await PlainTextResponse("no", status_code=403)(scope, receive, send)
 
-    async for http, sessions in scripted_app(tmp_path, write_then_refuse):
+    async with scripted_app(tmp_path, write_then_refuse) as (http, sessions):
         replies = [await http.post("/", headers={"Idempotency-Key": "k"}) for _ in range(2)]
         assert [r.status_code for r in replies] == [403, 403]
         assert replies[1].headers["idempotent-replayed"] == "true"
@@ -389,7 +393,42 @@ async def test_a_handler_may_not_commit_on_its_own(tmp_path: Path) -> None:
         add_token(scope, "committed by the handler")
         await unit_of_work(scope).session.commit()
 
-    async for http, sessions in scripted_app(tmp_path, commits):
+    async with scripted_app(tmp_path, commits) as (http, sessions):
         with pytest.raises(RuntimeError, match="unit of work commits it"):
             await http.post("/")
         assert await token_labels(sessions) == []
+
+
+async def test_a_request_that_outlives_its_lease_is_not_applied_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the lease a retry takes the key over and applies the change; the slow first run
+    must then commit nothing (it answers 409 in progress: a retry gets the retry's answer)."""
+    monkeypatch.setattr(idempotency, "IN_PROGRESS_LEASE", timedelta(seconds=0.3))
+    runs: list[int] = []
+
+    async def slow_first(scope: Scope, receive: Receive, send: Send) -> None:
+        runs.append(len(runs))
+        label = f"run {len(runs)}"
+        if len(runs) == 1:
+            await anyio.sleep(1.0)  # a lock wait, a slow upstream ...
+        add_token(scope, label)
+        await unit_of_work(scope).session.flush()
+        await PlainTextResponse("made", status_code=201)(scope, receive, send)
+
+    async with scripted_app(tmp_path, slow_first) as (http, sessions):
+        headers = {"Idempotency-Key": "k"}
+        async with anyio.create_task_group() as tg:
+
+            async def first() -> None:
+                # (The server's outer layer answers this with a 409 idempotency_in_progress.)
+                with pytest.raises(IdempotencyInProgressError, match="took over"):
+                    await http.post("/", headers=headers)
+
+            tg.start_soon(first)
+            await anyio.sleep(0.6)  # past the lease: the first run looks crashed
+            retry = await http.post("/", headers=headers)
+        assert retry.status_code == 201
+        assert await token_labels(sessions) == ["run 2"]  # the change, once
+        replay = await http.post("/", headers=headers)
+        assert replay.headers["idempotent-replayed"] == "true"

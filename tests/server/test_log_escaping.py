@@ -54,6 +54,17 @@ def log_lines() -> Iterator[io.StringIO]:
         logger.removeHandler(handler)
 
 
+def test_a_logged_exception_cannot_forge_a_line(log_lines: io.StringIO) -> None:
+    """An exception's message may quote what a client sent (a database error shows the
+    parameters): each line of the traceback is escaped, the traceback keeps its lines."""
+    error = ValueError("bad value 'x\nERROR forged line'")
+    logging.getLogger("aiosdk.server").error("Unhandled error", exc_info=error)
+    lines = log_lines.getvalue().splitlines()
+    assert lines[0] == "ERROR aiosdk.server: Unhandled error"
+    assert lines[-1] == "ValueError: bad value 'x\\nERROR forged line'"
+    assert not any(line.startswith("ERROR forged") for line in lines)
+
+
 def test_every_record_of_the_server_logger_is_escaped(log_lines: io.StringIO) -> None:
     """The escaping sits on the logger, not at each call site: a module that just asks for the
     logger by name, as some server modules do, is covered too."""

@@ -8,8 +8,6 @@ request arrives is seen when its metadata is sent.
 from __future__ import annotations
 
 import asyncio
-import re
-import uuid
 from collections.abc import Collection
 from contextvars import ContextVar
 
@@ -19,7 +17,7 @@ from grpclib.exceptions import StreamTerminatedError
 from grpclib.server import Server, Stream
 from starlette.exceptions import HTTPException
 
-from ..logs import logger
+from ..logs import choose_request_id, logger
 from ..state import Metrics
 from .errors import grpc_error
 from .messages import ClientMistake, limit_message_size
@@ -27,7 +25,6 @@ from .messages import ClientMistake, limit_message_size
 __all__ = ["REQUEST_ID_KEY", "CallTracker", "track_calls"]
 
 REQUEST_ID_KEY = "x-request-id"
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 
 _request_id: ContextVar[str] = ContextVar("aiosdk_grpc_request_id")
 
@@ -76,11 +73,7 @@ def track_calls(
     tracker = CallTracker(metrics)
 
     async def on_request(event: RecvRequest) -> None:
-        client_id = event.metadata.get(REQUEST_ID_KEY)
-        if isinstance(client_id, str) and _SANE_REQUEST_ID.fullmatch(client_id):
-            _request_id.set(client_id)
-        else:
-            _request_id.set(uuid.uuid4().hex)
+        _request_id.set(choose_request_id(event.metadata.get(REQUEST_ID_KEY)))
         handler = event.method_func
         method_name = event.method_name
 

@@ -3,8 +3,10 @@
 The same store and the same one-transaction rule as the HTTP API (see
 :mod:`aiosdk.server.idempotency`): a handler's writes and its stored answer commit together,
 and the answer is sent only after that, so a client's retry gets a replay, never a second
-application. Refusals (a gRPC error status) are stored and replayed too; a failure (an
-unexpected exception) rolls everything back and releases the key, so a retry runs again.
+application. Refusals (a gRPC error status for a client's mistake) are stored and replayed too;
+a failure (an unexpected exception, or a status that says trying again may help) rolls
+everything back and releases the key, so a retry runs again. The sequence is
+:func:`~aiosdk.server.idempotency.apply_once`, shared with the HTTP API.
 """
 
 from __future__ import annotations
@@ -22,17 +24,21 @@ from starlette.exceptions import HTTPException
 from ..errors import is_data_error
 from ..idempotency import (
     VALID_KEY,
+    Answer,
+    Claim,
+    ClaimLost,
     IdempotencyKeyBusy,
     IdempotencyStore,
+    Outcome,
     Repeat,
     StoredResponse,
+    apply_once,
     claim_record,
     classify_repeat,
     seal,
     unseal,
 )
 from ..state import ServerState
-from ..storage import IdempotencyKey
 from ..unit_of_work import UnitOfWork
 from .auth import Call, current_call
 from .errors import grpc_error
@@ -71,10 +77,10 @@ def mutating(
             store = IdempotencyStore(state.sessions)
             work = UnitOfWork(state.sessions)
             try:
-                record = await _claim(store, call, request, reply_type)
-                if isinstance(record, betterproto2.Message):
-                    return record  # a replay
-                return await _run(handler, service, request, work, store, record, call)
+                claim = await _claim(store, call, request, reply_type)
+                if isinstance(claim, betterproto2.Message):
+                    return claim  # a replay
+                return await _run(handler, service, request, work, store, claim)
             finally:
                 with anyio.CancelScope(shield=True):
                     await work.close()
@@ -86,8 +92,8 @@ def mutating(
 
 async def _claim(
     store: IdempotencyStore, call: Call, request: RequestT, reply_type: type[ReplyT]
-) -> IdempotencyKey | ReplyT | None:
-    """Claim the call's key: the record, ``None`` without a key, or the replayed reply."""
+) -> Claim | ReplyT | None:
+    """Claim the call's key: the claim, ``None`` without a key, or the replayed reply."""
     key = call.idempotency_key
     if key is None:
         return None
@@ -101,7 +107,7 @@ async def _claim(
     except IdempotencyKeyBusy:
         raise GRPCError(Status.UNAVAILABLE, "The idempotency-key is busy; retry") from None
     if holder is None:
-        return record
+        return Claim(record, key)
     repeat = classify_repeat(record, holder)
     if repeat is Repeat.MISMATCH:
         raise GRPCError(
@@ -116,40 +122,56 @@ async def _claim(
     return reply_type.parse(stored)
 
 
+# Statuses that say the server failed, or that trying again may help: never stored, the key is
+# released, as HTTP does for a 5xx.
+_TRANSIENT = frozenset(
+    {
+        Status.UNAVAILABLE,
+        Status.INTERNAL,
+        Status.UNKNOWN,
+        Status.DEADLINE_EXCEEDED,
+        Status.RESOURCE_EXHAUSTED,
+        Status.DATA_LOSS,
+    }
+)
+
+
 async def _run(
     handler: Handler[ServiceT, RequestT, ReplyT],
     service: ServiceT,
     request: RequestT,
     work: UnitOfWork,
     store: IdempotencyStore,
-    record: IdempotencyKey | None,
-    call: Call,
+    claim: Claim | None,
 ) -> ReplyT:
-    key = call.idempotency_key
+    async def run() -> Answer[ReplyT | GRPCError]:
+        try:
+            reply = await handler(service, request, work)
+        except (GRPCError, HTTPException) as exc:
+            error = exc if isinstance(exc, GRPCError) else grpc_error(exc)
+            outcome = Outcome.FAILED if error.status in _TRANSIENT else Outcome.REFUSED
+            refusal = (error.message or "").encode()
+            return Answer(
+                outcome,
+                lambda key: StoredResponse(error.status.value, [], seal(key, refusal)),
+                error,
+            )
+        return Answer(
+            Outcome.DONE, lambda key: StoredResponse(0, [], seal(key, bytes(reply))), reply
+        )
+
     try:
-        reply = await handler(service, request, work)
-        if record is not None and key is not None:
-            stored = StoredResponse(0, [], seal(key, bytes(reply)))
-            await store.complete(record, stored, session=work.session)
-        await work.commit()
-    except (GRPCError, HTTPException) as exc:
-        error = exc if isinstance(exc, GRPCError) else grpc_error(exc)
-        await work.close()  # nothing a refused call wrote is kept ...
-        if record is not None and key is not None:  # ... but the refusal is replayed
-            async with store.sessions() as session:
-                answer = seal(key, (error.message or "").encode())
-                stored = StoredResponse(error.status.value, [], answer)
-                await store.complete(record, stored, session=session)
-                await session.commit()
-        raise error from None
-    except BaseException as exc:
-        with anyio.CancelScope(shield=True):
-            await work.close()  # roll back first: on SQLite the writes hold the lock
-            if record is not None:
-                await store.release(record)
-        if isinstance(exc, IntegrityError):
-            raise GRPCError(Status.ABORTED, "The call conflicts with a concurrent change") from exc
+        answer = await apply_once(store, work, claim, run)
+    except ClaimLost:
+        raise GRPCError(
+            Status.UNAVAILABLE, "A retry with this idempotency-key took this call over; retry"
+        ) from None
+    except IntegrityError as exc:
+        raise GRPCError(Status.ABORTED, "The call conflicts with a concurrent change") from exc
+    except Exception as exc:
         if is_data_error(exc):
             raise GRPCError(Status.INVALID_ARGUMENT, "A value is not acceptable") from exc
         raise
-    return reply
+    if isinstance(answer.value, GRPCError):
+        raise answer.value from None
+    return answer.value

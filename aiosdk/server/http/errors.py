@@ -5,7 +5,6 @@ Every error response is ``{"error": {"type": ..., "message": ..., "request_id": 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from ..errors import ApiError, ErrorType, is_data_error
+from ..logs import logger
 from .routing import allowed_methods
 
 __all__ = [
@@ -30,8 +30,6 @@ __all__ = [
     "install_error_handlers",
     "request_id_of",
 ]
-
-logger = logging.getLogger("aiosdk.server")
 
 
 _TYPE_BY_STATUS: dict[int, ErrorType] = {

@@ -31,10 +31,15 @@ from ..errors import (
 )
 from ..idempotency import (
     VALID_KEY,
+    Answer,
+    Claim,
+    ClaimLost,
     IdempotencyKeyBusy,
     IdempotencyStore,
+    Outcome,
     Repeat,
     StoredResponse,
+    apply_once,
     claim_record,
     classify_repeat,
     seal,
@@ -88,7 +93,7 @@ class IdempotencyMiddleware:
         key = Headers(scope=scope).get("idempotency-key")
         principal: Principal | None = scope["state"].get("principal")
         if key is None or principal is None:  # no key, or a public route (nothing to replay)
-            await self._run(scope, receive, send, uow, None, None)
+            await self._run(scope, receive, send, uow, None)
             return
         if not VALID_KEY.fullmatch(key):
             raise InvalidRequestError("Idempotency-Key must be 1 to 255 printable ASCII characters")
@@ -108,62 +113,41 @@ class IdempotencyMiddleware:
         if holder is not None:
             await _answer_repeat(record, holder, key)(scope, receive, send)
             return
-        await self._run(scope, _replay_body(body, receive), send, uow, record, key)
+        await self._run(scope, _replay_body(body, receive), send, uow, Claim(record, key))
 
     async def _run(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        uow: UnitOfWork,
-        record: IdempotencyKey | None,
-        key: str | None,
+        self, scope: Scope, receive: Receive, send: Send, uow: UnitOfWork, claim: Claim | None
     ) -> None:
-        status: int | None = None
         held: list[Message] = []
 
         async def hold(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
             held.append(message)
 
-        try:
+        async def run() -> Answer[None]:
             await self.app(scope, receive, hold)
-            if status is None or status >= 500:
-                await self._abandon(uow, record)  # a retry runs again; the 5xx itself is sent
-            elif status < 400:
-                if record is not None and key is not None:
-                    stored = _stored(key, status, held)
-                    await self.store.complete(record, stored, session=uow.session)
-                await uow.commit()
-            else:  # refused: nothing the handler wrote is kept, but the refusal is replayed
-                await uow.close()
-                if record is not None and key is not None:
-                    await self._store_refusal(record, _stored(key, status, held))
+            status = held[0]["status"] if held else 500
+            outcome = (
+                Outcome.DONE
+                if status < 400
+                else Outcome.REFUSED
+                if status < 500
+                else Outcome.FAILED  # the 5xx is sent; a retry runs again
+            )
+            return Answer(outcome, lambda key: _stored(key, status, held), None)
+
+        try:
+            await apply_once(self.store, uow, claim, run)
+        except ClaimLost:
+            raise IdempotencyInProgressError(
+                "A retry with this Idempotency-Key took over this request; retry to get its answer"
+            ) from None
         except IntegrityError as exc:
-            await self._abandon(uow, record)
             # A uniqueness rule caught a concurrent change that the handler did not foresee.
             raise ConflictError("The request conflicts with a concurrent change; retry") from exc
-        except BaseException:
-            # Nothing was sent yet: the outer layer answers (a 400 for a value the database
-            # refused, a 500 otherwise), and nothing the handler wrote is kept.
-            await self._abandon(uow, record)
-            raise
+        # Anything else propagates with nothing sent yet: the outer layer answers it (a 400 for a
+        # value the database refused, a 500 otherwise).
         for message in held:
             await send(message)
-
-    async def _store_refusal(self, record: IdempotencyKey, stored: StoredResponse) -> None:
-        async with self.store.sessions() as session:
-            await self.store.complete(record, stored, session=session)
-            await session.commit()
-
-    async def _abandon(self, uow: UnitOfWork, record: IdempotencyKey | None) -> None:
-        # Roll back first: on SQLite the request's writes hold the lock the release needs.
-        with anyio.CancelScope(shield=True):
-            await uow.close()
-            if record is not None:
-                await self.store.release(record)
 
 
 def _stored(key: str, status: int, messages: list[Message]) -> StoredResponse:

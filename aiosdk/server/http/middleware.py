@@ -3,9 +3,7 @@ size."""
 
 from __future__ import annotations
 
-import re
 import time
-import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -14,7 +12,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InvalidRequestError, NotFoundError, PayloadTooLargeError, is_data_error
-from ..logs import logger
+from ..logs import choose_request_id, logger
 from ..state import Metrics
 from .errors import api_error_response, data_error_response, error_response
 from .idempotency import MUTATING_METHODS
@@ -29,7 +27,6 @@ __all__ = [
 ]
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 
 
 class RequestContextMiddleware:
@@ -50,11 +47,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        client_id = Headers(scope=scope).get(REQUEST_ID_HEADER)
-        if client_id is not None and _SANE_REQUEST_ID.fullmatch(client_id):
-            request_id = client_id
-        else:
-            request_id = uuid.uuid4().hex
+        request_id = choose_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
         scope.setdefault("state", {})["request_id"] = request_id
 
         status: int | None = None
