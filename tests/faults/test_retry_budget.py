@@ -121,4 +121,3 @@ async def test_a_request_over_a_size_limit_is_not_retried(
             await client.server_info()
         assert headers.value.status_code == 431
     assert not retry_log.retries  # forceful tries everything again, but not these
-
