@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import logging
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +19,6 @@ import h2.connection
 import h2.errors
 import h2.events
 import pytest
-from grpc_tools import protoc
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
@@ -32,13 +29,13 @@ from aiosdk.proto import GetStatusRequest, ServerStatus, StatusServiceStub
 from aiosdk.server import Server
 from aiosdk.server.grpc.messages import check_wire_format
 
+from .grpcio_stubs import grpcio_stubs
 from .wire import GUARD_SECONDS, serving
 
 pytestmark = pytest.mark.anyio
 
 GET_STATUS = "/aiosdk.v1.StatusService/GetStatus"
 MESSAGE_LIMIT = 1024
-PROTO_ROOT = Path(__file__).parents[2] / "aiosdk" / "proto"
 
 
 class RawCodec(CodecBase):
@@ -256,19 +253,10 @@ def test_malformed_messages_fail_the_wire_format_check(message: bytes, complaint
 
 
 @pytest.fixture(scope="module")
-def grpcio_stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
-    """grpcio's stubs of status.proto, as top-level modules (``aiosdk`` is taken by us)."""
-    out = tmp_path_factory.mktemp("stubs")
-    include = PROTO_ROOT / "aiosdk" / "v1"
-    arguments = ["protoc", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}"]
-    assert protoc.main([*arguments, str(include / "status.proto")]) == 0
-    sys.path.insert(0, str(out))
-    try:
-        yield importlib.import_module("status_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
-        for name in ("status_pb2", "status_pb2_grpc"):
-            sys.modules.pop(name, None)
+def grpcio_status(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    """grpcio's stubs of status.proto."""
+    with grpcio_stubs(tmp_path_factory.mktemp("stubs"), "status") as modules:
+        yield modules["status_pb2_grpc"]
 
 
 def grpcio_calls(
@@ -292,12 +280,12 @@ def grpcio_calls(
 
 
 async def test_the_grpcio_client_sees_the_same_answers(
-    server: Server, grpcio_stubs: ModuleType
+    server: Server, grpcio_status: ModuleType
 ) -> None:
     version, oversized, malformed = await anyio.to_thread.run_sync(
         grpcio_calls,
         server,
-        grpcio_stubs,
+        grpcio_status,
         get_status_request_of(MESSAGE_LIMIT + 1),
         b"\x0a\x05ab",
     )
