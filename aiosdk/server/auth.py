@@ -46,6 +46,10 @@ class Principal:
     token_id: str
     expires_at: datetime | None = None
     """When the authenticating token expires; tokens it creates expire no later."""
+    scope: str | None = None
+    """``None``: everything ``name`` may do; ``"read"``: reads only."""
+    session_id: str | None = None
+    """The login session of an access token; ``None`` for an API or admin token."""
 
 
 def generate_token() -> str:

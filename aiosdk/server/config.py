@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "Limits", "ServerConfig"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "AccountSettings", "Limits", "ServerConfig"]
 
 MAX_PAGE_SIZE = 1000
 """The largest ``page_size`` a listing accepts."""
@@ -61,6 +61,23 @@ class Limits:
                 raise ValueError(f"Limits.{limit.name} must be a positive {kind}, not {value!r}")
 
 
+@dataclass(frozen=True)
+class AccountSettings:
+    """Lifetimes of login sessions and limits on login attempts."""
+
+    access_token_ttl: float = 900.0
+    """Seconds a session's access token lives; a refresh hands out the next one."""
+    session_ttl: float = 30 * 24 * 3600.0
+    """Seconds a login session lives at most, refreshes included."""
+    login_failures_per_account: int = 5
+    """Failed logins per account per window before it answers 429."""
+    login_failures_per_address: int = 30
+    """Failed logins per client address per window before it answers 429."""
+    login_window_seconds: float = 60.0
+    allow_anonymous: bool = False
+    """Whether requests without credentials may read public assets."""
+
+
 @dataclass
 class ServerConfig:
     """How to run a :class:`~aiosdk.server.Server`.
@@ -82,6 +99,7 @@ class ServerConfig:
     """The admin bearer token; ``None`` generates one on the first start with a data directory."""
     log_level: str = "warning"
     limits: Limits = field(default_factory=Limits)
+    accounts: AccountSettings = field(default_factory=AccountSettings)
     tls_cert: Path | None = None
     """A PEM certificate chain: serve HTTPS and gRPC over TLS (with ``tls_key``)."""
     tls_key: Path | None = None

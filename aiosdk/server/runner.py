@@ -200,6 +200,7 @@ class Server:
             grpc_port=self._grpc_port,
             grpc_tls=config.tls,
             limits=_resolved(config.limits),
+            accounts=config.accounts,
         )
         loop = asyncio.get_running_loop()
         stack.enter_context(log_accept_errors(loop, {http_socket: "HTTP", grpc_socket: "gRPC"}))

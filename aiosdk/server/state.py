@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .authenticator import Authenticator
-from .config import Limits
+from .config import AccountSettings, Limits
 
 __all__ = ["Metrics", "ServerState"]
 
@@ -39,4 +39,5 @@ class ServerState:
     grpc_port: int
     grpc_tls: bool = False
     limits: Limits = field(default_factory=Limits)
+    accounts: AccountSettings = field(default_factory=AccountSettings)
     metrics: Metrics = field(default_factory=Metrics)

@@ -52,5 +52,7 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 async def create_tables(engine: AsyncEngine) -> None:
     """Create every table that does not exist yet."""
+    from .. import schema  # noqa: F401  (every capability's tables)
+
     async with engine.begin() as connection:
         await connection.run_sync(Base.metadata.create_all)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    ForeignKey,
     Integer,
     LargeBinary,
     String,
@@ -74,6 +75,12 @@ class Token(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     owner: Mapped[str] = mapped_column(String(100), index=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    scope: Mapped[str | None] = mapped_column(String(16))
+    """``None``: everything its owner may do; ``"read"``: reads only."""
+    session_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("login_sessions.id", ondelete="CASCADE"), index=True
+    )
+    """The login session this is an access token of; ``None`` for an API token."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]

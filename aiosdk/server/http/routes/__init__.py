@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from ..openapi import ALLOW, RETRY_AFTER, WWW_AUTHENTICATE, documented_error
-from . import info, tokens
+from . import admin, auth, info, organizations, tokens, users
 
 __all__ = ["API_PREFIX", "include_routes"]
 
@@ -37,5 +37,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def include_routes(app: FastAPI) -> None:
     """Mount every router under ``/api/v1``, each directly on the app: FastAPI matches a request
     router by router, and each level of nesting costs every request."""
-    for router in (info.router, tokens.router):
+    for router in (
+        info.router,
+        auth.router,
+        users.router,
+        organizations.router,
+        admin.router,
+        tokens.router,
+    ):
         app.include_router(router, prefix=API_PREFIX, responses=_ERRORS)

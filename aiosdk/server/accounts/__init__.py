@@ -1,0 +1,1 @@
+"""Accounts on the server: users, organizations and their members, namespaces, login sessions."""

@@ -1,0 +1,10 @@
+"""The whole schema: importing this module puts every table on ``Base.metadata``.
+
+Each capability keeps its tables in its own folder; migrations and the server import them here.
+"""
+
+from .accounts import models as accounts_models
+from .storage import models as storage_models
+from .storage.models import Base
+
+__all__ = ["Base", "accounts_models", "storage_models"]
