@@ -52,6 +52,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_client.py", *session.posargs)
     session.run("python", "benchmarks/bench_http.py", *session.posargs)
     session.run("python", "benchmarks/bench_server.py", *session.posargs)  # if wrk is there
+    session.run("python", "benchmarks/bench_auth.py", *session.posargs)
 
 
 @nox.session

@@ -5,6 +5,7 @@ connection pool per client, retry under a :class:`RetryMode`, and raise the erro
 """
 
 from ._client import AsyncClient, ServerInfo
+from ._core.config import save_profile
 from ._core.errors import (
     AiosdkError,
     AuthenticationError,
@@ -34,9 +35,18 @@ from ._core.options import NOT_GIVEN, NotGiven, RequestOptions
 from ._core.paging import AsyncPager, Page
 from ._core.retry import RetryMode, RetryPolicy
 from ._core.secrets import Secret
-from ._sync import Client, Pager, Tokens
+from ._sync import Admin, Client, Pager, Tokens
 from ._version import __version__
-from .accounts import AsyncTokens, NewToken, TokenInfo
+from .accounts import (
+    AsyncAdmin,
+    AsyncTokens,
+    Member,
+    NewToken,
+    Organization,
+    OrganizationMembership,
+    TokenInfo,
+    User,
+)
 from .proto import ServerStatus
 
 embedded = AsyncClient.embedded
@@ -44,7 +54,9 @@ embedded = AsyncClient.embedded
 
 __all__ = [
     "NOT_GIVEN",
+    "Admin",
     "AiosdkError",
+    "AsyncAdmin",
     "AsyncClient",
     "AsyncPager",
     "AsyncTokens",
@@ -59,9 +71,12 @@ __all__ = [
     "IdempotencyInProgressError",
     "InternalServerError",
     "InvalidTokenError",
+    "Member",
     "NewToken",
     "NotFoundError",
     "NotGiven",
+    "Organization",
+    "OrganizationMembership",
     "Page",
     "Pager",
     "PermissionDeniedError",
@@ -83,8 +98,10 @@ __all__ = [
     "TransportError",
     "UnprocessableEntityError",
     "UnsupportedBackendError",
+    "User",
     "__version__",
     "embedded",
+    "save_profile",
 ]
 
 # Public classes print as aiosdk.NotFoundError, not aiosdk._core.errors.NotFoundError (as httpx

@@ -8,16 +8,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import anyio
 import httpx
 
-from ._core.config import resolve_settings
+from ._core.config import resolve_settings, save_profile
 from ._core.context import ClientContext
+from ._core.credentials import CredentialStore, TokenCredential
 from ._core.errors import ConfigurationError
 from ._core.options import NOT_GIVEN, NotGiven, RequestOptions, TimeoutArg
 from ._core.retry import RetryMode, RetryPolicy
+from ._core.secrets import Secret
 from ._core.transport import Bootstrap, Transport
 from ._embedded import EmbeddedServer
+from .accounts import organizations as _organizations
+from .accounts import session as _session
+from .accounts import users as _users
+from .accounts.admin import AsyncAdmin
+from .accounts.organizations import Organization
 from .accounts.tokens import AsyncTokens
+from .accounts.users import Action, User
 from .proto import GetStatusRequest, ServerStatus, StatusServiceStub, WatchStatusRequest
 
 __all__ = ["AsyncClient", "ServerInfo"]
@@ -60,9 +69,14 @@ class AsyncClient:
     service object hanging off it shares. Use it as ``async with AsyncClient(url, token=...)`` or
     call :meth:`aclose` when done.
 
+    Without a token from anywhere, the client uses the login remembered for its URL
+    (``login(..., remember=True)``, or ``aiosdk login``), if there is one; else it sends no
+    credentials, and calls fail with :class:`~aiosdk.AuthenticationError` until
+    :meth:`login`.
+
     Args:
         url: the server, e.g. ``"http://127.0.0.1:8000"``; else ``AIOSDK_URL``, else the profile.
-        token: the API token; else ``AIOSDK_TOKEN``, else the profile.
+        token: the API token; else ``AIOSDK_TOKEN``, else the profile, else a remembered login.
         retry_mode: ``"default"``, ``"forceful"`` or ``"disabled"`` (see :class:`RetryMode`).
         timeout: seconds each attempt may wait to connect, read, write or get a pooled connection.
         deadline: seconds the whole call may take, every retry and backoff included.
@@ -100,6 +114,8 @@ class AsyncClient:
                 http2=http2,
                 proxy=proxy,
                 http_transport=http_transport,
+                store=CredentialStore(),
+                remembered=True,
             ),
             RequestOptions(RetryPolicy(settings.retry_mode)).merged(
                 timeout=timeout, deadline=deadline
@@ -109,6 +125,7 @@ class AsyncClient:
     def _init(self, transport: Transport, options: RequestOptions) -> None:
         self._ctx = ClientContext(transport, options)
         self._tokens = AsyncTokens(self._ctx)
+        self._admin = AsyncAdmin(self._ctx)
 
     @classmethod
     def _with_bootstrap(
@@ -116,15 +133,44 @@ class AsyncClient:
     ) -> AsyncClient:
         client = cls.__new__(cls)
         client._init(
-            Transport(url=None, token=None, limits=_limits(pool_threads), bootstrap=bootstrap),
+            Transport(
+                url=None,
+                token=None,
+                limits=_limits(pool_threads),
+                bootstrap=bootstrap,
+                store=CredentialStore(),
+            ),
             RequestOptions(RetryPolicy(RetryMode.coerce(retry_mode))),
         )
         return client
 
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> AsyncClient:
-        """A client configured from the profile ``name``; keyword arguments override it."""
+        """A client configured from the profile ``name``; keyword arguments override it.
+
+        Profiles are saved with :func:`aiosdk.save_profile` or :meth:`save_profile`; a profile
+        without a token uses the login remembered for its URL.
+        """
         return cls(profile=name, **kwargs)
+
+    async def save_profile(self, name: str) -> None:
+        """Save this client's URL and retry mode as the profile ``name`` (see
+        :func:`aiosdk.save_profile`), with its API token if it uses one.
+
+        A login session is never put in a profile (its tokens change as they are renewed):
+        ``login(..., remember=True)`` keeps it for the URL, where :meth:`from_profile` finds it.
+        A ``no_session`` password is never saved anywhere.
+        """
+        transport = self._ctx.transport
+        await transport.start()
+        if transport.url is None:
+            raise ConfigurationError("this client has no URL to save yet")
+        credential = transport.auth.credential
+        token = credential.token if isinstance(credential, TokenCredential) else None
+        mode = self._ctx.options.retry.mode
+        await anyio.to_thread.run_sync(
+            lambda: save_profile(name, url=str(transport.url), token=token, retry_mode=mode)
+        )
 
     @classmethod
     def embedded(
@@ -214,6 +260,110 @@ class AsyncClient:
     def tokens(self) -> AsyncTokens:
         """API tokens: create, list, get, revoke."""
         return self._tokens
+
+    @property
+    def admin(self) -> AsyncAdmin:
+        """Administration: users and organizations (the admin token), organization members
+        (also an organization's owners and admins)."""
+        return self._admin
+
+    # -- login -------------------------------------------------------------------------------
+
+    async def login(
+        self,
+        token: str | Secret | None = None,
+        username: str | None = None,
+        password: str | Secret | None = None,
+        host: str | None = None,
+        verify_ssl: bool = True,
+        no_session: bool = False,
+        remember: bool = False,
+    ) -> None:
+        """Log in with an API token, or with a username and password.
+
+        By default this opens a login session: a short-lived access token, renewed by a
+        rotating refresh token shortly before it expires, and whenever a call meets an expired
+        one (once, however many calls meet it at once), for HTTP and gRPC alike. With
+        ``no_session=True`` the credentials themselves go with every request instead (the
+        password as HTTP Basic credentials, checked here once).
+
+        Args:
+            token: an API token (a session opened with it has its scope and ends no later).
+            username: the user, with ``password``.
+            password: the user's password (never logged, never shown).
+            host: the server URL to log in to; a client may change its server only before it
+                has connected (else :class:`~aiosdk.ConfigurationError`: make a new client).
+            verify_ssl: ``False`` turns off TLS certificate checks, before the client has
+                connected; ``True`` keeps the client's own ``verify=`` (on, or a CA bundle).
+            no_session: send the token, or the username and password, with every request.
+            remember: keep the login for this URL in the user config directory, owner-only,
+                where ``AsyncClient(url)`` without a token finds it (as ``aiosdk login`` does).
+                Never a password: ``no_session=True`` with a password cannot be remembered.
+
+        Raises :class:`~aiosdk.AuthenticationError` for wrong credentials (one message whatever
+        was wrong) and :class:`~aiosdk.RateLimitError` (with ``retry_after``) after too many.
+        The client's pool, and every client made by :meth:`with_options`, use the login.
+        """
+        await _session.login(
+            self._ctx,
+            token=token,
+            username=username,
+            password=password,
+            host=host,
+            verify_ssl=verify_ssl,
+            no_session=no_session,
+            remember=remember,
+        )
+
+    async def logout(self) -> None:
+        """End the login session (its tokens stop working at once, everywhere), forget the
+        credentials, and remove the login from the store if it was remembered.
+
+        Calls fail with :class:`~aiosdk.AuthenticationError` afterwards, until the next
+        :meth:`login`. With an API token or a ``no_session`` login, nothing is revoked: the
+        client only forgets the credentials.
+        """
+        await _session.logout(self._ctx)
+
+    async def refresh(self) -> None:
+        """Renew the login session now: a new access token and refresh token.
+
+        Not needed in general (calls renew it when due); :class:`~aiosdk.InvalidTokenError` if
+        the session has ended, :class:`~aiosdk.ConfigurationError` without a session.
+        """
+        await _session.refresh(self._ctx)
+
+    # -- accounts ----------------------------------------------------------------------------
+
+    async def user_profile(self) -> User:
+        """Who the client is: the user's profile and organizations (``GET /user``)."""
+        return await _users.user_profile(self._ctx)
+
+    async def default_user(self) -> User:
+        """The user the client acts as: :meth:`user_profile`, fetched once per login."""
+        return await _users.default_user(self._ctx)
+
+    async def default_charged_namespace(self, required_action: Action | None = None) -> str:
+        """The namespace :meth:`default_user` charges by default: see
+        :meth:`find_organization_or_user_for_default_charges`."""
+        user = await self.default_user()
+        return _users.find_organization_or_user_for_default_charges(user, required_action)
+
+    async def find_organization_or_user_for_default_charges(
+        self, user: User, required_action: Action | None = None
+    ) -> str:
+        """The first of ``user``'s organizations, by name, whose allowed actions include
+        ``required_action`` (any organization if ``None``), else the user's own namespace."""
+        return _users.find_organization_or_user_for_default_charges(user, required_action)
+
+    async def organization(self, name: str) -> Organization:
+        """One organization the caller belongs to (any, for the admin token);
+        :class:`~aiosdk.NotFoundError` otherwise."""
+        return await _organizations.organization(self._ctx, name)
+
+    async def organizations(self) -> list[Organization]:
+        """The organizations the caller belongs to (every one, for the admin token)."""
+        return await _organizations.organizations(self._ctx)
 
     async def server_info(self) -> ServerInfo:
         """The server's name, version, gRPC endpoint and limits (``GET /api/v1/``)."""

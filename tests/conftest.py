@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
 import aiosdk
 
-pytest_plugins = ["anyio"]
+if TYPE_CHECKING:
+    from aiosdk.server import ServerThread
+
+pytest_plugins = ["anyio", "pytester"]
 
 POSTGRES_URL_ENV = "AIOSDK_TEST_DATABASE_URL"
 LOCAL_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -43,6 +49,39 @@ def _answers(url: str) -> bool:
     return True
 
 
+TOKEN_SHAPED = re.compile(r"aio_[A-Za-z0-9_-]{16,}")
+"""What every token the server issues looks like (see aiosdk.server.auth.TOKEN_PREFIX)."""
+
+
+class _LeakRecorder(logging.Handler):
+    """Keeps every log line, of any logger and level, that shows something token-shaped."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)  # the message, and the traceback if there is one
+        if TOKEN_SHAPED.search(text):
+            self.leaks.append(text)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log_line() -> Iterator[None]:
+    """Fail the session if any log line, the SDK's at DEBUG included, showed a token."""
+    recorder = _LeakRecorder()
+    sdk = logging.getLogger("aiosdk")
+    level = sdk.level
+    sdk.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(recorder)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(recorder)
+        sdk.setLevel(level)
+    assert not recorder.leaks, "log lines showed a token:\n" + "\n".join(recorder.leaks[:5])
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """asyncio unless a module asks for more (HTTP-only modules also run on trio)."""
@@ -56,26 +95,23 @@ def blockbuster() -> Iterator[BlockBuster]:
         yield bb
 
 
+# The session's server and its admin clients come from aiosdk's own pytest plugin
+# (aiosdk.testing.plugin, loaded by its entry point): the suite uses what it ships.
+
+
 @pytest.fixture(scope="session")
-def server() -> Iterator[object]:
+def server(aiosdk_server: ServerThread) -> ServerThread:
     """The reference server, in its own thread on free loopback ports, for the whole session."""
-    from aiosdk.server import ServerConfig, ServerThread
-
-    thread = ServerThread(ServerConfig(database_url=os.environ.get("AIOSDK_TEST_SERVER_DB")))
-    thread.start()
-    yield thread
-    thread.stop()
+    return aiosdk_server
 
 
 @pytest.fixture
-async def client(server: object) -> AsyncIterator[aiosdk.AsyncClient]:
-    """An async client of the session's server, closed after the test."""
-    async with aiosdk.AsyncClient(server.http_url, token=server.admin_token) as c:  # type: ignore[attr-defined]
-        yield c
+def client(aiosdk_admin: aiosdk.AsyncClient) -> aiosdk.AsyncClient:
+    """An async client of the session's server holding the admin token, closed after the test."""
+    return aiosdk_admin
 
 
 @pytest.fixture
-def sync_client(server: object) -> Iterator[aiosdk.Client]:
-    """A blocking client of the session's server, closed after the test."""
-    with aiosdk.Client(server.http_url, token=server.admin_token) as c:  # type: ignore[attr-defined]
-        yield c
+def sync_client(aiosdk_admin_sync: aiosdk.Client) -> aiosdk.Client:
+    """A blocking client of the session's server holding the admin token, closed after the test."""
+    return aiosdk_admin_sync

@@ -17,9 +17,16 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
         ("quickstart.py", ["connected to aiosdk", "status #3", "errors are typed: NotFoundError"]),
         ("blocking.py", ["first page:", "all labels: ['admin', 'alpha', 'beta', 'gamma']"]),
         ("streaming.py", ["#5:", "within the deadline", "20 concurrent calls"]),
+        (
+            "accounts.py",
+            ["logged in as alice", "charges: lab", "organizations: ['lab']", "logged out"],
+        ),
     ],
 )
-def test_example_runs(script: str, expected: list[str]) -> None:
+def test_example_runs(
+    script: str, expected: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIOSDK_CONFIG_DIR", str(tmp_path))  # nothing reaches the user's config
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=90
     )
@@ -27,3 +34,4 @@ def test_example_runs(script: str, expected: list[str]) -> None:
     for line in expected:
         assert line in result.stdout, result.stdout
     assert "Secret('***')" in result.stdout or script != "quickstart.py"
+    assert "aio_" not in result.stdout  # no token is ever printed

@@ -7,17 +7,16 @@ import traceback
 import aiosdk
 
 EXPECTED = [
-    "NOT_GIVEN", "AiosdkError", "AsyncClient", "AsyncPager", "AsyncTokens", "AuthenticationError",
-    "BadRequestError", "Client", "ClientClosedError", "ConfigurationError", "ConflictError",
-    "ConnectError",
-    "DeadlineExceededError", "IdempotencyInProgressError", "InternalServerError",
-    "InvalidTokenError", "NewToken", "NotFoundError", "NotGiven", "Page", "Pager",
-    "PermissionDeniedError", "ProtocolError",
-    "RateLimitError", "RequestOptions", "RequestTooLargeError", "RetryMode", "RetryPolicy",
-    "Secret", "ServerError",
-    "ServerInfo", "ServerStatus", "ServiceUnavailableError", "StatusError", "TimeoutError",
-    "TokenInfo", "Tokens", "TransportError", "UnprocessableEntityError",
-    "UnsupportedBackendError", "__version__", "embedded",
+    "NOT_GIVEN", "Admin", "AiosdkError", "AsyncAdmin", "AsyncClient", "AsyncPager", "AsyncTokens",
+    "AuthenticationError", "BadRequestError", "Client", "ClientClosedError", "ConfigurationError",
+    "ConflictError", "ConnectError", "DeadlineExceededError", "IdempotencyInProgressError",
+    "InternalServerError", "InvalidTokenError", "Member", "NewToken", "NotFoundError", "NotGiven",
+    "Organization", "OrganizationMembership", "Page", "Pager", "PermissionDeniedError",
+    "ProtocolError", "RateLimitError", "RequestOptions", "RequestTooLargeError", "RetryMode",
+    "RetryPolicy", "Secret", "ServerError", "ServerInfo", "ServerStatus",
+    "ServiceUnavailableError", "StatusError", "TimeoutError", "TokenInfo", "Tokens",
+    "TransportError", "UnprocessableEntityError", "UnsupportedBackendError", "User",
+    "__version__", "embedded", "save_profile",
 ]  # fmt: skip
 
 

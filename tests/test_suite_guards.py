@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 from blockbuster import BlockingError
@@ -21,3 +22,16 @@ async def test_a_blocking_call_inside_the_event_loop_fails() -> None:
 def test_resource_warnings_are_errors() -> None:
     with pytest.raises(ResourceWarning):
         warnings.warn("unclosed thing", ResourceWarning, stacklevel=1)
+
+
+def test_a_token_in_a_log_line_is_caught(pytester: pytest.Pytester) -> None:
+    # The session-wide recorder lives in tests/conftest.py; run it on a suite that leaks one.
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(
+        test_leak="import logging\n\n"
+        "def test_logs_a_token():\n"
+        "    logging.getLogger('aiosdk.transport').debug('sent %s', 'aio_' + 'x' * 43)\n"
+    )
+    result = pytester.runpytest_subprocess("-q", "-p", "no:aiosdk")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*log lines showed a token*"])

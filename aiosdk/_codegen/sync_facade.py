@@ -52,7 +52,17 @@ except ImportError:  # python aiosdk/_codegen/sync_facade.py: aiosdk itself is n
         Target,
     )
 
-__all__ = ["AIOSDK", "FACADES", "Facade", "GenerationError", "Target", "stale", "verify", "write"]
+__all__ = [
+    "AIOSDK",
+    "FACADES",
+    "TESTING_FACADES",
+    "Facade",
+    "GenerationError",
+    "Target",
+    "stale",
+    "verify",
+    "write",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "aiosdk" / "_sync"
@@ -60,9 +70,16 @@ OUTPUT = ROOT / "aiosdk" / "_sync"
 FACADES = [
     Facade("aiosdk._core.paging", "AsyncPager", "paging"),
     Facade("aiosdk.accounts.tokens", "AsyncTokens", "tokens"),
+    Facade("aiosdk.accounts.admin", "AsyncAdmin", "admin"),
     Facade("aiosdk._client", "AsyncClient", "client", constructible=True),
 ]
-AIOSDK = Target(FACADES, "aiosdk._sync", [ROOT])
+"""The public facade: each twin is exported from ``aiosdk`` too."""
+TESTING_FACADES = [
+    Facade("aiosdk.testing.accounts", "AsyncAccounts", "testing", constructible=True),
+]
+"""Twins for :mod:`aiosdk.testing` (the pytest plugin's blocking fixtures): generated with the
+others, into ``aiosdk._sync``, but not part of the ``aiosdk`` namespace."""
+AIOSDK = Target([*FACADES, *TESTING_FACADES], "aiosdk._sync", [ROOT])
 
 
 def write(target: Target, into: Path) -> None:

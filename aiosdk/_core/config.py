@@ -30,7 +30,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["API_PREFIX", "Settings", "config_dir", "load_profile", "resolve_settings"]
+__all__ = [
+    "API_PREFIX",
+    "Settings",
+    "config_dir",
+    "load_profile",
+    "normalized_url",
+    "resolve_settings",
+    "save_profile",
+]
 
 API_PREFIX = "/api/v1"
 """Where the HTTP API lives under the server URL."""
@@ -73,6 +81,67 @@ def load_profile(name: str) -> Mapping[str, Any]:
     return dict(profile)
 
 
+_PROFILE_KEYS = ("url", "token", "retry_mode")
+
+
+def save_profile(
+    name: str,
+    *,
+    url: str,
+    token: str | Secret | None = None,
+    retry_mode: RetryMode | str | None = None,
+) -> Path:
+    """Save (or replace) the profile ``name`` in ``profiles.toml``; returns the file's path.
+
+    The file is rewritten whole, other profiles kept (comments are not), atomically and
+    owner-only (0600, in a 0700 directory), as every file aiosdk writes a token to. Blocks
+    (file I/O): from async code, use :meth:`aiosdk.AsyncClient.save_profile`.
+    """
+    from .credentials import write_private
+
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"a profile needs a name, not {name!r}")
+    entry: dict[str, str] = {"url": normalized_url(url)}
+    if token is not None:
+        entry["token"] = _token(token.reveal() if isinstance(token, Secret) else token).reveal()
+    if retry_mode is not None:
+        entry["retry_mode"] = RetryMode.coerce(retry_mode).value
+    path = config_dir() / "profiles.toml"
+    try:
+        with path.open("rb") as f:
+            profiles = dict(tomllib.load(f).get("profiles", {}))
+    except FileNotFoundError:
+        profiles = {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid TOML, so it is left alone: {exc}") from None
+    profiles[name] = entry
+    lines = [
+        "# aiosdk profiles: AsyncClient.from_profile(name); written by aiosdk.save_profile",
+    ]
+    for profile, values in profiles.items():
+        lines.append("")
+        lines.append(f"[profiles.{_toml_string(str(profile))}]")
+        for key in _PROFILE_KEYS:
+            value = values.get(key) if isinstance(values, Mapping) else None
+            if value is not None:
+                lines.append(f"{key} = {_toml_string(str(value))}")
+    write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _toml_string(value: str) -> str:
+    """``value`` as a TOML basic string (quotes, backslashes and control characters escaped)."""
+    out = []
+    for char in value:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
 def resolve_settings(
     *,
     url: str | None,
@@ -101,7 +170,7 @@ def resolve_settings(
             "no server URL: pass url=, set AIOSDK_URL, use a profile, "
             "or start one with aiosdk.embedded()"
         )
-    url = _normalized_url(str(layers[source]["url"]))
+    url = normalized_url(str(layers[source]["url"]))
     # A token from the arguments, else from the URL's own layer; a URL given as an argument
     # may also take the environment's token.
     candidates = [layers[0], layers[source]] + ([environment] if source == 0 else [])
@@ -125,7 +194,7 @@ def _token(value: object) -> Secret:
     return Secret(value)
 
 
-def _normalized_url(url: str) -> str:
+def normalized_url(url: str) -> str:
     """The server URL checked and in canonical form: lowercase scheme and host, no slash, and
     without the API prefix (``http://host:8000/api/v1/``, as ``aiosdk serve`` prints it, is
     ``http://host:8000``)."""

@@ -133,14 +133,21 @@ class BadRequestError(StatusError):
 
 
 class AuthenticationError(StatusError):
+    """The request was not authenticated (HTTP 401, gRPC ``UNAUTHENTICATED``): it carried no
+    credentials, or wrong ones (a login's one message, whatever part was wrong)."""
+
     status_code = 401
 
 
 class InvalidTokenError(AuthenticationError):
-    """The token is malformed, unknown, revoked or expired."""
+    """The token sent was refused: malformed, unknown, revoked or expired; or the login session
+    ended (logged out, expired, or its refresh token used twice): log in again."""
 
 
 class PermissionDeniedError(StatusError):
+    """Authenticated, but not allowed (HTTP 403, gRPC ``PERMISSION_DENIED``): the caller's role
+    or a read-only token's scope does not allow the action."""
+
     status_code = 403
 
 

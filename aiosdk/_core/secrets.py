@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["Secret"]
+import logging
+
+__all__ = ["Secret", "keep_credentials_out_of_hpack_logs"]
 
 
 class Secret:
@@ -35,3 +37,28 @@ class Secret:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("secrets are not pickled")
+
+
+class _DropHeaderDumps(logging.Filter):
+    """Drops hpack's DEBUG records: they print header fields, values and all.
+
+    HPACK (under h2, under grpclib) logs every header it encodes, decodes or evicts, with its
+    value, at DEBUG. grpclib turns off h2's header normalization, which would have marked
+    ``authorization`` never-indexed (hpack redacts those), so a bearer token or Basic
+    credentials would show in any log configured at DEBUG for every logger (``basicConfig``).
+    Nothing else of hpack's is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_HPACK_FILTER = _DropHeaderDumps()
+
+
+def keep_credentials_out_of_hpack_logs() -> None:
+    """Install :class:`_DropHeaderDumps` on hpack's loggers (once; idempotent)."""
+    for name in ("hpack.hpack", "hpack.table"):
+        logger = logging.getLogger(name)
+        if _HPACK_FILTER not in logger.filters:
+            logger.addFilter(_HPACK_FILTER)

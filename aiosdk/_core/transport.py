@@ -28,20 +28,24 @@ import httpx
 import sniffio
 from grpclib.client import Channel
 from grpclib.config import Configuration
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from h2.exceptions import ProtocolError as H2ProtocolError
 
 from .._version import __version__
 from . import errors, forking
+from .auth import Auth, AuthRequest
 from .config import API_PREFIX
+from .credentials import CredentialStore, TokenCredential
 from .http11 import AsyncioTransport, fast_transport_supported
 from .options import RequestOptions
 from .retry import RetryBudget, RetryMode, parse_retry_after
-from .secrets import Secret
+from .secrets import Secret, keep_credentials_out_of_hpack_logs
 
 __all__ = ["Bootstrap", "Transport"]
 
 log = logging.getLogger("aiosdk")
+keep_credentials_out_of_hpack_logs()  # gRPC metadata carries the credentials
 
 T = TypeVar("T")
 StubT = TypeVar("StubT")
@@ -68,6 +72,10 @@ _GRPC_CONFIG = Configuration(
 )
 _CLOSED = "this client is closed; make a new one"
 _KEY = "idempotency-key"
+_NO_CREDENTIALS = (
+    "this client sends no credentials: log in with `await client.login(...)`, pass token=,"
+    " set AIOSDK_TOKEN, or remember a login (`aiosdk login`)"
+)
 
 
 class Bootstrap(Protocol):
@@ -136,16 +144,27 @@ class Transport:
         proxy: str | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         bootstrap: Bootstrap | None = None,
+        store: CredentialStore | None = None,
+        remembered: bool = False,
     ) -> None:
         self.url = url
-        self._token = token
+        self._auth_headers: list[tuple[str, str]] = []
+        self._grpc_metadata: dict[str, str] = {}
+        self.auth = Auth(
+            TokenCredential(token) if token is not None else None,
+            store=store,
+            on_change=self._credentials_changed,
+        )
+        # Without a token, the login remembered for the URL (if any) is loaded on first use:
+        # reading a file blocks, which a constructor called in async code must not.
+        self._load_remembered = remembered and token is None and store is not None
         self._limits = limits
         self._verify = verify
         self._http2 = http2
         self._proxy = proxy
         self._user_transport = http_transport
         self._bootstrap = bootstrap
-        self._started = bootstrap is None
+        self._started = bootstrap is None and not self._load_remembered
         self._bootstrapped = False  # the bootstrap ran, even if only partly: stop it on close
         self._closed = False
         self._loop: object | None = None
@@ -155,7 +174,6 @@ class Transport:
         self._base_headers: list[tuple[str, str]] | None = None
         self._transport_name = type(http_transport).__name__ if http_transport else "auto"
         self._channel: Channel | None = None
-        self._grpc_metadata: dict[str, str] = {}
         self._lock: anyio.Lock | None = None
         self._pool_lock: anyio.Lock | None = None
         self.budget = RetryBudget()
@@ -172,6 +190,50 @@ class Transport:
     @property
     def limits(self) -> httpx.Limits:
         return self._limits
+
+    def _credentials_changed(self, authorization: str | None) -> None:
+        # What requests carry, made once per change of credentials, never per request.
+        self._auth_headers = [("Authorization", authorization)] if authorization else []
+        self._grpc_metadata = {"authorization": authorization} if authorization else {}
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection pool (HTTP or gRPC) was opened already."""
+        return self._pool is not None or self._channel is not None or bool(self._retired)
+
+    def retarget(self, url: str | None = None, verify: bool | str | None = None) -> None:
+        """Point the client at another server URL, or verify TLS otherwise, before it connects.
+
+        Raises :class:`~aiosdk.ConfigurationError` once it has connected (its pool speaks to
+        one server, with one TLS setting), or for an embedded client (its server is its own).
+        """
+        if url is not None and url != self.url:
+            if self._bootstrap is not None:
+                raise errors.ConfigurationError(
+                    f"an embedded client talks to its own server: to log in to {url}, make a"
+                    f" client of it (aiosdk.AsyncClient({url!r})) and log in there"
+                )
+            if self.connected:
+                raise errors.ConfigurationError(
+                    f"this client is connected to {self.url} already: to log in to {url}, make a"
+                    f" new client (aiosdk.AsyncClient({url!r})), or pass host= before the first"
+                    " call"
+                )
+            self.url = url
+            self._urls.clear()
+            self._base_headers = None
+        if verify is not None and verify != self._verify:
+            if self.connected:
+                raise errors.ConfigurationError(
+                    f"this client is connected with verify={self._verify!r} already: make a new"
+                    f" client with verify={verify!r}, or log in before the first call"
+                )
+            self._verify = verify
+
+    @property
+    def verify(self) -> bool | str:
+        """TLS verification: ``True``, ``False`` or a CA bundle path."""
+        return self._verify
 
     def set_limits(self, limits: httpx.Limits) -> None:
         """Change the pool size; takes effect for connections opened from now on.
@@ -202,9 +264,13 @@ class Transport:
                 return
             if self._closed:
                 raise errors.ClientClosedError(_CLOSED)
-            assert self._bootstrap is not None
-            self._bootstrapped = True
-            self.url, self._token = await self._bootstrap.start()
+            if self._bootstrap is not None:
+                self._bootstrapped = True
+                self.url, token = await self._bootstrap.start()
+                self.auth.use(TokenCredential(token))
+            if self._load_remembered and self.url is not None:
+                self._load_remembered = False
+                await self.auth.load_remembered(self.url)
             self._started = True
 
     async def aclose(self) -> None:
@@ -232,8 +298,16 @@ class Transport:
             self._lock = anyio.Lock()
         return self._lock
 
+    def skip_remembered(self) -> None:
+        """Do not load a remembered login on first use (a login is on its way)."""
+        if self._load_remembered:
+            self._load_remembered = False
+            if self._bootstrap is None:
+                self._started = True
+
     def _abandon(self) -> None:
         """In a forked child: forget the parent's pool and channel without touching them."""
+        self.auth.abandon()
         forking.abandon(self._pool, self._channel, *self._retired, self._lock, self._pool_lock)
         self._pool, self._channel, self._retired = None, None, []
         self._lock = self._pool_lock = None
@@ -381,11 +455,15 @@ class Transport:
         json: object = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        authenticate: bool = True,
     ) -> httpx.Response:
         """Send one HTTP request under ``options`` and return the read response.
 
         Error statuses raise the matching :class:`~aiosdk.StatusError`. Mutating methods carry an
-        ``Idempotency-Key`` that stays the same across every attempt of this call.
+        ``Idempotency-Key`` that stays the same across every attempt of this call. The request
+        carries the client's credentials unless ``authenticate`` is false; a login session's
+        token is renewed shortly before it expires, and a request refused with an expired one
+        (401) is renewed and sent once more, within the same attempt (see :mod:`.auth`).
         """
         method = method.upper()
         sent_headers = dict(headers or {})
@@ -393,46 +471,64 @@ class Transport:
             sent_headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
+        auth = self.auth
 
         async def attempt() -> httpx.Response:
             pool = await self._http_pool()
-            started = time.perf_counter()
-            request = self._build_request(method, path, params, json, sent_headers, options)
-            decoded = True
-            pool.active += 1
-            try:
-                response = await pool.transport.handle_async_request(request)
-                response.request = request
-                try:
-                    await _read(response)
-                except httpx.DecodingError:
-                    decoded = False  # the status still counts: a 503 is retried all the same
-                    await response.aclose()
-                except BaseException:
-                    await response.aclose()
-                    raise
-            except httpx.TransportError as exc:
-                if self._closed:
-                    raise errors.ClientClosedError(f"{method} {path}: {_CLOSED}") from exc
-                raise _map_httpx_error(exc, method, path) from exc
-            finally:
-                pool.active -= 1
-                if pool.retired and not pool.active and self._retired:
-                    await self._close_idle_retired()
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "%s %s -> %d in %.1f ms (request id %s)",
-                    method,
-                    path,
-                    response.status_code,
-                    (time.perf_counter() - started) * 1e3,
-                    response.headers.get("x-request-id"),
+            if authenticate and auth.refresh_at is not None and time.time() >= auth.refresh_at:
+                await auth.ensure_fresh(self.auth_sender(options))
+            replayed = False
+            while True:
+                generation = auth.generation
+                started = time.perf_counter()
+                request = self._build_request(
+                    method, path, params, json, sent_headers, options, authenticate
                 )
-            if response.status_code >= 300:  # redirects are not followed: none is expected
-                raise _status_error(response, decoded)
-            if not decoded:
-                raise errors.ProtocolError(f"{method} {path}: the response body cannot be decoded")
-            return response
+                decoded = True
+                pool.active += 1
+                try:
+                    response = await pool.transport.handle_async_request(request)
+                    response.request = request
+                    try:
+                        await _read(response)
+                    except httpx.DecodingError:
+                        decoded = False  # the status still counts: a 503 is retried all the same
+                        await response.aclose()
+                    except BaseException:
+                        await response.aclose()
+                        raise
+                except httpx.TransportError as exc:
+                    if self._closed:
+                        raise errors.ClientClosedError(f"{method} {path}: {_CLOSED}") from exc
+                    raise _map_httpx_error(exc, method, path) from exc
+                finally:
+                    pool.active -= 1
+                    if pool.retired and not pool.active and self._retired:
+                        await self._close_idle_retired()
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "%s %s -> %d in %.1f ms (request id %s)",
+                        method,
+                        path,
+                        response.status_code,
+                        (time.perf_counter() - started) * 1e3,
+                        response.headers.get("x-request-id"),
+                    )
+                if response.status_code >= 300:  # redirects are not followed: none is expected
+                    if (
+                        response.status_code == 401
+                        and authenticate
+                        and not replayed
+                        and await auth.recover(generation, self.auth_sender(options))
+                    ):
+                        replayed = True  # refused before it was applied: send it once more
+                        continue
+                    raise _status_error(response, decoded, hint=authenticate)
+                if not decoded:
+                    raise errors.ProtocolError(
+                        f"{method} {path}: the response body cannot be decoded"
+                    )
+                return response
 
         return await self.call(
             attempt, idempotent=idempotent, options=options, what=f"{method} {path}"
@@ -446,6 +542,7 @@ class Transport:
         body: object,
         headers: dict[str, str],
         options: RequestOptions,
+        authenticate: bool = True,
     ) -> httpx.Request:
         # What httpx's build_request does, minus the merging this client never needs (cookies,
         # client-level params) and with each path's URL parsed once: half of httpx's CPU per call.
@@ -459,7 +556,8 @@ class Transport:
         base = self._base_headers
         if base is None:
             base = self._base_headers = self._request_headers(url)
-        request_headers = [*base, *headers.items()]
+        credentials = self._auth_headers if authenticate else ()
+        request_headers = [*base, *credentials, *headers.items()]
         content = None
         if body is not None:
             content = jsonlib.dumps(
@@ -475,12 +573,40 @@ class Transport:
         )
 
     def _request_headers(self, url: httpx.URL) -> list[tuple[str, str]]:
-        # The same on every request, so made once: Host (httpx would work it out per request)
-        # and the bearer token (no httpx auth flow, a generator per request, for a constant).
-        headers = [("Host", url.netloc.decode("ascii")), *_DEFAULT_HEADERS]
-        if self._token is not None:
-            headers.append(("Authorization", f"Bearer {self._token.reveal()}"))
-        return headers
+        # The same on every request, so made once: Host (httpx would work it out per request).
+        # The credentials' header is made once per change of credentials (no httpx auth flow,
+        # a generator per request, for what is nearly always a constant).
+        return [("Host", url.netloc.decode("ascii")), *_DEFAULT_HEADERS]
+
+    def auth_sender(self, options: RequestOptions) -> Callable[[AuthRequest], Awaitable[Any]]:
+        """How :class:`~.auth.Auth` sends its requests: this path, without credentials.
+
+        A login or a renewal is never retried once it may have reached the server (a renewal
+        that was applied spends the refresh token, so a second one would end the session), and
+        it has its own deadline: the call that needed it may be cancelled meanwhile.
+        """
+        retry = options.retry
+        if retry.mode is RetryMode.FORCEFUL:
+            retry = replace(retry, mode=RetryMode.DEFAULT)
+        auth_options = replace(options, retry=retry, deadline=None)
+
+        async def send(request: AuthRequest) -> Any:
+            response = await self.request(
+                request.method,
+                request.path,
+                json=request.body,
+                options=auth_options,
+                idempotent=False,
+                authenticate=False,
+            )
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise errors.ProtocolError(
+                    f"{request.method} {request.path}: the answer is not JSON"
+                ) from exc
+
+        return send
 
     # -- gRPC --------------------------------------------------------------------------------
 
@@ -512,8 +638,6 @@ class Transport:
                 if self._closed:
                     raise errors.ClientClosedError(_CLOSED)
                 self._channel = Channel(host, port, ssl=context, config=_GRPC_CONFIG)
-                token = self._token.reveal() if self._token else None
-                self._grpc_metadata = {"authorization": f"Bearer {token}"} if token else {}
                 log.debug("gRPC channel opened: %s:%s (%s)", host, port, "TLS" if tls else "plain")
         return self._channel
 
@@ -560,15 +684,30 @@ class Transport:
         """
         self._check_grpc_backend()
         key = None if idempotent else uuid.uuid4().hex
+        auth = self.auth
 
         async def attempt() -> T:
             channel = await self._grpc_channel(options)
-            metadata = self._grpc_metadata if key is None else {**self._grpc_metadata, _KEY: key}
-            stub = stub_cls(channel, metadata=metadata, timeout=options.timeout)
-            try:
-                return await invoke(stub)
-            except _GRPC_FAILURES as exc:
-                raise self._grpc_error(exc, what) from exc
+            if auth.refresh_at is not None and time.time() >= auth.refresh_at:
+                await auth.ensure_fresh(self.auth_sender(options))
+            replayed = False
+            while True:
+                generation = auth.generation
+                sent = self._grpc_metadata
+                metadata = sent if key is None else {**sent, _KEY: key}
+                stub = stub_cls(channel, metadata=metadata, timeout=options.timeout)
+                try:
+                    return await invoke(stub)
+                except _GRPC_FAILURES as exc:
+                    if (
+                        not replayed
+                        and isinstance(exc, GRPCError)
+                        and exc.status is Status.UNAUTHENTICATED
+                        and await auth.recover(generation, self.auth_sender(options))
+                    ):
+                        replayed = True  # refused before it was applied: send it once more
+                        continue
+                    raise self._grpc_error(exc, what, sent) from exc
 
         return await self.call(attempt, idempotent=idempotent, options=options, what=what)
 
@@ -602,37 +741,62 @@ class Transport:
             allow=lambda: resumable or not delivered,
         )
         retrying.before_sleep = lambda state: _log_retry(what, state, options.retry.max_retries)
+        auth = self.auth
         async for attempt in retrying:
             with attempt:
                 channel = await self._grpc_channel(options)
-                stub = stub_cls(channel, metadata=self._grpc_metadata)
-                items = open_stream(stub, last)
-                progressed = False
-                try:
-                    async for item in items:
-                        last, delivered = item, delivered + 1
-                        if not progressed:
-                            # Progress: a later interruption starts a fresh count of retries,
-                            # and the budget gets back what the reconnections spent (or one
-                            # token, once per attempt that delivered, as for a successful call).
-                            progressed = True
-                            attempt.retry_state.attempt_number = 1
-                            self.budget.refund(sum(spent))
-                            spent.clear()
-                        yield item
-                except _GRPC_FAILURES as exc:
-                    raise self._grpc_error(exc, what) from exc
-                finally:
-                    aclose = getattr(items, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
+                if auth.refresh_at is not None and time.time() >= auth.refresh_at:
+                    await auth.ensure_fresh(self.auth_sender(options))
+                replayed = False
+                while True:
+                    generation = auth.generation
+                    sent = self._grpc_metadata
+                    stub = stub_cls(channel, metadata=sent)
+                    items = open_stream(stub, last)
+                    progressed = False
+                    try:
+                        async for item in items:
+                            last, delivered = item, delivered + 1
+                            if not progressed:
+                                # Progress: a later interruption starts a fresh count of
+                                # retries, and the budget gets back what the reconnections
+                                # spent (or one token, once per attempt that delivered, as for
+                                # a successful call).
+                                progressed = True
+                                attempt.retry_state.attempt_number = 1
+                                self.budget.refund(sum(spent))
+                                spent.clear()
+                            yield item
+                    except _GRPC_FAILURES as exc:
+                        if (
+                            not progressed
+                            and not replayed
+                            and isinstance(exc, GRPCError)
+                            and exc.status is Status.UNAUTHENTICATED
+                            and await auth.recover(generation, self.auth_sender(options))
+                        ):
+                            replayed = True  # refused at the start: open it once more
+                            continue
+                        raise self._grpc_error(exc, what, sent) from exc
+                    finally:
+                        aclose = getattr(items, "aclose", None)
+                        if aclose is not None:
+                            await aclose()
+                    break
                 if not progressed:  # an empty stream that ended well is a successful call
                     self.budget.refund(sum(spent))
 
-    def _grpc_error(self, exc: BaseException, what: str) -> errors.AiosdkError:
+    def _grpc_error(
+        self, exc: BaseException, what: str, sent: Mapping[str, str]
+    ) -> errors.AiosdkError:
         if self._closed and not isinstance(exc, GRPCError):
             return errors.ClientClosedError(f"{what}: {_CLOSED}")
-        return _map_grpc_error(exc, what, bool(self._grpc_metadata))
+        credentials = sent.get("authorization")
+        error = _map_grpc_error(exc, what, bool(credentials and credentials.startswith("Bearer ")))
+        if isinstance(error, errors.AuthenticationError) and not credentials:
+            error.message = f"{error.message}: {_NO_CREDENTIALS}"
+            error.args = (error.message,)
+        return error
 
 
 async def _read(response: httpx.Response) -> None:
@@ -764,7 +928,9 @@ def _map_grpc_error(exc: BaseException, what: str, token_sent: bool) -> errors.A
     return errors.ProtocolError(detail)
 
 
-def _status_error(response: httpx.Response, decoded: bool) -> errors.StatusError:
+def _status_error(
+    response: httpx.Response, decoded: bool, *, hint: bool = True
+) -> errors.StatusError:
     request_id = response.headers.get("x-request-id")
     body: object = None
     message = response.reason_phrase or f"HTTP {response.status_code}"
@@ -781,8 +947,13 @@ def _status_error(response: httpx.Response, decoded: bool) -> errors.StatusError
         message = str(body["error"].get("message") or message)
         request_id = request_id or body["error"].get("request_id")
         error_type = body["error"].get("type")
-    if response.status_code == 401 and "authorization" in response.request.headers:
-        error_type = "invalid_token"  # a token was sent and refused: unknown, revoked or expired
+    if response.status_code == 401:
+        credentials = response.request.headers.get("authorization")
+        if credentials is None:
+            if hint:  # a call of a client that has not logged in
+                message = f"{message}: {_NO_CREDENTIALS}"
+        elif credentials.startswith("Bearer "):
+            error_type = "invalid_token"  # a token was sent and refused: unknown, revoked, expired
     return errors.error_for_http_status(
         response.status_code,
         message,

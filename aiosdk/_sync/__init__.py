@@ -2,8 +2,10 @@
 # Regenerate with: nox -s codegen
 """The generated blocking facade."""
 
+from .admin import Admin
 from .client import Client
 from .paging import Pager
+from .testing import Accounts
 from .tokens import Tokens
 
-__all__ = ["Client", "Pager", "Tokens"]
+__all__ = ["Accounts", "Admin", "Client", "Pager", "Tokens"]

@@ -11,10 +11,14 @@ if TYPE_CHECKING:
 
     from aiosdk._client import AsyncClient
     from aiosdk._core.paging import AsyncPager
+    from aiosdk._sync.admin import Admin
     from aiosdk._sync.client import Client
     from aiosdk._sync.paging import Pager
+    from aiosdk._sync.testing import Accounts
     from aiosdk._sync.tokens import Tokens
+    from aiosdk.accounts.admin import AsyncAdmin
     from aiosdk.accounts.tokens import AsyncTokens
+    from aiosdk.testing.accounts import AsyncAccounts
 
     _T0 = TypeVar("_T0")
 
@@ -23,7 +27,11 @@ if TYPE_CHECKING:
     @overload
     def twin(obj: AsyncTokens) -> Tokens: ...
     @overload
+    def twin(obj: AsyncAdmin) -> Admin: ...
+    @overload
     def twin(obj: AsyncClient) -> Client: ...
+    @overload
+    def twin(obj: AsyncAccounts) -> Accounts: ...
     def twin(obj: Any) -> Any: ...
 
     @overload
@@ -31,7 +39,11 @@ if TYPE_CHECKING:
     @overload
     def unwrap(obj: Tokens) -> AsyncTokens: ...
     @overload
+    def unwrap(obj: Admin) -> AsyncAdmin: ...
+    @overload
     def unwrap(obj: Client) -> AsyncClient: ...
+    @overload
+    def unwrap(obj: Accounts) -> AsyncAccounts: ...
     @overload
     def unwrap(obj: object) -> object: ...
     def unwrap(obj: Any) -> Any: ...

@@ -15,11 +15,15 @@ from aiosdk._client import AsyncClient, ServerInfo
 from aiosdk._core import portal as _portal
 from aiosdk._core.options import NOT_GIVEN, NotGiven, RequestOptions, TimeoutArg
 from aiosdk._core.retry import RetryMode, RetryPolicy
+from aiosdk._core.secrets import Secret
 from aiosdk._core.twins import Twin
 from aiosdk._sync._twins import twin
+from aiosdk.accounts.organizations import Organization
+from aiosdk.accounts.users import Action, User
 from aiosdk.proto import ServerStatus
 
 if TYPE_CHECKING:
+    from aiosdk._sync.admin import Admin
     from aiosdk._sync.tokens import Tokens
 
 __tracebackhide__ = True  # facade plumbing: cut from sync callers' tracebacks
@@ -32,9 +36,14 @@ class Client(Twin):
     service object hanging off it shares. Use it as ``with Client(url, token=...)`` or
     call :meth:`close` when done.
 
+    Without a token from anywhere, the client uses the login remembered for its URL
+    (``login(..., remember=True)``, or ``aiosdk login``), if there is one; else it sends no
+    credentials, and calls fail with :class:`~aiosdk.AuthenticationError` until
+    :meth:`login`.
+
     Args:
         url: the server, e.g. ``"http://127.0.0.1:8000"``; else ``AIOSDK_URL``, else the profile.
-        token: the API token; else ``AIOSDK_TOKEN``, else the profile.
+        token: the API token; else ``AIOSDK_TOKEN``, else the profile, else a remembered login.
         retry_mode: ``"default"``, ``"forceful"`` or ``"disabled"`` (see :class:`RetryMode`).
         timeout: seconds each attempt may wait to connect, read, write or get a pooled connection.
         deadline: seconds the whole call may take, every retry and backoff included.
@@ -81,8 +90,22 @@ class Client(Twin):
 
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> Client:
-        """A client configured from the profile ``name``; keyword arguments override it."""
+        """A client configured from the profile ``name``; keyword arguments override it.
+
+        Profiles are saved with :func:`aiosdk.save_profile` or :meth:`save_profile`; a profile
+        without a token uses the login remembered for its URL.
+        """
         return cls._of(cls._async_class.from_profile(name, **kwargs))
+
+    def save_profile(self, name: str) -> None:
+        """Save this client's URL and retry mode as the profile ``name`` (see
+        :func:`aiosdk.save_profile`), with its API token if it uses one.
+
+        A login session is never put in a profile (its tokens change as they are renewed):
+        ``login(..., remember=True)`` keeps it for the URL, where :meth:`from_profile` finds it.
+        A ``no_session`` password is never saved anywhere.
+        """
+        return _portal.finished(self._async.save_profile(name)).result()
 
     @classmethod
     def embedded(
@@ -172,6 +195,100 @@ class Client(Twin):
     def tokens(self) -> Tokens:
         """API tokens: create, list, get, revoke."""
         return twin(self._async.tokens)
+
+    @property
+    def admin(self) -> Admin:
+        """Administration: users and organizations (the admin token), organization members
+        (also an organization's owners and admins)."""
+        return twin(self._async.admin)
+
+    def login(
+        self,
+        token: str | Secret | None = None,
+        username: str | None = None,
+        password: str | Secret | None = None,
+        host: str | None = None,
+        verify_ssl: bool = True,
+        no_session: bool = False,
+        remember: bool = False,
+    ) -> None:
+        """Log in with an API token, or with a username and password.
+
+        By default this opens a login session: a short-lived access token, renewed by a
+        rotating refresh token shortly before it expires, and whenever a call meets an expired
+        one (once, however many calls meet it at once), for HTTP and gRPC alike. With
+        ``no_session=True`` the credentials themselves go with every request instead (the
+        password as HTTP Basic credentials, checked here once).
+
+        Args:
+            token: an API token (a session opened with it has its scope and ends no later).
+            username: the user, with ``password``.
+            password: the user's password (never logged, never shown).
+            host: the server URL to log in to; a client may change its server only before it
+                has connected (else :class:`~aiosdk.ConfigurationError`: make a new client).
+            verify_ssl: ``False`` turns off TLS certificate checks, before the client has
+                connected; ``True`` keeps the client's own ``verify=`` (on, or a CA bundle).
+            no_session: send the token, or the username and password, with every request.
+            remember: keep the login for this URL in the user config directory, owner-only,
+                where ``Client(url)`` without a token finds it (as ``aiosdk login`` does).
+                Never a password: ``no_session=True`` with a password cannot be remembered.
+
+        Raises :class:`~aiosdk.AuthenticationError` for wrong credentials (one message whatever
+        was wrong) and :class:`~aiosdk.RateLimitError` (with ``retry_after``) after too many.
+        The client's pool, and every client made by :meth:`with_options`, use the login.
+        """
+        return _portal.finished(
+            self._async.login(token, username, password, host, verify_ssl, no_session, remember)
+        ).result()
+
+    def logout(self) -> None:
+        """End the login session (its tokens stop working at once, everywhere), forget the
+        credentials, and remove the login from the store if it was remembered.
+
+        Calls fail with :class:`~aiosdk.AuthenticationError` afterwards, until the next
+        :meth:`login`. With an API token or a ``no_session`` login, nothing is revoked: the
+        client only forgets the credentials.
+        """
+        return _portal.finished(self._async.logout()).result()
+
+    def refresh(self) -> None:
+        """Renew the login session now: a new access token and refresh token.
+
+        Not needed in general (calls renew it when due); :class:`~aiosdk.InvalidTokenError` if
+        the session has ended, :class:`~aiosdk.ConfigurationError` without a session.
+        """
+        return _portal.finished(self._async.refresh()).result()
+
+    def user_profile(self) -> User:
+        """Who the client is: the user's profile and organizations (``GET /user``)."""
+        return _portal.finished(self._async.user_profile()).result()
+
+    def default_user(self) -> User:
+        """The user the client acts as: :meth:`user_profile`, fetched once per login."""
+        return _portal.finished(self._async.default_user()).result()
+
+    def default_charged_namespace(self, required_action: Action | None = None) -> str:
+        """The namespace :meth:`default_user` charges by default: see
+        :meth:`find_organization_or_user_for_default_charges`."""
+        return _portal.finished(self._async.default_charged_namespace(required_action)).result()
+
+    def find_organization_or_user_for_default_charges(
+        self, user: User, required_action: Action | None = None
+    ) -> str:
+        """The first of ``user``'s organizations, by name, whose allowed actions include
+        ``required_action`` (any organization if ``None``), else the user's own namespace."""
+        return _portal.finished(
+            self._async.find_organization_or_user_for_default_charges(user, required_action)
+        ).result()
+
+    def organization(self, name: str) -> Organization:
+        """One organization the caller belongs to (any, for the admin token);
+        :class:`~aiosdk.NotFoundError` otherwise."""
+        return _portal.finished(self._async.organization(name)).result()
+
+    def organizations(self) -> list[Organization]:
+        """The organizations the caller belongs to (every one, for the admin token)."""
+        return _portal.finished(self._async.organizations()).result()
 
     def server_info(self) -> ServerInfo:
         """The server's name, version, gRPC endpoint and limits (``GET /api/v1/``)."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 from aiosdk._core import portal as _portal
 from aiosdk._core.twins import Twin
 from aiosdk._sync._twins import twin
-from aiosdk.accounts.tokens import AsyncTokens, NewToken, TokenInfo
+from aiosdk.accounts.tokens import AsyncTokens, NewToken, Scope, TokenInfo
 
 if TYPE_CHECKING:
     from aiosdk._sync.paging import Pager
@@ -18,14 +18,24 @@ __tracebackhide__ = True  # facade plumbing: cut from sync callers' tracebacks
 
 
 class Tokens(Twin):
-    """The API tokens of the principal the client authenticates as (all of them, for an admin)."""
+    """The API tokens of the principal the client authenticates as (all of them, for an admin);
+    a login session's own access tokens are not listed."""
 
     _async_class: ClassVar[type[AsyncTokens]] = AsyncTokens
     _async: AsyncTokens
 
-    def create(self, label: str, *, expires_in: int | None = None) -> NewToken:
-        """Create a token; ``expires_in`` seconds from now, or never."""
-        return _portal.finished(self._async.create(label, expires_in=expires_in)).result()
+    def create(
+        self, label: str, *, expires_in: int | None = None, scope: Scope | None = None
+    ) -> NewToken:
+        """Create a token; ``expires_in`` seconds from now, or never; ``scope="read"`` for a
+        read-only one (a read-only caller can only create read-only tokens).
+
+        It never outlives the credentials creating it (a login session's token counts as its
+        session): a longer ``expires_in`` is clamped, as ``expires_at`` shows.
+        """
+        return _portal.finished(
+            self._async.create(label, expires_in=expires_in, scope=scope)
+        ).result()
 
     def list(self, *, page_size: int = 100) -> Pager[TokenInfo]:
         """Every token, ``page_size`` per request."""

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from .._core.context import ClientContext
 from .._core.paging import AsyncPager, Page
 from .._core.paths import segment
 from .._core.secrets import Secret
 
-__all__ = ["AsyncTokens", "NewToken", "TokenInfo"]
+__all__ = ["AsyncTokens", "NewToken", "Scope", "TokenInfo"]
+
+Scope = Literal["read"]
+"""A token's scope: ``"read"`` allows reads only; no scope (``None``) allows all its owner may."""
 
 
 @dataclass(frozen=True)
 class TokenInfo:
-    """An API token as the server lists it (never its secret)."""
+    """An API token as the server lists it (never its secret); ``scope`` is ``"read"`` for a
+    read-only token, ``None`` for one that may do all its owner may."""
 
     id: str
     label: str
     owner: str
     created_at: datetime
     expires_at: datetime | None
+    scope: str | None
 
     @classmethod
     def _from_json(cls, data: dict[str, Any]) -> TokenInfo:
@@ -48,6 +53,7 @@ def _info_fields(data: dict[str, Any]) -> dict[str, Any]:
         "owner": str(data["owner"]),
         "created_at": datetime.fromisoformat(data["created_at"]),
         "expires_at": datetime.fromisoformat(expires) if expires else None,
+        "scope": None if data.get("scope") is None else str(data["scope"]),
     }
 
 
@@ -57,14 +63,22 @@ def _page(data: dict[str, Any]) -> Page[TokenInfo]:
 
 
 class AsyncTokens:
-    """The API tokens of the principal the client authenticates as (all of them, for an admin)."""
+    """The API tokens of the principal the client authenticates as (all of them, for an admin);
+    a login session's own access tokens are not listed."""
 
     def __init__(self, ctx: ClientContext) -> None:
         self._ctx = ctx
 
-    async def create(self, label: str, *, expires_in: int | None = None) -> NewToken:
-        """Create a token; ``expires_in`` seconds from now, or never."""
-        body = {"label": label, "expires_in": expires_in}
+    async def create(
+        self, label: str, *, expires_in: int | None = None, scope: Scope | None = None
+    ) -> NewToken:
+        """Create a token; ``expires_in`` seconds from now, or never; ``scope="read"`` for a
+        read-only one (a read-only caller can only create read-only tokens).
+
+        It never outlives the credentials creating it (a login session's token counts as its
+        session): a longer ``expires_in`` is clamped, as ``expires_at`` shows.
+        """
+        body = {"label": label, "expires_in": expires_in, "scope": scope}
         return await self._ctx.fetch("POST", "/tokens", NewToken._from_json, json=body)
 
     def list(self, *, page_size: int = 100) -> AsyncPager[TokenInfo]:

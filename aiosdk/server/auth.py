@@ -5,6 +5,8 @@ Checking a token on a request is :class:`~aiosdk.server.authenticator.Authentica
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from .unit_of_work import UnitOfWork
 
 __all__ = [
     "ADMIN_PRINCIPAL",
+    "READ_SCOPE",
     "TOKEN_PREFIX",
     "AdminTokenState",
     "Principal",
@@ -27,6 +30,7 @@ __all__ = [
     "mint_admin_token",
     "generate_token",
     "hash_token",
+    "parse_basic",
     "parse_bearer",
 ]
 
@@ -37,19 +41,40 @@ TOKEN_PREFIX = "aio_"
 ADMIN_PRINCIPAL = "admin"
 
 
+READ_SCOPE = "read"
+"""The scope of a token that may only read."""
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who is asking: the owner of the token that authenticated the request."""
+    """Who is asking: the owner of the token (or the user of the Basic credentials) that
+    authenticated the request."""
 
     name: str
     is_admin: bool
     token_id: str
+    """The authenticating token's id; empty for Basic credentials (a username and password)."""
     expires_at: datetime | None = None
-    """When the authenticating token expires; tokens it creates expire no later."""
+    """When the authenticating token expires (``None``: never, or Basic credentials)."""
     scope: str | None = None
     """``None``: everything ``name`` may do; ``"read"``: reads only."""
     session_id: str | None = None
     """The login session of an access token; ``None`` for an API or admin token."""
+    login_token_expires_at: datetime | None = None
+    """For an access token of a session opened by a token login: the expiry of that API token
+    (``None``: it never expires, or the session was opened with a password)."""
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the principal may only read, whatever its roles allow."""
+        return self.scope == READ_SCOPE
+
+    @property
+    def mint_limit(self) -> datetime | None:
+        """The latest expiry of a token this principal creates (``None``: no limit). A token
+        never outlives the credential it is made with: an API token's expiry; a session's access
+        token stands for its login (a password: no limit; an API token: that token's expiry)."""
+        return self.login_token_expires_at if self.session_id is not None else self.expires_at
 
 
 def generate_token() -> str:
@@ -75,6 +100,25 @@ def parse_bearer(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not credentials:
         return None
     return credentials
+
+
+def parse_basic(authorization: str | None) -> tuple[str, str] | None:
+    """The username and password of an ``Authorization: Basic <base64(user:password)>`` value,
+    or ``None`` if it is not one (RFC 7617; UTF-8)."""
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "basic" or not credentials:
+        return None
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, colon, password = decoded.partition(":")
+    if not colon or not username:
+        return None
+    return username, password
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Who is asking: bearer tokens checked against the database, with a cache in front.
+"""Who is asking: bearer tokens and Basic credentials checked against the database, with a
+cache in front.
 
 Looking a token up in the database on every request cost the server most of its time on small
 requests, so principals are cached in memory, keyed by the token's hash. Revocation stays
@@ -6,20 +7,35 @@ immediate: a revoke publishes a notification in its own transaction (see :mod:`.
 drops the cached entry in this process before the revoke is answered, and in every other process
 serving the database as soon as PostgreSQL delivers it. While notifications may be missed (the
 listening connection is down) nothing is served from the cache. Expiry is checked on every hit.
+
+Basic credentials (``no_session`` logins: a username and password on every request) are checked
+with Argon2 once, then cached by a keyed hash of the pair for the same time as tokens, so that
+the KDF does not run per request. Changing a user (a new password, disabling) announces
+:meth:`Authenticator.user_changed` on the same channel, which drops every cached credential of
+the user, Basic or token, as a revocation does. Failed Basic credentials count toward the login
+rate limits (:mod:`.accounts.ratelimit`), and are not checked at all while those are exceeded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
+import hmac
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
+from .accounts.models import LoginSession, User
+from .accounts.passwords import verify_password
+from .accounts.ratelimit import LoginLimiter, could_be_a_user
 from .auth import Principal, hash_token
+from .config import AccountSettings
 from .logs import logger
 from .notify import MISSED, Notifier
 from .storage import Token, utcnow
@@ -29,7 +45,10 @@ __all__ = ["Authenticator"]
 
 
 REVOCATIONS = "token_revoked"
-"""The notification channel of revoked tokens; the payload is the token id."""
+"""The notification channel of revoked tokens; the payload is the token id, or
+``"user:" + username`` for a user whose credentials must all be checked again."""
+_USER_CHANGED = "user:"
+_BASIC = "basic:"
 
 _CACHE_TTL = 60.0
 _CACHE_SIZE = 10_000
@@ -44,15 +63,30 @@ class _Entry:
 
 
 class Authenticator:
-    """Turns a bearer token into a :class:`Principal` (shared by HTTP and gRPC)."""
+    """Turns a bearer token, or Basic credentials, into a :class:`Principal` (shared by HTTP
+    and gRPC)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], notifier: Notifier) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        notifier: Notifier,
+        *,
+        accounts: AccountSettings | None = None,
+    ) -> None:
         self._sessions = sessions
         self._notifier = notifier
+        self._limiter = LoginLimiter(sessions, accounts or AccountSettings())
         self._cache: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
         self._generation = 0  # bumped by every invalidation: a lookup racing one is not cached
         self._touching: set[asyncio.Task[None]] = set()
+        self._verifying: dict[str, asyncio.Task[Principal | None]] = {}
+        self._basic_key = secrets.token_bytes(32)  # the cache keeps no plain hash of a password
         notifier.subscribe(REVOCATIONS, self._on_revoked)
+
+    @property
+    def login_limiter(self) -> LoginLimiter:
+        """The limits on failed logins (Basic credentials, and the login route)."""
+        return self._limiter
 
     async def authenticate(self, secret: str) -> Principal | None:
         """The principal owning ``secret``, or ``None`` if it is unknown, revoked or expired."""
@@ -74,21 +108,77 @@ class Authenticator:
             self._remember(digest, _Entry(principal, time.monotonic(), last_used_at))
         return principal
 
+    async def authenticate_basic(
+        self, username: str, password: str, address: str | None
+    ) -> Principal | None:
+        """The user ``username`` if ``password`` is theirs and they are not disabled, else
+        ``None`` (counted as a failed login of ``username`` from ``address``, unless no user
+        could have that name).
+
+        Raises :class:`~.accounts.ratelimit.LoginRateLimitedError` while failed logins of
+        ``username`` or from ``address`` exceed the limits (the password is not checked then).
+        """
+        if not could_be_a_user(username):
+            return None
+        pair = f"{username}\x00{password}".encode("utf-8", "surrogateescape")
+        digest = _BASIC + hmac.new(self._basic_key, pair, hashlib.sha256).hexdigest()
+        entry = self._cache.get(digest) if self._notifier.listening else None
+        if entry is not None and time.monotonic() - entry.cached_at < _CACHE_TTL:
+            self._cache.move_to_end(digest)
+            return entry.principal
+        # Concurrent requests with the same credentials share one check (one Argon2 run, one
+        # failure counted: the same guess); the check goes on if the first of them goes away.
+        task = self._verifying.get(digest)
+        if task is None:
+            task = asyncio.create_task(self._check_basic(digest, username, password, address))
+            self._verifying[digest] = task
+            task.add_done_callback(lambda done: _forget(self._verifying, digest, done))
+        return await asyncio.shield(task)
+
+    async def _check_basic(
+        self, digest: str, username: str, password: str, address: str | None
+    ) -> Principal | None:
+        generation = self._generation
+        await self._limiter.check(username, address)
+        async with self._sessions() as session:
+            user = await session.scalar(select(User).where(User.username == username))
+        matches = await verify_password(user.password_hash if user else None, password)
+        if user is None or not matches or user.disabled_at is not None:
+            await self._limiter.failed(username, address)
+            return None
+        await self._limiter.succeeded(username)
+        principal = Principal(name=user.username, is_admin=False, token_id="")
+        if generation == self._generation:
+            self._remember(digest, _Entry(principal, time.monotonic(), None))
+        return principal
+
     def revoked(self, uow: UnitOfWork, token_id: str) -> None:
         """Announce, when ``uow`` commits, that ``token_id`` no longer authenticates."""
         self._notifier.publish(uow, REVOCATIONS, token_id)
 
+    def user_changed(self, uow: UnitOfWork, username: str) -> None:
+        """Announce, when ``uow`` commits, that what was checked of ``username`` must be checked
+        again: their password changed, they were disabled... Every cached credential of theirs
+        (Basic credentials, tokens) is dropped, in every server process, as by :meth:`revoked`."""
+        self._notifier.publish(uow, REVOCATIONS, _USER_CHANGED + username)
+
     async def aclose(self) -> None:
-        """Wait for the last-used updates still running."""
-        if self._touching:
-            await asyncio.gather(*self._touching, return_exceptions=True)
+        """Wait for the last-used updates and credential checks still running."""
+        running = [*self._touching, *self._verifying.values()]
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
     def _on_revoked(self, token_id: str) -> None:
         self._generation += 1
         if token_id == MISSED:
             self._cache.clear()
             return
-        for digest in [d for d, e in self._cache.items() if e.principal.token_id == token_id]:
+        if token_id.startswith(_USER_CHANGED):
+            name = token_id.removeprefix(_USER_CHANGED)
+            stale = [d for d, e in self._cache.items() if e.principal.name == name]
+        else:
+            stale = [d for d, e in self._cache.items() if e.principal.token_id == token_id]
+        for digest in stale:
             del self._cache[digest]
 
     def _remember(self, digest: str, entry: _Entry) -> None:
@@ -100,11 +190,37 @@ class Authenticator:
     async def _look_up(
         self, digest: str, now: datetime
     ) -> tuple[Principal | None, datetime | None]:
+        login_token = aliased(Token)
         async with self._sessions() as session:
-            token = await session.scalar(select(Token).where(Token.secret_hash == digest))
-            if token is None or token.revoked_at is not None:
+            found = (
+                await session.execute(
+                    select(
+                        Token,
+                        User.disabled_at,
+                        LoginSession.revoked_at,
+                        LoginSession.expires_at,
+                        login_token.revoked_at,
+                        login_token.expires_at,
+                    )
+                    .outerjoin(User, User.username == Token.owner)
+                    .outerjoin(LoginSession, LoginSession.id == Token.session_id)
+                    .outerjoin(login_token, login_token.id == LoginSession.token_id)
+                    .where(Token.secret_hash == digest)
+                )
+            ).first()
+            if found is None:
+                return None, None
+            token, disabled_at, ended_at, session_end, login_revoked_at, login_expires_at = found
+            if token.revoked_at is not None or disabled_at is not None:
                 return None, None
             if token.expires_at is not None and token.expires_at <= now:
+                return None, None
+            if token.session_id is not None and (
+                ended_at is not None
+                or session_end is None
+                or session_end <= now
+                or login_revoked_at is not None
+            ):
                 return None, None
             last_used_at = token.last_used_at
             if _due(last_used_at, now):
@@ -115,6 +231,9 @@ class Authenticator:
             is_admin=token.is_admin,
             token_id=token.id,
             expires_at=token.expires_at,
+            scope=token.scope,
+            session_id=token.session_id,
+            login_token_expires_at=login_expires_at,
         )
         return principal, last_used_at
 
@@ -130,6 +249,17 @@ class Authenticator:
         task = asyncio.create_task(touch())
         self._touching.add(task)
         task.add_done_callback(self._touching.discard)
+
+
+def _forget(
+    verifying: dict[str, asyncio.Task[Principal | None]],
+    digest: str,
+    task: asyncio.Task[Principal | None],
+) -> None:
+    if verifying.get(digest) is task:
+        del verifying[digest]
+    if not task.cancelled():
+        task.exception()  # retrieved: every waiter may have gone away
 
 
 def _due(last_used_at: datetime | None, now: datetime) -> bool:

@@ -77,6 +77,23 @@ class AccountSettings:
     allow_anonymous: bool = False
     """Whether requests without credentials may read public assets."""
 
+    def __post_init__(self) -> None:
+        for name in ("access_token_ttl", "session_ttl", "login_window_seconds"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not value > 0
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"AccountSettings.{name} must be a positive number, not {value!r}")
+        for name in ("login_failures_per_account", "login_failures_per_address"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"AccountSettings.{name} must be a positive whole number, not {value!r}"
+                )
+
 
 @dataclass
 class ServerConfig:
@@ -104,6 +121,10 @@ class ServerConfig:
     """A PEM certificate chain: serve HTTPS and gRPC over TLS (with ``tls_key``)."""
     tls_key: Path | None = None
     """The PEM private key of ``tls_cert``."""
+    keyring_file: Path | None = None
+    """The server's secret keys, for several processes that must trust each other (see
+    :mod:`aiosdk.server.keyring`); ``None``: ``$AIOSDK_KEYRING`` if set, else
+    ``keyring.json`` in ``data_dir``, generated on the first start."""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -8,8 +8,14 @@ while the first still runs is told to retry. A failed request (5xx, an exception
 claim and rolls its writes back, so a retry runs again. Records expire after 24 hours.
 
 Nothing a client sent is stored in the clear: the key is stored hashed, the request target and
-the body only as HMACs under the key, and the answer sealed under the key. The stored values are
-also of fixed size whatever the request looks like.
+the body only as HMACs, and the answer sealed (AES-GCM). Every one of those is keyed by the
+client's key *and* a server key (the ``"idempotency"`` purpose of the server
+:class:`~aiosdk.server.keyring.Keyring`): a copy of the database alone can neither read a stored
+answer nor forge a record that a retry would replay, even for a guessable client key. After a
+keyring rotation, records written under the older keys are still found (each valid key is
+tried: :meth:`IdempotencyStore.begin`) until those keys retire; records older than that have
+expired anyway (:data:`IDEMPOTENCY_TTL` is far shorter than a key's retirement). The stored
+values are also of fixed size whatever the request looks like.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Generic, TypeVar
@@ -30,24 +36,29 @@ from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .keyring import Keyring
 from .storage import IdempotencyKey, IdempotencyState, utcnow
 from .unit_of_work import UnitOfWork
 
 __all__ = [
     "IDEMPOTENCY_TTL",
     "IN_PROGRESS_LEASE",
+    "KEYRING_PURPOSE",
     "VALID_KEY",
     "Answer",
     "Claim",
     "ClaimLost",
+    "Holder",
     "IdempotencyKeyBusy",
     "IdempotencyStore",
     "Outcome",
     "Repeat",
+    "RequestKey",
     "StoredResponse",
     "apply_once",
     "claim_record",
     "classify_repeat",
+    "request_keys",
     "seal",
     "unseal",
 ]
@@ -70,6 +81,9 @@ half-applied request behind: its writes commit with the stored answer or not at 
 
 VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 """What an idempotency key may be: 1 to 255 printable ASCII characters."""
+
+KEYRING_PURPOSE = "idempotency"
+"""The purpose of the server keys that key idempotency records (see :meth:`Keyring.derive`)."""
 
 _CLAIM_ATTEMPTS = 3
 
@@ -94,35 +108,77 @@ class Repeat(enum.Enum):
     """The key was used for a different request."""
 
 
-def _lookup_hash(key: str) -> str:
-    return hashlib.sha256(b"aiosdk idempotency key\0" + key.encode()).hexdigest()
+class RequestKey:
+    """A client's idempotency key under one server key: what the record of a request is stored
+    as (a lookup hash), compared by (HMACs) and sealed with (an AES-GCM key), all derived from
+    both keys. Its material never shows in a repr."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, server_key: bytes, client_key: str) -> None:
+        self._secret = hmac.new(
+            server_key, b"aiosdk idempotency key\0" + client_key.encode(), hashlib.sha256
+        ).digest()
+
+    def __repr__(self) -> str:
+        return "<RequestKey>"
+
+    @property
+    def lookup_hash(self) -> str:
+        """What the record stores for the key (its ``key`` column)."""
+        return hmac.new(self._secret, b"lookup", hashlib.sha256).hexdigest()
+
+    def digest(self, purpose: bytes, *parts: bytes) -> str:
+        """An HMAC of ``parts`` for ``purpose``, hex."""
+        mac = hmac.new(self._secret, b"mac\0" + purpose + b"\0", hashlib.sha256)
+        for part in parts:  # length-prefixed, so that no two different part lists collide
+            mac.update(len(part).to_bytes(8, "big") + part)
+        return mac.hexdigest()
+
+    def _box(self) -> AESGCM:
+        return AESGCM(hmac.new(self._secret, b"seal", hashlib.sha256).digest())
+
+    def seal(self, body: bytes) -> bytes:
+        """``body`` encrypted (nonce + AES-GCM ciphertext)."""
+        nonce = secrets.token_bytes(12)
+        return nonce + self._box().encrypt(nonce, body, None)
+
+    def unseal(self, sealed: bytes) -> bytes:
+        """The body :meth:`seal` encrypted; raises ``cryptography``'s ``InvalidTag`` if it was
+        sealed under another key."""
+        return self._box().decrypt(sealed[:12], sealed[12:], None)
 
 
-def _keyed_digest(key: str, purpose: bytes, *parts: bytes) -> str:
-    mac = hmac.new(b"aiosdk idempotency " + purpose + b"\0" + key.encode(), digestmod="sha256")
-    for part in parts:  # length-prefixed, so that no two different part lists collide
-        mac.update(len(part).to_bytes(8, "big") + part)
-    return mac.hexdigest()
+def request_keys(keyring: Keyring, key: str) -> list[RequestKey]:
+    """``key`` under each server key that still verifies, the current one first."""
+    return [RequestKey(server_key, key) for server_key in keyring.derive(KEYRING_PURPOSE)]
+
+
+def _record(
+    request_key: RequestKey, principal: str, method: str, path: str, query: bytes, body: bytes
+) -> IdempotencyKey:
+    return IdempotencyKey(
+        principal=principal,
+        key=request_key.lookup_hash,
+        method=method,
+        target=request_key.digest(
+            b"target", method.encode(), path.encode(errors="surrogatepass"), query
+        ),
+        fingerprint=request_key.digest(b"body", body),
+    )
 
 
 def claim_record(
-    principal: str, key: str, method: str, path: str, query: bytes, body: bytes
+    keyring: Keyring, principal: str, key: str, method: str, path: str, query: bytes, body: bytes
 ) -> IdempotencyKey:
-    """The record claiming ``key`` for a request: what is stored, what a repeat must match.
+    """The record claiming ``key`` for a request under the keyring's current key: what is
+    stored, what a repeat must match.
 
     ``method`` is the HTTP method (``"GRPC"`` for a gRPC call, whose ``path`` is the RPC's).
     Fixed-size digests stand for the key, the request target and the body, whatever their size
     or characters: a long path or a NUL in the query cannot overflow or upset a column.
     """
-    return IdempotencyKey(
-        principal=principal,
-        key=_lookup_hash(key),
-        method=method,
-        target=_keyed_digest(
-            key, b"target", method.encode(), path.encode(errors="surrogatepass"), query
-        ),
-        fingerprint=_keyed_digest(key, b"body", body),
-    )
+    return _record(request_keys(keyring, key)[0], principal, method, path, query, body)
 
 
 def classify_repeat(request: IdempotencyKey, holder: IdempotencyKey) -> Repeat:
@@ -138,24 +194,19 @@ def classify_repeat(request: IdempotencyKey, holder: IdempotencyKey) -> Repeat:
     return Repeat.REPLAY
 
 
-def _box(key: str) -> AESGCM:
-    return AESGCM(hashlib.sha256(b"aiosdk idempotency response\0" + key.encode()).digest())
-
-
-def seal(key: str, body: bytes) -> bytes:
-    """Encrypt a stored response body under the request's own key.
+def seal(key: RequestKey, body: bytes) -> bytes:
+    """Encrypt a stored response body under the request's key (see :class:`RequestKey`).
 
     A replayed response may hold a secret (a new token), and secrets are not kept in the clear:
-    the database holds only a hash of the key and the body sealed under it, so a stored response
-    is readable only by a request that presents the key again.
+    the database holds only a hash of the key and the body sealed under it and a server key, so
+    a stored response is readable only by this server (its keyring) given the client's key again.
     """
-    nonce = secrets.token_bytes(12)
-    return nonce + _box(key).encrypt(nonce, body, None)
+    return key.seal(body)
 
 
-def unseal(key: str, sealed: bytes) -> bytes:
+def unseal(key: RequestKey, sealed: bytes) -> bytes:
     """The body :func:`seal` encrypted."""
-    return _box(key).decrypt(sealed[:12], sealed[12:], None)
+    return key.unseal(sealed)
 
 
 @dataclass(frozen=True)
@@ -168,18 +219,48 @@ class StoredResponse:
 
 
 class IdempotencyStore:
-    """Claims, completes and releases idempotency keys in the database."""
+    """Claims, completes and releases idempotency keys in the database, keyed by ``keyring``."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: Keyring) -> None:
         self.sessions = sessions
+        self.keyring = keyring
 
-    async def claim(self, record: IdempotencyKey) -> IdempotencyKey | None:
+    async def begin(
+        self, principal: str, key: str, method: str, path: str, query: bytes, body: bytes
+    ) -> Claim | Holder:
+        """Claim ``key`` for a request (see :func:`claim_record`), or find who holds it: a
+        :class:`Claim` to run the request under, or the :class:`Holder` of the key, found
+        under any server key that still verifies. Raises :class:`IdempotencyKeyBusy` if the
+        key keeps changing hands."""
+        variants = [
+            (request_key, _record(request_key, principal, method, path, query, body))
+            for request_key in request_keys(self.keyring, key)
+        ]
+        (current_key, record), *earlier = variants
+        holder = await self.claim(record, earlier=[older for _, older in earlier])
+        if holder is None:
+            return Claim(record, current_key)
+        for request_key, variant in variants:
+            if variant.key == holder.key:
+                return Holder(holder, request_key, classify_repeat(variant, holder))
+        raise AssertionError("the holder matches none of the request's keys")  # pragma: no cover
+
+    async def claim(
+        self, record: IdempotencyKey, *, earlier: Sequence[IdempotencyKey] = ()
+    ) -> IdempotencyKey | None:
         """Claim ``record``'s key (committed at once); ``None`` if claimed, else the record that
-        holds the key. Raises :class:`IdempotencyKeyBusy` if the key keeps changing hands."""
+        holds the key: ``record``'s, or one of ``earlier`` (the same request under older server
+        keys, looked up first). Raises :class:`IdempotencyKeyBusy` if the key keeps changing
+        hands."""
+        earlier_keys = [older.key for older in earlier]
         for _ in range(_CLAIM_ATTEMPTS):
             now = utcnow()
             same_key = and_(
                 IdempotencyKey.principal == record.principal, IdempotencyKey.key == record.key
+            )
+            any_key = and_(
+                IdempotencyKey.principal == record.principal,
+                IdempotencyKey.key.in_([record.key, *earlier_keys]),
             )
             async with self.sessions() as session:
                 stale = or_(
@@ -189,7 +270,17 @@ class IdempotencyStore:
                         IdempotencyKey.created_at < now - IN_PROGRESS_LEASE,
                     ),
                 )
-                await session.execute(delete(IdempotencyKey).where(same_key, stale))
+                await session.execute(delete(IdempotencyKey).where(any_key, stale))
+                if earlier_keys:
+                    held = await session.scalar(
+                        select(IdempotencyKey).where(
+                            IdempotencyKey.principal == record.principal,
+                            IdempotencyKey.key.in_(earlier_keys),
+                        )
+                    )
+                    if held is not None:
+                        await session.commit()  # the stale rows' deletion
+                        return held
                 if record.created_at is None:
                     record.created_at = now  # set here: completing and releasing match on it
                 session.add(record)
@@ -264,10 +355,25 @@ def _copy(record: IdempotencyKey) -> IdempotencyKey:
 
 @dataclass(frozen=True)
 class Claim:
-    """A key claimed for a request: its record, and the key itself (answers are sealed under it)."""
+    """A key claimed for a request: its record, and the key (answers are sealed under it)."""
 
     record: IdempotencyKey
-    key: str
+    key: RequestKey
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The record holding a request's key, what the request gets (:class:`Repeat`), and the key
+    that unseals the record's answer."""
+
+    record: IdempotencyKey
+    key: RequestKey
+    repeat: Repeat
+
+    def answer(self) -> bytes:
+        """The stored answer's body, unsealed (empty if none)."""
+        sealed = self.record.response_body
+        return self.key.unseal(sealed) if sealed else b""
 
 
 class Outcome(enum.Enum):
@@ -286,7 +392,7 @@ class Answer(Generic[T]):
     """A handler's outcome, the answer to store for replay, and whatever the wire sends."""
 
     outcome: Outcome
-    stored: Callable[[str], StoredResponse]
+    stored: Callable[[RequestKey], StoredResponse]
     """The answer to store, sealed under the given key (only called for a claimed key)."""
     value: T
 

@@ -26,10 +26,12 @@ from .grpc import GrpcServer
 from .http import create_app
 from .http.protocol import limited_http_protocol
 from .idempotency import IdempotencyStore
+from .keyring import Keyring, resolve_keyring
 from .logs import logger
 from .notify import Notifier
 from .state import ServerState
-from .storage import create_engine, create_tables, default_database_url, session_factory
+from .storage import create_engine, default_database_url, session_factory
+from .storage.migrations import upgrade_database
 
 __all__ = ["Server", "ServerThread"]
 
@@ -49,8 +51,9 @@ class _UvicornServer(uvicorn.Server):
 class Server:
     """The reference server, HTTP and gRPC, running in the current asyncio event loop.
 
-    ``await start()`` binds the sockets, creates the tables and returns once both servers
-    accept connections; ``await stop()`` shuts them down gracefully, ending open gRPC streams
+    ``await start()`` binds the sockets, upgrades the database schema (see
+    :mod:`~aiosdk.server.storage.migrations`) and returns once both servers accept connections;
+    ``await stop()`` shuts them down gracefully, ending open gRPC streams
     and idle HTTP connections, and frees the ports. ``async with Server(config):`` does both.
     A server runs once: create a new one to restart. Its addresses and admin token stay
     readable after ``stop()``, to restart on the same ports.
@@ -60,6 +63,7 @@ class Server:
         self.config = config
         self._admin: AdminTokenState = AdminTokenState(None, created=False, others=0)
         self._data_dir: Path | None = None
+        self._keyring: Keyring | None = None
         self._http_port = 0
         self._grpc_port = 0
         self._started = False
@@ -89,6 +93,13 @@ class Server:
         self._ensure_started()
         assert self._data_dir is not None
         return self._data_dir
+
+    @property
+    def keyring(self) -> Keyring:
+        """The server's keyring (see :mod:`aiosdk.server.keyring`)."""
+        self._ensure_started()
+        assert self._keyring is not None
+        return self._keyring
 
     @property
     def grpc_host(self) -> str:
@@ -174,6 +185,9 @@ class Server:
         config = self.config
         stack = self._exit_stack
         data_dir = self._data_dir = await self._prepare_data_dir()
+        keyring = self._keyring = await anyio.to_thread.run_sync(
+            resolve_keyring, config.keyring_file, data_dir
+        )
         http_socket = stack.enter_context(await _bind(config.host, config.http_port))
         grpc_socket = stack.enter_context(await _bind(config.host, config.grpc_port))
         self._http_port = http_socket.getsockname()[1]
@@ -183,12 +197,15 @@ class Server:
         # Dialects may touch the file system (SQLite resolves its path): not in the loop.
         engine = await anyio.to_thread.run_sync(create_engine, database_url)
         stack.push_async_callback(engine.dispose)
-        await create_tables(engine)
+        before, after = await upgrade_database(engine)  # one server at a time migrates
+        if before != after:
+            logger.info("Upgraded the database schema from %s to %s", before or "nothing", after)
         sessions = session_factory(engine)
         self._admin = await ensure_admin_token(sessions, config.admin_token)
 
         notifier = Notifier(engine)
-        authenticator = Authenticator(sessions, notifier)  # subscribes: before the start
+        # (it subscribes to the notifier: before the start)
+        authenticator = Authenticator(sessions, notifier, accounts=config.accounts)
         await notifier.start()
         stack.push_async_callback(notifier.aclose)
         stack.push_async_callback(authenticator.aclose)
@@ -201,12 +218,13 @@ class Server:
             grpc_tls=config.tls,
             limits=_resolved(config.limits),
             accounts=config.accounts,
+            keyring=keyring,
         )
         loop = asyncio.get_running_loop()
         stack.enter_context(log_accept_errors(loop, {http_socket: "HTTP", grpc_socket: "gRPC"}))
         await self._start_http(state, http_socket)
         await self._start_grpc(state, grpc_socket)
-        await self._start_purging(IdempotencyStore(sessions))
+        await self._start_purging(IdempotencyStore(sessions, keyring))
         logger.info(
             "Serving HTTP on port %d and gRPC on port %d of %s",
             self._http_port,
@@ -363,6 +381,11 @@ class ServerThread:
     def admin_token(self) -> str:
         """See :attr:`Server.admin_token`."""
         return self.server.admin_token
+
+    @property
+    def keyring(self) -> Keyring:
+        """See :attr:`Server.keyring`."""
+        return self.server.keyring
 
     def start(self, timeout: float = 30) -> None:
         """Start the server thread and block until it serves; re-raise startup errors."""

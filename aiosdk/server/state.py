@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .authenticator import Authenticator
 from .config import AccountSettings, Limits
+from .keyring import Keyring
 
 __all__ = ["Metrics", "ServerState"]
 
@@ -31,7 +32,7 @@ class Metrics:
 
 @dataclass
 class ServerState:
-    """Everything a request handler needs: storage, limits, addresses and counters."""
+    """Everything a request handler needs: storage, keys, limits, addresses and counters."""
 
     sessions: async_sessionmaker[AsyncSession]
     authenticator: Authenticator
@@ -41,3 +42,6 @@ class ServerState:
     limits: Limits = field(default_factory=Limits)
     accounts: AccountSettings = field(default_factory=AccountSettings)
     metrics: Metrics = field(default_factory=Metrics)
+    keyring: Keyring = field(default_factory=Keyring.generate)
+    """The server's secret keys: sign and verify what the server hands out (see
+    :mod:`aiosdk.server.keyring`). A state made without one gets a fresh keyring of its own."""

@@ -8,12 +8,14 @@ before the answer is sent.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .auth import Principal, generate_token, hash_token
+from .accounts.sessions import end_sessions_opened_with
+from .auth import READ_SCOPE, Principal, generate_token, hash_token
 from .authenticator import Authenticator
 from .errors import NotFoundError, PermissionDeniedError
 from .storage import Token, utcnow
@@ -32,7 +34,8 @@ class TokenCreate(BaseModel):
     A token never outlives the token that creates it: when the caller's token expires, the new
     token's expiry is capped at the same instant (a longer ``expires_in``, or none, is clamped
     rather than refused; the response's ``expires_at`` tells the outcome). A short-lived or
-    leaked token therefore cannot mint a longer-lived one.
+    leaked token therefore cannot mint a longer-lived one. A session's access token counts as
+    its session: what it creates expires no later than the session.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -55,11 +58,19 @@ class TokenCreate(BaseModel):
         pattern=r"^[A-Za-z0-9._@-]+$",
         description="The principal the token is for; only an admin may name another one.",
     )
+    scope: Literal["read"] | None = Field(
+        default=None,
+        description=(
+            'null: everything its owner may do; "read": reads only. A read-only caller may only'
+            " create read-only tokens."
+        ),
+    )
 
 
 def visible_tokens(principal: Principal) -> Select[Token]:
-    """The live tokens ``principal`` may see: its own, or every one for an admin."""
-    query = select(Token).where(Token.revoked_at.is_(None))
+    """The live API tokens ``principal`` may see: its own, or every one for an admin (the
+    access tokens of login sessions are not listed: logging out ends them)."""
+    query = select(Token).where(Token.revoked_at.is_(None), Token.session_id.is_(None))
     if not principal.is_admin:
         query = query.where(Token.owner == principal.name)
     return query
@@ -81,18 +92,20 @@ async def create_token(
     owner = request.owner or principal.name
     if owner != principal.name and not principal.is_admin:
         raise PermissionDeniedError("Only an admin may create tokens for another principal")
+    if principal.read_only and request.scope != READ_SCOPE:
+        raise PermissionDeniedError('A read-only token may only create tokens of scope "read"')
     secret = generate_token()
     now = utcnow()
     expires_at = None if request.expires_in is None else now + timedelta(seconds=request.expires_in)
-    if principal.expires_at is not None and (
-        expires_at is None or expires_at > principal.expires_at
-    ):
-        expires_at = principal.expires_at
+    limit = principal.mint_limit
+    if limit is not None and (expires_at is None or expires_at > limit):
+        expires_at = limit
     token = Token(
         label=request.label,
         secret_hash=hash_token(secret),
         owner=owner,
         is_admin=principal.is_admin and owner == principal.name,
+        scope=request.scope,
         created_at=now,
         expires_at=expires_at,
     )
@@ -104,8 +117,10 @@ async def create_token(
 async def revoke_token(
     work: UnitOfWork, authenticator: Authenticator, principal: Principal, token_id: str
 ) -> None:
-    """Revoke a token ``principal`` may see: it stops authenticating once ``work`` commits."""
+    """Revoke a token ``principal`` may see: it stops authenticating once ``work`` commits, and
+    so do the login sessions opened with it."""
     token = await get_visible(work.session, principal, token_id)
     token.revoked_at = utcnow()
     await work.session.flush()
     authenticator.revoked(work, token.id)
+    await end_sessions_opened_with(work, authenticator, token.id)

@@ -14,7 +14,11 @@ import pytest
 from grpclib.client import Channel
 
 import aiosdk
+from aiosdk.cli import build_parser
+from aiosdk.cli.serve import server_config
 from aiosdk.proto import StatusServiceStub
+from aiosdk.server import ServerConfig
+from aiosdk.server.config import AccountSettings
 
 pytestmark = pytest.mark.anyio
 
@@ -144,3 +148,47 @@ async def test_admin_token_without_server_data_says_so(tmp_path: Path) -> None:
 async def test_version() -> None:
     process = await anyio.run_process([sys.executable, "-m", "aiosdk.cli", "--version"])
     assert process.stdout.decode().strip() == f"aiosdk {aiosdk.__version__}"
+
+
+def serve_config(*flags: str) -> ServerConfig:
+    """What ``aiosdk serve FLAGS`` would run (parsed in-process, not started)."""
+    return server_config(build_parser().parse_args(["serve", *flags]))
+
+
+def test_account_flags_reach_the_server_config() -> None:
+    config = serve_config("--access-token-ttl", "60", "--session-ttl", "3600.5")
+    assert config.accounts.access_token_ttl == 60
+    assert config.accounts.session_ttl == 3600.5
+    assert config.accounts.allow_anonymous is False
+    assert serve_config("--allow-anonymous").accounts.allow_anonymous is True
+    defaults = AccountSettings()
+    assert serve_config().accounts == defaults
+    assert serve_config("--keyring", "/etc/aiosdk/keyring.json").keyring_file == Path(
+        "/etc/aiosdk/keyring.json"
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "soon"])
+async def test_bad_account_flags_are_refused(tmp_path: Path, value: str) -> None:
+    process = await anyio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "aiosdk.cli",
+            "serve",
+            "--data",
+            str(tmp_path),
+            "--session-ttl",
+            value,
+        ],
+        check=False,
+    )
+    assert process.returncode == 2
+    assert b"--session-ttl" in process.stderr
+    assert not (tmp_path / "aiosdk.db").exists()  # refused before anything started
+
+
+def test_account_settings_check_their_values() -> None:
+    for bad in ({"access_token_ttl": 0}, {"session_ttl": -1.0}, {"login_failures_per_account": 0}):
+        with pytest.raises(ValueError, match="AccountSettings"):
+            AccountSettings(**bad)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -17,6 +17,7 @@ from aiosdk.proto import RevokeTokenRequest, RevokeTokenResponse
 from aiosdk.server.auth import Principal
 from aiosdk.server.grpc.auth import Call, current_call
 from aiosdk.server.grpc.work import mutating
+from aiosdk.server.keyring import Keyring
 from aiosdk.server.storage import (
     Token,
     create_engine,
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.anyio
 @dataclass
 class _State:
     sessions: async_sessionmaker[AsyncSession]
+    keyring: Keyring = field(default_factory=Keyring.generate)
 
 
 class Flaky:

@@ -27,6 +27,7 @@ from aiosdk.server.idempotency import (
     StoredResponse,
     claim_record,
 )
+from aiosdk.server.keyring import Keyring
 from aiosdk.server.storage import (
     IdempotencyKey,
     IdempotencyState,
@@ -157,12 +158,12 @@ async def test_long_request_targets_are_keyed(client: httpx.AsyncClient) -> None
 
 
 async def test_a_slow_request_keeps_its_claim(
-    client: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
+    server: Server, client: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
 ) -> None:
     """A request still running after minutes is not run again by a retry; a crashed one is."""
     key, label = new_key(), f"slow-{uuid.uuid4()}"
     body = f'{{"label": "{label}"}}'.encode()
-    claim = claim_record("admin", key, "POST", "/api/v1/tokens", b"", body)
+    claim = claim_record(server.keyring, "admin", key, "POST", "/api/v1/tokens", b"", body)
     claim.created_at = utcnow() - timedelta(minutes=5)  # a slow request, claimed 5 minutes ago
     async with database() as session:
         session.add(claim)
@@ -196,12 +197,13 @@ async def test_a_superseded_claim_leaves_its_successor_alone(
     database: async_sessionmaker[AsyncSession],
 ) -> None:
     """A request outliving its lease must not complete or release the retry's claim."""
-    store = IdempotencyStore(database)
+    keyring = Keyring.generate()
+    store = IdempotencyStore(database, keyring)
     key = new_key()
-    first = claim_record("p", key, "POST", "/x", b"", b"")
+    first = claim_record(keyring, "p", key, "POST", "/x", b"", b"")
     first.created_at = utcnow() - IN_PROGRESS_LEASE - timedelta(seconds=1)
     assert await store.claim(first) is None
-    second = claim_record("p", key, "POST", "/x", b"", b"")
+    second = claim_record(keyring, "p", key, "POST", "/x", b"", b"")
     assert await store.claim(second) is None  # took the stale claim over
 
     async with database() as session:
@@ -251,7 +253,9 @@ async def test_server_errors_are_not_stored(tmp_path: Path) -> None:
             scope["state"] = {"principal": Principal("p", is_admin=False, token_id="t")}
             await middleware(scope, receive, send)
 
-        middleware = IdempotencyMiddleware(flaky, IdempotencyStore(session_factory(engine)))
+        middleware = IdempotencyMiddleware(
+            flaky, IdempotencyStore(session_factory(engine), Keyring.generate())
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             headers = {"Idempotency-Key": "k"}
@@ -277,7 +281,9 @@ async def test_stored_responses_keep_no_secret_in_the_clear(tmp_path: Path) -> N
             scope["state"] = {"principal": Principal("p", is_admin=False, token_id="t")}
             await middleware(scope, receive, send)
 
-        middleware = IdempotencyMiddleware(mint, IdempotencyStore(session_factory(engine)))
+        middleware = IdempotencyMiddleware(
+            mint, IdempotencyStore(session_factory(engine), Keyring.generate())
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             replies = [
@@ -299,7 +305,7 @@ async def test_stored_responses_keep_no_secret_in_the_clear(tmp_path: Path) -> N
 
 
 async def test_the_answer_is_sent_after_the_commit(
-    client: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
+    server: Server, client: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
 ) -> None:
     """Whoever sees the answer sees its stored record: an immediate repeat is a replay."""
     for _ in range(20):
@@ -311,7 +317,8 @@ async def test_the_answer_is_sent_after_the_commit(
             states = list(
                 await session.scalars(
                     select(IdempotencyKey.state).where(
-                        IdempotencyKey.key == claim_record("admin", key, "", "", b"", b"").key
+                        IdempotencyKey.key
+                        == claim_record(server.keyring, "admin", key, "", "", b"", b"").key
                     )
                 )
             )
@@ -329,7 +336,7 @@ async def scripted_app(
     try:
         await create_tables(engine)
         sessions = session_factory(engine)
-        middleware = IdempotencyMiddleware(handler, IdempotencyStore(sessions))
+        middleware = IdempotencyMiddleware(handler, IdempotencyStore(sessions, Keyring.generate()))
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             scope["state"] = {"principal": Principal("p", is_admin=False, token_id="t")}

@@ -114,6 +114,12 @@ class LoginSession(Base):
     revoked_at: Mapped[datetime | None]
     revoked_reason: Mapped[str | None] = mapped_column(String(32))
     """``"logout"``, ``"refresh_reuse"``, ``"user_disabled"``, ..."""
+    scope: Mapped[str | None] = mapped_column(String(16))
+    """The scope of every access token of the session (that of the API token it was opened with)."""
+    token_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("tokens.id", ondelete="CASCADE"), index=True
+    )
+    """The API token a token login opened the session with; ``None`` for a password login."""
 
 
 class RefreshToken(Base):

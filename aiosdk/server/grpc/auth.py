@@ -1,4 +1,5 @@
-"""Bearer-token authentication of every gRPC call, and what the handlers know of the call."""
+"""Authentication of every gRPC call (a bearer token, or Basic credentials, as on HTTP), and
+what the handlers know of the call."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from grpclib import GRPCError, Status
 from grpclib.events import RecvRequest, listen
 from grpclib.server import Server
 
-from ..auth import Principal, parse_bearer
+from ..accounts.ratelimit import LoginRateLimitedError, client_address
+from ..auth import Principal, parse_basic, parse_bearer
 from ..authenticator import Authenticator
 
 __all__ = ["IDEMPOTENCY_KEY", "Call", "authenticate_calls", "current_call"]
@@ -32,16 +34,31 @@ current_call: ContextVar[Call] = ContextVar("aiosdk_grpc_call")
 
 
 def authenticate_calls(server: Server, authenticator: Authenticator) -> None:
-    """Require ``authorization: Bearer <token>`` metadata on every call to ``server``."""
+    """Require ``authorization: Bearer <token>`` (or ``Basic <base64(user:password)>``) metadata
+    on every call to ``server``: ``UNAUTHENTICATED`` otherwise, and ``RESOURCE_EXHAUSTED`` for
+    Basic credentials while their account or the caller's address has too many failed logins."""
 
     async def on_request(event: RecvRequest) -> None:
         authorization = event.metadata.get("authorization")
-        secret = parse_bearer(authorization if isinstance(authorization, str) else None)
-        if secret is None:
-            raise GRPCError(Status.UNAUTHENTICATED, "Missing bearer token in authorization")
-        principal = await authenticator.authenticate(secret)
-        if principal is None:
-            raise GRPCError(Status.UNAUTHENTICATED, "Invalid, expired or revoked token")
+        value = authorization if isinstance(authorization, str) else None
+        secret = parse_bearer(value)
+        principal: Principal | None
+        if secret is not None:
+            principal = await authenticator.authenticate(secret)
+            if principal is None:
+                raise GRPCError(Status.UNAUTHENTICATED, "Invalid, expired or revoked token")
+        else:
+            basic = parse_basic(value)
+            if basic is None:
+                raise GRPCError(Status.UNAUTHENTICATED, "Missing bearer token in authorization")
+            peer = event.peer.addr()
+            address = client_address(str(peer[0]) if peer else None)
+            try:
+                principal = await authenticator.authenticate_basic(*basic, address=address)
+            except LoginRateLimitedError as exc:
+                raise GRPCError(Status.RESOURCE_EXHAUSTED, exc.message) from None
+            if principal is None:
+                raise GRPCError(Status.UNAUTHENTICATED, "Invalid credentials")
         key = event.metadata.get(IDEMPOTENCY_KEY)
         current_call.set(Call(principal, event.method_name, key if isinstance(key, str) else None))
 

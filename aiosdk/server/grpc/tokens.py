@@ -29,7 +29,10 @@ class TokenService(proto.TokenServiceBase):
         """Mint a token (shown once) for the caller, or for ``owner`` if an admin asks."""
         try:
             request = tokens.TokenCreate(
-                label=message.label, expires_in=message.expires_in, owner=message.owner
+                label=message.label,
+                expires_in=message.expires_in,
+                owner=message.owner,
+                scope=message.scope,  # type: ignore[arg-type]  # validated: "read" or None
             )
         except ValidationError as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, _describe(exc)) from None
@@ -54,6 +57,7 @@ def _message(token: Token) -> proto.Token:
         owner=token.owner,
         created_at=token.created_at,
         expires_at=token.expires_at,
+        scope=token.scope,
     )
 
 

@@ -33,10 +33,7 @@ from ..idempotency import (
     Repeat,
     StoredResponse,
     apply_once,
-    claim_record,
-    classify_repeat,
     seal,
-    unseal,
 )
 from ..state import ServerState
 from ..unit_of_work import UnitOfWork
@@ -65,7 +62,11 @@ def mutating(
     reply_type: type[ReplyT],
 ) -> Callable[[Handler[ServiceT, RequestT, ReplyT]], Method[ServiceT, RequestT, ReplyT]]:
     """Make ``handler(service, request, work)`` a unary RPC method that runs in its own unit of
-    work and honours the call's idempotency key; its replies are ``reply_type`` messages."""
+    work and honours the call's idempotency key; its replies are ``reply_type`` messages.
+
+    A read-only caller (a token of scope ``"read"``) is refused with ``PERMISSION_DENIED``
+    before anything else.
+    """
 
     def decorate(
         handler: Handler[ServiceT, RequestT, ReplyT],
@@ -74,7 +75,11 @@ def mutating(
         async def method(service: ServiceT, request: RequestT) -> ReplyT:
             state = service.state
             call = current_call.get()
-            store = IdempotencyStore(state.sessions)
+            if call.principal.read_only:
+                raise GRPCError(
+                    Status.PERMISSION_DENIED, "The token is read-only: it may only read"
+                )
+            store = IdempotencyStore(state.sessions, state.keyring)
             work = UnitOfWork(state.sessions)
             try:
                 claim = await _claim(store, call, request, reply_type)
@@ -101,24 +106,24 @@ async def _claim(
         raise GRPCError(
             Status.INVALID_ARGUMENT, "idempotency-key must be 1 to 255 printable ASCII characters"
         )
-    record = claim_record(call.principal.name, key, GRPC_METHOD, call.method, b"", bytes(request))
     try:
-        holder = await store.claim(record)
+        holder = await store.begin(
+            call.principal.name, key, GRPC_METHOD, call.method, b"", bytes(request)
+        )
     except IdempotencyKeyBusy:
         raise GRPCError(Status.UNAVAILABLE, "The idempotency-key is busy; retry") from None
-    if holder is None:
-        return Claim(record, key)
-    repeat = classify_repeat(record, holder)
-    if repeat is Repeat.MISMATCH:
+    if isinstance(holder, Claim):
+        return holder
+    if holder.repeat is Repeat.MISMATCH:
         raise GRPCError(
             Status.INVALID_ARGUMENT, "The idempotency-key was already used for a different call"
         )
-    if repeat is Repeat.IN_PROGRESS:
+    if holder.repeat is Repeat.IN_PROGRESS:
         # Transient, like HTTP's 409 idempotency_in_progress: retrying gets the first answer.
         raise GRPCError(Status.UNAVAILABLE, "A call with this idempotency-key is still running")
-    stored = unseal(key, holder.response_body) if holder.response_body else b""
-    if holder.status_code:  # a refusal, replayed as it was
-        raise GRPCError(Status(holder.status_code), stored.decode())
+    stored = holder.answer()
+    if holder.record.status_code:  # a refusal, replayed as it was
+        raise GRPCError(Status(holder.record.status_code), stored.decode())
     return reply_type.parse(stored)
 
 

@@ -20,12 +20,14 @@ from .middleware import (
     UnservedMutationMiddleware,
 )
 from .openapi import describe_layers
-from .routes import API_PREFIX, include_routes
+from .routes import API_PREFIX, auth, include_routes
 
 __all__ = ["OPENAPI_URL", "create_app"]
 
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 DOCS_URL = f"{API_PREFIX}/docs"
+_LOGIN_PATHS = frozenset(API_PREFIX + path for path in auth.PUBLIC_PATHS)
+_LOGOUT = ("POST", f"{API_PREFIX}/auth/logout")
 
 
 class _Api(FastAPI):
@@ -34,7 +36,7 @@ class _Api(FastAPI):
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
             document = super().openapi()
-            describe_layers(document)
+            describe_layers(document, _LOGIN_PATHS)
             self.openapi_schema = document
         return self.openapi_schema
 
@@ -43,9 +45,11 @@ def create_app(state: ServerState) -> FastAPI:
     """The HTTP API of a server with ``state``.
 
     Layers, outermost first: request id, logging and counting; HEAD as GET; body-size limit;
-    bearer authentication (all but the OpenAPI document and its docs page), so that a stranger
-    learns nothing more about a request than 401; request-target check (no NUL characters);
-    404/405 for mutating requests no route serves; idempotency; routes.
+    authentication by bearer token or Basic credentials (all but the OpenAPI document, its docs
+    page, logging in and refreshing a session), so that a stranger learns nothing more about a
+    request than 401, and read-only tokens stopped at any change but logging out;
+    request-target check (no NUL characters); 404/405 for mutating requests no route serves;
+    idempotency; routes.
     """
     app = _Api(
         title="aiosdk",
@@ -59,13 +63,14 @@ def create_app(state: ServerState) -> FastAPI:
     install_error_handlers(app)
     include_routes(app)
     # add_middleware wraps: the last added is the outermost.
-    app.add_middleware(IdempotencyMiddleware, store=IdempotencyStore(state.sessions))
+    app.add_middleware(IdempotencyMiddleware, store=IdempotencyStore(state.sessions, state.keyring))
     app.add_middleware(UnservedMutationMiddleware, routes=app.router.routes)
     app.add_middleware(RequestTargetMiddleware)
     app.add_middleware(
         AuthenticationMiddleware,
         authenticator=state.authenticator,
-        public_paths={OPENAPI_URL, DOCS_URL},
+        public_paths={OPENAPI_URL, DOCS_URL, *_LOGIN_PATHS},
+        always_allowed={_LOGOUT},
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=state.limits.max_request_body_bytes)
     app.add_middleware(HeadMiddleware)

@@ -34,18 +34,16 @@ from ..idempotency import (
     Answer,
     Claim,
     ClaimLost,
+    Holder,
     IdempotencyKeyBusy,
     IdempotencyStore,
     Outcome,
     Repeat,
+    RequestKey,
     StoredResponse,
     apply_once,
-    claim_record,
-    classify_repeat,
     seal,
-    unseal,
 )
-from ..storage import IdempotencyKey
 from ..unit_of_work import UnitOfWork
 
 __all__ = ["MUTATING_METHODS", "REPLAYED_HEADER", "IdempotencyMiddleware", "unit_of_work"]
@@ -60,6 +58,10 @@ def unit_of_work(scope: Scope) -> UnitOfWork:
     """The unit of work of the request ``scope`` belongs to."""
     uow: UnitOfWork = scope["state"][_UNIT_OF_WORK]
     return uow
+
+
+PUBLIC_OWNER = "(public)"
+"""Whose keys the requests of public routes are (no user can have this name)."""
 
 
 class IdempotencyMiddleware:
@@ -92,28 +94,29 @@ class IdempotencyMiddleware:
     async def _mutating(self, scope: Scope, receive: Receive, send: Send, uow: UnitOfWork) -> None:
         key = Headers(scope=scope).get("idempotency-key")
         principal: Principal | None = scope["state"].get("principal")
-        if key is None or principal is None:  # no key, or a public route (nothing to replay)
+        if key is None:
             await self._run(scope, receive, send, uow, None)
             return
         if not VALID_KEY.fullmatch(key):
             raise InvalidRequestError("Idempotency-Key must be 1 to 255 printable ASCII characters")
         body = await _read_body(receive)
-        record = claim_record(
-            principal.name,
-            key,
-            scope["method"],
-            scope["path"],
-            scope.get("query_string", b""),
-            body,
-        )
         try:
-            holder = await self.store.claim(record)
+            found = await self.store.begin(
+                # Public routes (login, refresh) share one owner: the keys are clients' random
+                # values, and a repeat must also bring the same body (the credentials) to replay.
+                PUBLIC_OWNER if principal is None else principal.name,
+                key,
+                scope["method"],
+                scope["path"],
+                scope.get("query_string", b""),
+                body,
+            )
         except IdempotencyKeyBusy:
             raise IdempotencyInProgressError("Idempotency-Key is busy; retry") from None
-        if holder is not None:
-            await _answer_repeat(record, holder, key)(scope, receive, send)
+        if isinstance(found, Holder):
+            await _answer_repeat(found)(scope, receive, send)
             return
-        await self._run(scope, _replay_body(body, receive), send, uow, Claim(record, key))
+        await self._run(scope, _replay_body(body, receive), send, uow, found)
 
     async def _run(
         self, scope: Scope, receive: Receive, send: Send, uow: UnitOfWork, claim: Claim | None
@@ -150,7 +153,7 @@ class IdempotencyMiddleware:
             await send(message)
 
 
-def _stored(key: str, status: int, messages: list[Message]) -> StoredResponse:
+def _stored(key: RequestKey, status: int, messages: list[Message]) -> StoredResponse:
     headers: list[tuple[str, str]] = []
     chunks: list[bytes] = []
     for message in messages:
@@ -164,16 +167,15 @@ def _stored(key: str, status: int, messages: list[Message]) -> StoredResponse:
     return StoredResponse(status, headers, seal(key, b"".join(chunks)))
 
 
-def _answer_repeat(request: IdempotencyKey, holder: IdempotencyKey, key: str) -> Response:
-    repeat = classify_repeat(request, holder)
-    if repeat is Repeat.MISMATCH:
+def _answer_repeat(holder: Holder) -> Response:
+    if holder.repeat is Repeat.MISMATCH:
         raise IdempotencyKeyReusedError("Idempotency-Key was already used for a different request")
-    if repeat is Repeat.IN_PROGRESS:
+    if holder.repeat is Repeat.IN_PROGRESS:
         raise IdempotencyInProgressError("A request with this Idempotency-Key is still in progress")
-    assert holder.status_code is not None
-    body = unseal(key, holder.response_body) if holder.response_body else b""
-    response = Response(content=body, status_code=holder.status_code)
-    for name, value in holder.response_headers or ():
+    record = holder.record
+    assert record.status_code is not None
+    response = Response(content=holder.answer(), status_code=record.status_code)
+    for name, value in record.response_headers or ():
         response.headers.append(name, value)
     response.headers[REPLAYED_HEADER] = "true"
     return response

@@ -13,7 +13,7 @@ the document here, for every operation they apply to, including routes added lat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from .errors import ErrorResponse
@@ -85,16 +85,30 @@ def documented_error(
     return entry
 
 
-_BEARER = {"type": "http", "scheme": "bearer", "description": "A token issued by the server."}
+_BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API token, a session's access token or the admin token.",
+}
+_BASIC = {
+    "type": "http",
+    "scheme": "basic",
+    "description": "A username and password, checked on every request (logins without a session).",
+}
 
 
-def describe_layers(document: dict[str, Any]) -> None:
-    """Add to ``document``, in place, what the layers around the routes do (see the module)."""
+def describe_layers(document: dict[str, Any], public_paths: Collection[str] = ()) -> None:
+    """Add to ``document``, in place, what the layers around the routes do (see the module);
+    operations under ``public_paths`` need no credentials."""
     components = document.setdefault("components", {})
-    components.setdefault("securitySchemes", {})["HTTPBearer"] = _BEARER
-    for item in document.get("paths", {}).values():
+    schemes = components.setdefault("securitySchemes", {})
+    schemes["HTTPBearer"] = _BEARER
+    schemes["HTTPBasic"] = _BASIC
+    for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
-            operation["security"] = [{"HTTPBearer": []}]
+            operation["security"] = (
+                [] if path in public_paths else [{"HTTPBearer": []}, {"HTTPBasic": []}]
+            )
             responses: dict[str, Any] = operation["responses"]
             if method.upper() in MUTATING_METHODS:
                 _describe_idempotency(operation, responses)

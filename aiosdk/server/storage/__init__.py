@@ -1,4 +1,5 @@
-"""Persistent storage of the server: SQLAlchemy 2 async models and engine."""
+"""Persistent storage of the server: SQLAlchemy 2 async models and engine, and the migrations of
+the schema (:mod:`aiosdk.server.storage.migrations`)."""
 
 from .db import create_engine, create_tables, default_database_url, session_factory
 from .models import Base, IdempotencyKey, IdempotencyState, Token, new_id, utcnow

@@ -1,4 +1,4 @@
-"""The database engine: creation, SQLite tuning, schema creation."""
+"""The database engine: creation, SQLite tuning, the schema (through migrations)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-
-from .models import Base
 
 __all__ = ["create_engine", "create_tables", "default_database_url", "session_factory"]
 
@@ -51,8 +49,8 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 async def create_tables(engine: AsyncEngine) -> None:
-    """Create every table that does not exist yet."""
-    from .. import schema  # noqa: F401  (every capability's tables)
+    """Bring the schema up to date: every migration not applied yet (see
+    :func:`~aiosdk.server.storage.migrations.upgrade_database`), on an empty database too."""
+    from .migrations import upgrade_database
 
-    async with engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)
+    await upgrade_database(engine)

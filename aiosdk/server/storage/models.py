@@ -78,7 +78,15 @@ class Token(Base):
     scope: Mapped[str | None] = mapped_column(String(16))
     """``None``: everything its owner may do; ``"read"``: reads only."""
     session_id: Mapped[str | None] = mapped_column(
-        String(32), ForeignKey("login_sessions.id", ondelete="CASCADE"), index=True
+        String(32),
+        # login_sessions.token_id refers back to tokens: this side of the cycle is added last.
+        ForeignKey(
+            "login_sessions.id",
+            ondelete="CASCADE",
+            use_alter=True,
+            name="fk_tokens_session_id_login_sessions",
+        ),
+        index=True,
     )
     """The login session this is an access token of; ``None`` for an API token."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from ..openapi import ALLOW, RETRY_AFTER, WWW_AUTHENTICATE, documented_error
 from . import admin, auth, info, organizations, tokens, users
 
-__all__ = ["API_PREFIX", "include_routes"]
+__all__ = ["API_PREFIX", "ROUTERS", "include_routes"]
 
 API_PREFIX = "/api/v1"
 
@@ -20,11 +20,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: documented_error(
         "Missing, invalid, expired or revoked token", {"WWW-Authenticate": WWW_AUTHENTICATE}
     ),
+    403: documented_error(
+        "The caller may not do this: its token is read-only, or it lacks the role or grant"
+    ),
     405: documented_error(
         "The path does not answer this method; Allow lists those it does", {"Allow": ALLOW}
     ),
     413: documented_error("The request body exceeds limits.max_request_body_bytes"),
     422: documented_error("Invalid request body or parameters."),
+    429: documented_error(
+        "Too many failed logins from this account or address (Basic credentials count too);"
+        " retry after Retry-After",
+        {"Retry-After": RETRY_AFTER},
+    ),
     431: documented_error("The request line and header fields exceed limits.max_header_bytes"),
     500: documented_error("Internal server error"),
     503: documented_error(
@@ -34,15 +42,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+ROUTERS = (
+    info.router,
+    auth.router,
+    users.router,
+    organizations.router,
+    admin.router,
+    tokens.router,
+)
+"""Every router of the API, each mounted under :data:`API_PREFIX`."""
+
+
 def include_routes(app: FastAPI) -> None:
     """Mount every router under ``/api/v1``, each directly on the app: FastAPI matches a request
     router by router, and each level of nesting costs every request."""
-    for router in (
-        info.router,
-        auth.router,
-        users.router,
-        organizations.router,
-        admin.router,
-        tokens.router,
-    ):
+    for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=_ERRORS)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import and_, or_
 
 from ... import tokens
+from ...auth import READ_SCOPE
 from ...config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from ...storage import Token
 from ...tokens import TokenCreate
@@ -34,6 +35,9 @@ class TokenInfo(BaseModel):
     owner: str
     created_at: datetime
     expires_at: datetime | None
+    scope: Literal["read"] | None = Field(
+        description='null: everything its owner may do; "read": reads only'
+    )
 
     @classmethod
     def of(cls, token: Token) -> TokenInfo:
@@ -44,6 +48,7 @@ class TokenInfo(BaseModel):
             owner=token.owner,
             created_at=token.created_at,
             expires_at=token.expires_at,
+            scope="read" if token.scope == READ_SCOPE else None,
         )
 
 
@@ -64,7 +69,12 @@ class TokenPage(BaseModel):
     "",
     status_code=201,
     summary="Create a token",
-    responses={403: documented_error("Only an admin may create tokens for another principal")},
+    responses={
+        403: documented_error(
+            "Only an admin may create tokens for another principal; a read-only token may only"
+            " create read-only tokens (and may not make this request at all)"
+        )
+    },
 )
 async def create_token(body: TokenCreate, call: Current) -> CreatedToken:
     """Create a token for the caller (or, for an admin, for ``owner``).
@@ -75,13 +85,14 @@ async def create_token(body: TokenCreate, call: Current) -> CreatedToken:
     return CreatedToken(**TokenInfo.of(token).model_dump(), token=secret)
 
 
-@router.get("", summary="List tokens")
+@router.get("", summary="List API tokens")
 async def list_tokens(
     call: Current,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     page_token: Annotated[str | None, Query()] = None,
 ) -> TokenPage:
-    """The caller's tokens (an admin sees every token), oldest first."""
+    """The caller's API tokens (an admin sees every one), oldest first; the access tokens of
+    login sessions are not listed."""
     query = tokens.visible_tokens(call.principal)
     if page_token is not None:
         created_at, token_id = decode_page_token(page_token)

@@ -57,6 +57,11 @@ class CreateTokenRequest(betterproto2.Message):
     The principal the token is for; only an admin may name another one. Unset: the caller.
     """
 
+    scope: "str | None" = betterproto2.field(4, betterproto2.TYPE_STRING, optional=True)
+    """
+    Unset: everything its owner may do; "read": reads only.
+    """
+
 
 default_message_pool.register_message(
     "aiosdk.v1", "CreateTokenRequest", CreateTokenRequest
@@ -168,6 +173,11 @@ class Token(betterproto2.Message):
     )
     """
     Unset: the token never expires.
+    """
+
+    scope: "str | None" = betterproto2.field(6, betterproto2.TYPE_STRING, optional=True)
+    """
+    Unset: everything its owner may do; "read": reads only.
     """
 
 

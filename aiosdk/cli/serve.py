@@ -1,4 +1,4 @@
-"""The ``aiosdk`` command line."""
+"""``aiosdk serve`` (run the reference server) and ``aiosdk admin-token`` (mint one)."""
 
 from __future__ import annotations
 
@@ -8,40 +8,31 @@ import contextlib
 import logging
 import os
 import signal
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._version import __version__
+from .._version import __version__
+from ._common import fail, number, positive_seconds, server_extra_missing, storage_arguments
 
 if TYPE_CHECKING:
-    from .server import Server, ServerConfig
+    from ..server import Server, ServerConfig
+    from ._common import Subparsers
 
-__all__ = ["main"]
+__all__ = ["ADMIN_TOKEN_ENV", "register", "server_config"]
 
 ADMIN_TOKEN_ENV = "AIOSDK_ADMIN_TOKEN"
+KEYRING_ENV = "AIOSDK_KEYRING"  # the same name as aiosdk.server.keyring.KEYRING_ENV
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``aiosdk`` command line; return the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    status: int = args.run(args)
-    return status
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiosdk", description="aiosdk command line")
-    parser.add_argument("--version", action="version", version=f"aiosdk {__version__}")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-
+def register(commands: Subparsers) -> None:
+    """Add ``serve`` and ``admin-token`` to ``commands``."""
     serve = commands.add_parser(
         "serve",
         help="run the reference server (HTTP and gRPC)",
-        description="Run the aiosdk reference server, HTTP and gRPC, until SIGINT or SIGTERM.",
+        description="Run the aiosdk reference server, HTTP and gRPC, until SIGINT or SIGTERM."
+        " The database schema is upgraded on start.",
     )
-    _storage_arguments(serve)
+    storage_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--http-port", type=int, default=8000, help="HTTP port; 0 picks a free one")
     serve.add_argument("--grpc-port", type=int, default=50051, help="gRPC port; 0 picks a free one")
@@ -53,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
         " without one, the first start generates one and shows it once",
     )
     serve.add_argument(
+        "--keyring",
+        type=Path,
+        metavar="FILE",
+        help=f"the server's secret keys (a file of `aiosdk keyring generate`, mode 0600), for"
+        f" several server processes that must trust each other; or ${KEYRING_ENV} holding the"
+        " same JSON (default: DATA/keyring.json, generated on the first start)",
+    )
+    serve.add_argument(
         "--tls-cert", type=Path, metavar="PEM", help="certificate chain: serve HTTPS and gRPC/TLS"
     )
     serve.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
@@ -62,11 +61,30 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="logging level (default: info)",
     )
+    accounts = serve.add_argument_group("accounts", "sessions and anonymous access")
+    accounts.add_argument(
+        "--access-token-ttl",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="lifetime of a login session's access token; a refresh hands out the next one"
+        " (default: 900)",
+    )
+    accounts.add_argument(
+        "--session-ttl",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="longest life of a login session, refreshes included (default: 2592000, 30 days)",
+    )
+    accounts.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="let requests without credentials read public assets (default: refused)",
+    )
     limits = serve.add_argument_group(
         "limits", "what one client may take; the sizes are advertised in GET /api/v1/"
     )
     for flag, metavar, help_text in _LIMIT_FLAGS:
-        limits.add_argument(flag, metavar=metavar, type=_number, help=help_text)
+        limits.add_argument(flag, metavar=metavar, type=number, help=help_text)
     serve.set_defaults(run=_serve)
 
     admin_token = commands.add_parser(
@@ -78,26 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         "server on SQLite may accept a revoked admin token for up to a minute (its cache), one "
         "on PostgreSQL stops at once.",
     )
-    _storage_arguments(admin_token)
+    storage_arguments(admin_token)
     admin_token.add_argument(
         "--revoke-others", action="store_true", help="revoke every other admin token"
     )
     admin_token.set_defaults(run=_admin_token)
-    return parser
-
-
-def _storage_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("aiosdk-data"),
-        help="data directory, created if missing (default: ./aiosdk-data)",
-    )
-    parser.add_argument(
-        "--database",
-        metavar="URL",
-        help="SQLAlchemy async URL (default: sqlite+aiosqlite:///DATA/aiosdk.db)",
-    )
 
 
 # The flags of aiosdk.server.Limits: (flag, metavar, help). Limits checks the values; the
@@ -147,63 +150,59 @@ _LIMIT_FIELDS = {
     "idle_timeout": "http_idle_timeout_seconds",
     "grpc_idle_timeout": "grpc_idle_timeout_seconds",
 }
+_ACCOUNT_FIELDS = ("access_token_ttl", "session_ttl")
 
 
-def _number(text: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The server configuration ``aiosdk serve``'s arguments describe; raises
+    :class:`ValueError` for a value the server does not accept (and :class:`ImportError`
+    without the server extra)."""
+    from ..server import Limits, ServerConfig
+    from ..server.config import AccountSettings
+
+    given = {field: getattr(args, dest) for dest, field in _LIMIT_FIELDS.items()}
+    accounts = {field: getattr(args, field) for field in _ACCOUNT_FIELDS}
+    return ServerConfig(
+        data_dir=args.data,
+        database_url=args.database,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        admin_token=args.admin_token or None,
+        log_level=args.log_level,
+        limits=Limits(**{field: value for field, value in given.items() if value is not None}),
+        accounts=AccountSettings(
+            **{field: value for field, value in accounts.items() if value is not None},
+            allow_anonymous=args.allow_anonymous,
+        ),
+        keyring_file=args.keyring,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        from .server import Limits, ServerConfig  # the server's dependencies are an optional extra
-    except ImportError as exc:
-        print(
-            f"aiosdk serve needs the server extra: pip install -e '.[server]' ({exc})",
-            file=sys.stderr,
-        )
-        return 2
+        # The server's dependencies are an optional extra.
+        from ..server.keyring import KeyringError
 
-    given = {field: getattr(args, dest) for dest, field in _LIMIT_FIELDS.items()}
-    try:
-        limits = Limits(**{field: value for field, value in given.items() if value is not None})
+        config = server_config(args)
+    except ImportError as exc:
+        return server_extra_missing("serve", exc)
     except ValueError as exc:
-        print(f"aiosdk serve: {exc}", file=sys.stderr)
-        return 2
+        return fail("serve", exc)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = ServerConfig(
-            data_dir=args.data,
-            database_url=args.database,
-            host=args.host,
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            admin_token=args.admin_token or None,
-            log_level=args.log_level,
-            limits=limits,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-        )
-    except ValueError as exc:
-        print(f"aiosdk serve: {exc}", file=sys.stderr)
-        return 2
-    try:
         asyncio.run(_serve_until_signalled(config))
-    except OSError as exc:
-        print(f"aiosdk serve: cannot start: {exc}", file=sys.stderr)
-        return 1
+    except (KeyringError, OSError) as exc:
+        return fail("serve", f"cannot start: {exc}", 1)
     return 0
 
 
 async def _serve_until_signalled(config: ServerConfig) -> None:
-    from .server import Server
+    from ..server import Server
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -252,16 +251,11 @@ def _started(server: Server, config: ServerConfig) -> str:
 
 def _admin_token(args: argparse.Namespace) -> int:
     try:
-        from .server.admin import mint_admin_token_in
+        from ..server.admin import mint_admin_token_in
     except ImportError as exc:
-        print(f"aiosdk admin-token needs the server extra: pip install -e '.[server]' ({exc})")
-        return 2
+        return server_extra_missing("admin-token", exc)
     secret, revoked = asyncio.run(mint_admin_token_in(args.data, args.database, args.revoke_others))
     print(f"Admin token (shown once; only its hash is kept): {secret}")
     if args.revoke_others:
         print(f"Revoked {revoked} other admin token(s).")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

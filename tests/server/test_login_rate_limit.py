@@ -1,0 +1,221 @@
+"""Failed logins are limited per account and per client address: 429 with Retry-After, counted
+in the database even though the failing request rolls back, reset by a success (the account's
+count only), over after the window; Basic credentials count too, on HTTP and gRPC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import anyio
+import grpc
+import httpx
+import pytest
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aiosdk.server import Server, ServerConfig
+from aiosdk.server.accounts.models import LoginAttempts
+from aiosdk.server.config import AccountSettings
+
+from .conftest import assert_error, create_token, make_client
+from .grpcio_stubs import grpcio_stubs
+from .test_sessions import PASSWORD, basic, grpc_code, new_user, whoami
+
+pytestmark = pytest.mark.anyio
+
+PER_ACCOUNT = 3
+PER_ADDRESS = 8
+
+
+@pytest.fixture(scope="module")
+async def server(
+    database_url: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Server]:
+    """The module's server: 3 failures per account, 8 per address, in 60 s windows."""
+    accounts = AccountSettings(
+        login_failures_per_account=PER_ACCOUNT, login_failures_per_address=PER_ADDRESS
+    )
+    config = ServerConfig(
+        data_dir=tmp_path_factory.mktemp("data"), database_url=database_url, accounts=accounts
+    )
+    async with Server(config) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+async def no_failures_yet(database: async_sessionmaker[AsyncSession]) -> None:
+    """Every test starts with no failed logins counted (they all come from 127.0.0.1)."""
+    async with database() as session:
+        await session.execute(delete(LoginAttempts))
+        await session.commit()
+
+
+@pytest.fixture(scope="module")
+def grpcio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModuleType]]:
+    with grpcio_stubs(tmp_path_factory.mktemp("grpcio"), "status") as modules:
+        yield modules
+
+
+def key(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+async def failures(database: async_sessionmaker[AsyncSession], value: str) -> int:
+    """The failures counted under ``"user:<name>"`` or ``"addr:<ip>"``."""
+    async with database() as session:
+        found = await session.scalar(
+            select(LoginAttempts.failures).where(LoginAttempts.key == key(value))
+        )
+    return found or 0
+
+
+async def attempt(http: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    return await http.post("/auth/login", json={"username": username, "password": password})
+
+
+def assert_limited(response: httpx.Response, window: float = 60) -> int:
+    assert_error(response, 429, "rate_limited")
+    retry_after = int(response.headers["retry-after"])
+    assert 1 <= retry_after <= window
+    return retry_after
+
+
+async def test_an_account_s_failures_answer_429_with_retry_after(
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    database: async_sessionmaker[AsyncSession],
+) -> None:
+    alice, bob = await new_user(client), await new_user(client)
+    for _ in range(PER_ACCOUNT):
+        assert_error(await attempt(anonymous, alice, "wrong"), 401, "unauthenticated")
+    # Counted, though each of those requests failed (and rolled its own work back).
+    assert await failures(database, f"user:{alice}") == PER_ACCOUNT
+    assert await failures(database, "addr:127.0.0.1") == PER_ACCOUNT
+    # Now even the right password is refused, without being checked.
+    assert_limited(await attempt(anonymous, alice, PASSWORD))
+    assert_limited(await attempt(anonymous, alice, "wrong"))
+    assert await failures(database, f"user:{alice}") == PER_ACCOUNT  # a 429 is no failure
+    # Another account from the same address is not limited yet.
+    assert (await attempt(anonymous, bob, PASSWORD)).status_code == 200
+
+
+async def test_a_success_resets_the_account_s_count_not_the_address_s(
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    database: async_sessionmaker[AsyncSession],
+) -> None:
+    alice = await new_user(client)
+    for _ in range(2):
+        for _ in range(PER_ACCOUNT - 1):
+            assert_error(await attempt(anonymous, alice, "wrong"), 401, "unauthenticated")
+        assert (await attempt(anonymous, alice, PASSWORD)).status_code == 200
+        assert await failures(database, f"user:{alice}") == 0
+    assert await failures(database, "addr:127.0.0.1") == 2 * (PER_ACCOUNT - 1)
+
+
+async def test_an_address_s_failures_across_accounts_answer_429(
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    database: async_sessionmaker[AsyncSession],
+) -> None:
+    alice = await new_user(client)
+    api = await create_token(client, owner=alice)
+    for number in range(PER_ADDRESS):  # one guess each at many (unknown) accounts
+        response = await attempt(anonymous, f"guess-{number}", PASSWORD)
+        assert_error(response, 401, "unauthenticated")
+    assert await failures(database, "addr:127.0.0.1") == PER_ADDRESS
+    assert_limited(await attempt(anonymous, alice, PASSWORD))
+    assert_limited(await anonymous.post("/auth/login", json={"token": api["token"]}))
+
+
+async def test_bad_tokens_count_toward_the_address_limit(
+    anonymous: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
+) -> None:
+    for number in range(PER_ADDRESS):
+        response = await anonymous.post("/auth/login", json={"token": f"aio_guess{number}"})
+        assert_error(response, 401, "unauthenticated")
+    assert_limited(await anonymous.post("/auth/login", json={"token": "aio_another"}))
+
+
+async def test_concurrent_failures_are_all_counted(
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    database: async_sessionmaker[AsyncSession],
+) -> None:
+    alice = await new_user(client)
+    statuses: list[int] = []
+
+    async def fail() -> None:
+        statuses.append((await attempt(anonymous, alice, "wrong")).status_code)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(6):
+            group.start_soon(fail)
+    assert set(statuses) <= {401, 429}
+    assert await failures(database, f"user:{alice}") == statuses.count(401) >= PER_ACCOUNT
+    assert_limited(await attempt(anonymous, alice, PASSWORD))
+
+
+async def test_wrong_basic_credentials_count_on_http_and_grpc(
+    server: Server,
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    database: async_sessionmaker[AsyncSession],
+    grpcio: dict[str, ModuleType],
+) -> None:
+    alice = await new_user(client)
+    assert await whoami(server, basic(alice, "wrong")) == (401, None)
+    assert await whoami(server, basic(alice, "wrong again")) == (401, None)
+    code = await grpc_code(server, grpcio, basic(alice, "wrong once more"))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert await failures(database, f"user:{alice}") == PER_ACCOUNT
+    async with make_client(server, None) as http:
+        response = await http.get("/", headers={"Authorization": basic(alice, PASSWORD)})
+    assert_limited(response)
+    code = await grpc_code(server, grpcio, basic(alice, PASSWORD))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert_limited(await attempt(anonymous, alice, PASSWORD))
+
+
+async def test_names_no_user_can_have_are_refused_without_counting(
+    anonymous: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
+) -> None:
+    for name in ("admin", "public", "Alice", "-x", "x_", "a.b"):
+        response = await attempt(anonymous, name, PASSWORD)
+        assert assert_error(response, 401, "unauthenticated")["message"] == "Invalid credentials"
+    assert await failures(database, "addr:127.0.0.1") == 0
+
+
+@pytest.fixture
+async def short_window(
+    server: Server, database_url: str | None, tmp_path: Path
+) -> AsyncIterator[Server]:
+    """A server whose windows last 1 s, with 2 failures per account."""
+    accounts = AccountSettings(login_failures_per_account=2, login_window_seconds=1)
+    config = ServerConfig(
+        data_dir=tmp_path,
+        database_url=database_url,
+        admin_token=server.admin_token,
+        accounts=accounts,
+    )
+    async with Server(config) as running:
+        yield running
+
+
+async def test_the_limit_ends_with_its_window(short_window: Server) -> None:
+    server = short_window
+    async with make_client(server, server.admin_token) as admin, make_client(server, None) as anon:
+        alice = await new_user(admin)
+        for _ in range(2):
+            assert_error(await attempt(anon, alice, "wrong"), 401, "unauthenticated")
+        retry_after = assert_limited(await attempt(anon, alice, PASSWORD), window=1)
+        assert retry_after == 1
+        await anyio.sleep(1.05)
+        assert (await attempt(anon, alice, PASSWORD)).status_code == 200
+        # A failure after the window starts a new one: counted from 1 again.
+        assert_error(await attempt(anon, alice, "wrong"), 401, "unauthenticated")
+        assert (await attempt(anon, alice, PASSWORD)).status_code == 200

@@ -1,0 +1,387 @@
+"""Login sessions on the request path: renewal before expiry and on refusal, single-flight, for
+HTTP and gRPC, against a real server whose access tokens live 1.2 s.
+
+The server rounds a token's lifetime up to whole seconds (``expires_in`` 2), so for 0.6 s the
+client holds a token it believes good and the server refuses: there, only the server's 401 (or
+``UNAUTHENTICATED``) tells, as after a suspend or a server-side change. Past the client's own
+renewal time (1.8 s), it renews before sending. Renewals are counted from the server's own
+access log, not from anything in the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+
+import aiosdk
+from aiosdk._core import auth as flows
+from aiosdk._core.auth import AuthRequest
+from aiosdk._core.credentials import SessionCredential
+
+pytestmark = pytest.mark.anyio
+
+TTL = 1.2  # the server's access-token lifetime; the client is told 2 s (rounded up)
+REFUSED_WINDOW = 1.35  # past the server's expiry, before the client's own renewal time (1.8 s)
+EXPIRED = 1.9  # past the client's renewal time too
+
+
+class AccessLog(logging.Handler):
+    """The server's access-log lines (logger ``aiosdk.server``), as ``(method path, status)``."""
+
+    LINE = re.compile(r"^(\S+) (\S+) -> (\S+) in ")
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = self.LINE.match(record.getMessage())
+        if found:
+            self.lines.append((f"{found[1]} {found[2]}", found[3]))
+
+    def count(self, request: str, status: str | None = None) -> int:
+        return sum(1 for r, s in self.lines if r == request and (status is None or s == status))
+
+    async def settle(self, request: str, at_least: int, status: str | None = None) -> None:
+        """Wait until the server has logged ``at_least`` of ``request`` (it logs after it
+        answered, so the last lines may come a moment after the client has its answers)."""
+        with anyio.fail_after(5):
+            while self.count(request, status) < at_least:  # noqa: ASYNC110 - another thread logs
+                await anyio.sleep(0.02)
+
+
+REFRESH = "POST /api/v1/auth/refresh"
+PROFILE = "GET /api/v1/user"
+
+
+@pytest.fixture(scope="module")
+def short_server() -> Iterator[object]:
+    from aiosdk.server import ServerConfig, ServerThread
+    from aiosdk.server.config import AccountSettings
+
+    config = ServerConfig(accounts=AccountSettings(access_token_ttl=TTL))
+    with ServerThread(config) as thread:
+        yield thread
+
+
+@pytest.fixture
+def access_log() -> Iterator[AccessLog]:
+    logger = logging.getLogger("aiosdk.server")
+    handler, level = AccessLog(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.fixture
+async def admin(short_server: object) -> AsyncIterator[aiosdk.AsyncClient]:
+    async with aiosdk.AsyncClient(short_server.http_url, token=short_server.admin_token) as c:  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.fixture
+async def user(admin: aiosdk.AsyncClient) -> tuple[str, str]:
+    username, password = f"u-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    await admin.admin.create_user(username, password=password)
+    return username, password
+
+
+@pytest.fixture
+async def alice(
+    admin: aiosdk.AsyncClient,
+    user: tuple[str, str],
+    tmp_path: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[aiosdk.AsyncClient]:
+    monkeypatch.setenv("AIOSDK_CONFIG_DIR", str(tmp_path))
+    async with aiosdk.AsyncClient(admin.url) as client:
+        await client.login(username=user[0], password=user[1])
+        yield client
+
+
+def _session(client: aiosdk.AsyncClient) -> SessionCredential:
+    session = client._ctx.transport.auth.session
+    assert session is not None
+    return session
+
+
+async def _concurrently(n: int, call: object) -> list[object]:
+    results: list[object] = [None] * n
+
+    async def one(i: int) -> None:
+        results[i] = await call()  # type: ignore[operator]
+
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(one, i)
+    return results
+
+
+async def _sleep_since_login(client: aiosdk.AsyncClient, seconds: float) -> None:
+    issued = _session(client).expires_at - 2  # when the client received the token (expires_in 2)
+    await anyio.sleep(max(0.0, issued + seconds - time.time()))
+
+
+async def test_fifty_calls_on_a_token_known_to_be_expired_renew_it_once_before_sending(
+    alice: aiosdk.AsyncClient, access_log: AccessLog
+) -> None:
+    before = _session(alice)
+    await _sleep_since_login(alice, EXPIRED)
+    profiles = await _concurrently(50, alice.user_profile)
+    assert {p.username for p in profiles} == {before.username}  # type: ignore[attr-defined]
+    await access_log.settle(PROFILE, 50, "200")
+    await access_log.settle(REFRESH, 1)
+    assert access_log.count(REFRESH) == 1
+    await access_log.settle(REFRESH, 1, "200")
+    assert access_log.count(REFRESH, "200") == 1
+    assert access_log.count(PROFILE, "401") == 0  # renewed before sending: none was refused
+    after = _session(alice)
+    assert after.access_token != before.access_token
+    assert after.refresh_token != before.refresh_token
+    assert after.session_id == before.session_id
+
+
+async def test_fifty_calls_refused_with_an_expired_token_renew_it_once(
+    alice: aiosdk.AsyncClient, access_log: AccessLog
+) -> None:
+    before = _session(alice)
+    budget = alice._ctx.transport.budget.tokens
+    await _sleep_since_login(alice, REFUSED_WINDOW)
+    profiles = await _concurrently(50, alice.user_profile)
+    assert len({p.username for p in profiles}) == 1  # type: ignore[attr-defined]
+    await access_log.settle(PROFILE, 50, "200")
+    assert access_log.count(PROFILE, "401") >= 1  # the server refused the old token ...
+    assert access_log.count(REFRESH) == 1  # ... and one renewal answered every refusal
+    assert access_log.count(PROFILE, "200") == 50
+    assert _session(alice).access_token != before.access_token
+    # Sending a refused request once more is no retry: the budget did not pay for it.
+    assert alice._ctx.transport.budget.tokens >= budget
+
+
+async def test_a_refused_call_is_sent_again_even_with_retries_disabled(
+    alice: aiosdk.AsyncClient, access_log: AccessLog
+) -> None:
+    once = alice.with_options(retry_mode="disabled")
+    await _sleep_since_login(alice, REFUSED_WINDOW)
+    assert (await once.user_profile()).username
+    await access_log.settle(PROFILE, 1, "200")
+    assert access_log.count(PROFILE, "401") == 1
+    await access_log.settle(REFRESH, 1)
+    assert access_log.count(REFRESH) == 1
+
+
+async def test_grpc_calls_refused_as_unauthenticated_renew_once_and_use_the_new_token(
+    alice: aiosdk.AsyncClient, access_log: AccessLog
+) -> None:
+    assert (await alice.get_status()).version  # the channel is open, with the first token
+    await _sleep_since_login(alice, REFUSED_WINDOW)
+    statuses = await _concurrently(20, alice.get_status)
+    assert all(s.version for s in statuses)  # type: ignore[attr-defined]
+    await access_log.settle(REFRESH, 1)
+    assert access_log.count(REFRESH) == 1
+    # The renewed token reaches HTTP too, with no renewal of its own.
+    assert (await alice.user_profile()).username
+    await access_log.settle(PROFILE, 1, "200")
+    await access_log.settle(REFRESH, 1)
+    assert access_log.count(REFRESH) == 1
+    assert access_log.count(PROFILE, "401") == 0
+
+
+async def test_http_and_grpc_calls_together_share_one_renewal(
+    alice: aiosdk.AsyncClient, access_log: AccessLog
+) -> None:
+    assert (await alice.get_status()).version
+    await _sleep_since_login(alice, REFUSED_WINDOW)
+    async with anyio.create_task_group() as tg:
+        for _ in range(15):
+            tg.start_soon(alice.user_profile)
+            tg.start_soon(alice.get_status)
+    await access_log.settle(PROFILE, 15, "200")
+    await access_log.settle(REFRESH, 1)
+    assert access_log.count(REFRESH) == 1
+
+
+async def test_a_grpc_stream_refused_at_its_start_renews_and_opens_again(
+    alice: aiosdk.AsyncClient, access_log: AccessLog
+) -> None:
+    await _sleep_since_login(alice, REFUSED_WINDOW)
+    updates = [s async for s in alice.watch_status(interval=0.05, max_updates=2)]
+    assert len(updates) == 2
+    await access_log.settle(REFRESH, 1)
+    assert access_log.count(REFRESH) == 1
+
+
+async def test_a_session_that_ended_fails_every_waiting_call_after_one_attempt(
+    alice: aiosdk.AsyncClient, access_log: AccessLog, short_server: object
+) -> None:
+    # Its refresh token is used elsewhere: the server ends the session (a stolen token).
+    stolen = _session(alice).refresh_token.reveal()
+    url = f"{short_server.http_url}/api/v1/auth/refresh"  # type: ignore[attr-defined]
+    async with httpx.AsyncClient() as raw:
+        assert (await raw.post(url, json={"refresh_token": stolen})).status_code == 200
+        assert (await raw.post(url, json={"refresh_token": stolen})).status_code == 401  # reuse
+    await access_log.settle(REFRESH, 2)
+    errors = []
+
+    async def call() -> None:
+        with pytest.raises(aiosdk.InvalidTokenError) as info:
+            await alice.user_profile()
+        errors.append(info.value)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(call)
+    assert len(errors) == 20
+    assert all("has ended" in str(e) and "log in again" in str(e) for e in errors)
+    # The access tokens died with the session at once; the client tried to renew once.
+    await access_log.settle(REFRESH, 3)
+    assert access_log.count(REFRESH) == 3
+    await access_log.settle(REFRESH, 2, "401")
+    assert access_log.count(REFRESH, "401") == 2
+    for error in errors:
+        assert stolen not in str(error)
+        assert stolen not in repr(error)
+
+
+async def test_reusing_a_rotated_refresh_token_ends_the_session_on_http_and_grpc(
+    alice: aiosdk.AsyncClient, short_server: object
+) -> None:
+    old = _session(alice).refresh_token.reveal()
+    await alice.refresh()
+    renewed = _session(alice)
+    assert renewed.refresh_token.reveal() != old
+    assert (await alice.user_profile()).username  # the renewed session works
+    async with httpx.AsyncClient() as raw:
+        url = f"{short_server.http_url}/api/v1/auth/refresh"  # type: ignore[attr-defined]
+        assert (await raw.post(url, json={"refresh_token": old})).status_code == 401
+    async with aiosdk.AsyncClient(alice.url, token=renewed.access_token.reveal()) as holder:
+        with pytest.raises(aiosdk.InvalidTokenError):
+            await holder.user_profile()
+        with pytest.raises(aiosdk.InvalidTokenError):
+            await holder.get_status()
+    with pytest.raises(aiosdk.InvalidTokenError, match="log in again"):
+        await alice.refresh()
+
+
+async def test_logout_revokes_the_session_at_once_on_http_and_grpc(
+    alice: aiosdk.AsyncClient,
+) -> None:
+    token = _session(alice).access_token.reveal()
+    async with aiosdk.AsyncClient(alice.url, token=token) as holder:
+        assert (await holder.get_status()).version
+        assert (await holder.user_profile()).username
+        await alice.logout()
+        with pytest.raises(aiosdk.InvalidTokenError):
+            await holder.user_profile()
+        with pytest.raises(aiosdk.InvalidTokenError):
+            await holder.get_status()
+    with pytest.raises(aiosdk.AuthenticationError, match="login"):
+        await alice.user_profile()
+    await alice.logout()  # twice is once
+
+
+async def test_logging_out_of_an_expired_session_renews_it_to_revoke_it(
+    alice: aiosdk.AsyncClient, access_log: AccessLog, short_server: object
+) -> None:
+    await _sleep_since_login(alice, EXPIRED)
+    refresh_token = _session(alice).refresh_token.reveal()
+    await alice.logout()
+    await access_log.settle(REFRESH, 1, "200")
+    assert access_log.count(REFRESH, "200") == 1
+    async with httpx.AsyncClient() as raw:  # nothing of the session works any more
+        url = f"{short_server.http_url}/api/v1/auth/refresh"  # type: ignore[attr-defined]
+        assert (await raw.post(url, json={"refresh_token": refresh_token})).status_code == 401
+
+
+async def test_cancelling_the_call_that_renews_does_not_lose_the_session(
+    alice: aiosdk.AsyncClient, access_log: AccessLog
+) -> None:
+    auth = alice._ctx.transport.auth
+    await _sleep_since_login(alice, EXPIRED)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(alice.user_profile)
+        with anyio.fail_after(5):
+            while auth._flight is None:  # the renewal is on the wire
+                await anyio.lowlevel.checkpoint()
+        tg.cancel_scope.cancel()
+    # The renewal ran to its end: its answer (the only valid refresh token now) was kept.
+    assert (await alice.user_profile()).username
+    await alice.refresh()
+    assert (await alice.user_profile()).username
+    await access_log.settle(REFRESH, 2, "200")
+    assert access_log.count(REFRESH, "200") == 2
+    assert access_log.count(REFRESH, "401") == 0
+
+
+# -- the sans-I/O flows, driven without a server ---------------------------------------------
+
+
+def _grant(**changes: object) -> dict[str, object]:
+    answer: dict[str, object] = {
+        "access_token": "aio_access",
+        "refresh_token": "aio_refresh",
+        "token_type": "bearer",
+        "expires_in": 900,
+        "expires_at": "2030-01-01T00:00:00+00:00",
+        "session_id": "s1",
+        "username": "alice",
+    }
+    return {**answer, **changes}
+
+
+async def test_the_password_flow_asks_for_one_login_and_hides_the_password() -> None:
+    sent: list[AuthRequest] = []
+
+    async def send(request: AuthRequest) -> object:
+        sent.append(request)
+        return _grant()
+
+    session = await flows.run(flows.password_login("alice", aiosdk.Secret("hunter2!")), send)
+    assert [(r.method, r.path) for r in sent] == [("POST", "/auth/login")]
+    assert sent[0].body == {"username": "alice", "password": "hunter2!"}
+    assert "hunter2" not in repr(sent[0])
+    assert session.username == "alice"
+    assert session.session_id == "s1"
+    assert session.access_token.reveal() == "aio_access"
+    assert "aio_access" not in repr(session)
+    assert "aio_refresh" not in repr(session)
+    assert session.refresh_at < session.expires_at <= time.time() + 900
+
+
+async def test_the_refresh_flow_says_the_session_ended_when_refused() -> None:
+    session = SessionCredential.from_answer(_grant())
+
+    async def refuse(request: AuthRequest) -> object:
+        assert request.body == {"refresh_token": "aio_refresh"}
+        raise aiosdk.AuthenticationError("Invalid refresh token", status_code=401)
+
+    with pytest.raises(aiosdk.InvalidTokenError, match="session of 'alice' has ended"):
+        await flows.run(flows.refresh(session), refuse)
+
+
+@pytest.mark.parametrize(
+    "answer", [_grant(expires_in="soon"), {"access_token": "aio_x"}, _grant(expires_in=-1)]
+)
+def test_an_unusable_login_answer_is_a_protocol_error_that_shows_no_token(
+    answer: dict[str, object],
+) -> None:
+    with pytest.raises(aiosdk.ProtocolError) as info:
+        SessionCredential.from_answer(answer)
+    assert "aio_" not in str(info.value)
+
+
+def test_renewal_is_due_shortly_before_expiry() -> None:
+    long = SessionCredential.from_answer(_grant(expires_in=900), now=1000.0)
+    assert (long.refresh_at, long.expires_at) == (1870.0, 1900.0)  # 30 s ahead
+    short = SessionCredential.from_answer(_grant(expires_in=2), now=1000.0)
+    assert (short.refresh_at, short.expires_at) == (1001.8, 1002.0)  # a tenth of its life

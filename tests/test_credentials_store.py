@@ -1,0 +1,278 @@
+"""Remembered logins and saved profiles: where they go, who may read them, and that clients
+use them (and write renewals back), against the real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+import aiosdk
+from aiosdk._core.credentials import CredentialStore, SessionCredential, write_private
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions"),
+]
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "config"
+    monkeypatch.setenv("AIOSDK_CONFIG_DIR", str(path))
+    monkeypatch.delenv("AIOSDK_TOKEN", raising=False)
+    monkeypatch.delenv("AIOSDK_PROFILE", raising=False)
+    return path
+
+
+@pytest.fixture
+async def user(client: aiosdk.AsyncClient) -> tuple[str, str]:
+    username, password = f"r-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    await client.admin.create_user(username, password=password)
+    return username, password
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
+
+
+def _logins(config_dir: Path) -> list[Path]:
+    return [p for p in _files(config_dir / "sessions") if p.suffix == ".json"]
+
+
+def _stored(config_dir: Path) -> dict[str, object]:
+    [path] = _logins(config_dir)
+    data: dict[str, object] = json.loads(path.read_text())
+    return data
+
+
+def _session(client: aiosdk.AsyncClient) -> SessionCredential:
+    session = client._ctx.transport.auth.session
+    assert session is not None
+    return session
+
+
+async def test_nothing_is_written_without_remember(
+    client: aiosdk.AsyncClient, user: tuple[str, str], config_dir: Path
+) -> None:
+    async with aiosdk.AsyncClient(client.url) as c:
+        await c.login(username=user[0], password=user[1])
+        await c.refresh()
+        await c.user_profile()
+        await c.logout()
+        await c.login(username=user[0], password=user[1], no_session=True)
+        await c.logout()
+    assert not await anyio.Path(config_dir).exists()
+
+
+async def test_a_remembered_session_is_private_and_picked_up_by_clients_of_its_url(
+    client: aiosdk.AsyncClient, user: tuple[str, str], config_dir: Path
+) -> None:
+    username, password = user
+    async with aiosdk.AsyncClient(client.url) as c:
+        await c.login(username=username, password=password, remember=True)
+        first = _session(c)
+    sessions = config_dir / "sessions"
+    files = await anyio.to_thread.run_sync(_files, sessions)
+    assert sorted(p.name for p in files) == [
+        ".lock",
+        "http-127.0.0.1_" + client.url.rsplit(":", 1)[1] + ".json",
+    ]  # type: ignore[union-attr]
+    for directory in (config_dir, sessions):
+        assert await anyio.to_thread.run_sync(_mode, directory) == 0o700
+    for path in files:
+        assert await anyio.to_thread.run_sync(_mode, path) == 0o600
+    stored = await anyio.to_thread.run_sync(_stored, config_dir)
+    assert stored["url"] == client.url
+    text = json.dumps(stored)
+    assert password not in text  # never the password
+    assert first.refresh_token.reveal() in text
+
+    async with aiosdk.AsyncClient(client.url) as later:  # no token: the remembered login
+        assert (await later.user_profile()).username == username
+        assert (await later.get_status()).version
+        await later.refresh()  # a renewal is written back
+        renewed = _session(later)
+    stored = await anyio.to_thread.run_sync(_stored, config_dir)
+    assert stored["credential"]["refresh_token"] == renewed.refresh_token.reveal()  # type: ignore[index]
+    assert renewed.refresh_token != first.refresh_token
+
+    def blocking() -> None:  # the blocking facade reads the same store
+        with aiosdk.Client(client.url) as c:
+            assert c.user_profile().username == username
+            c.logout()  # ends the session and forgets it
+
+    await anyio.to_thread.run_sync(blocking)
+    assert await anyio.to_thread.run_sync(_logins, config_dir) == []
+    async with aiosdk.AsyncClient(client.url) as after:
+        with pytest.raises(aiosdk.AuthenticationError, match="login"):
+            await after.user_profile()
+
+
+async def test_an_explicit_token_wins_over_the_remembered_login(
+    client: aiosdk.AsyncClient, user: tuple[str, str], config_dir: Path
+) -> None:
+    async with aiosdk.AsyncClient(client.url) as c:
+        await c.login(username=user[0], password=user[1], remember=True)
+    async with aiosdk.AsyncClient(
+        client.url, token=client._ctx.transport.auth.credential.token
+    ) as admin:  # type: ignore[union-attr]
+        assert (await admin.user_profile()).is_admin
+    other = "http://127.0.0.1:1"  # another URL remembers nothing
+    async with aiosdk.AsyncClient(other) as stranger:
+        await stranger._ctx.transport.start()
+        assert stranger._ctx.transport.auth.credential is None
+
+
+async def test_clients_sharing_a_remembered_session_never_spend_a_refresh_token_twice(
+    client: aiosdk.AsyncClient, user: tuple[str, str], config_dir: Path
+) -> None:
+    async with aiosdk.AsyncClient(client.url) as c:
+        await c.login(username=user[0], password=user[1], remember=True)
+    async with aiosdk.AsyncClient(client.url) as a, aiosdk.AsyncClient(client.url) as b:
+        assert (await a.user_profile()).username == (await b.user_profile()).username
+        assert _session(a) == _session(b)  # the same tokens, from the store
+        await a.refresh()  # rotates: the refresh token b holds is spent now
+        await b.refresh()  # b finds a's renewal in the store, and renews with that
+        await a.refresh()  # and a with b's
+        assert (await a.user_profile()).username == user[0]  # the session lives
+        assert (await b.user_profile()).username == user[0]
+        stored = await anyio.to_thread.run_sync(_stored, config_dir)
+        assert stored["credential"]["refresh_token"] == _session(a).refresh_token.reveal()  # type: ignore[index]
+
+
+async def test_a_remembered_session_that_ended_elsewhere_is_forgotten(
+    client: aiosdk.AsyncClient, user: tuple[str, str], config_dir: Path, server: object
+) -> None:
+    async with aiosdk.AsyncClient(client.url) as c:
+        await c.login(username=user[0], password=user[1], remember=True)
+        refresh_token = _session(c).refresh_token.reveal()
+        await c.refresh()  # (rotated; the old one is spent)
+        await c.user_profile()  # (and the new tokens are in use)
+    async with httpx.AsyncClient() as raw:  # someone replays the spent one: the session ends
+        url = f"{server.http_url}/api/v1/auth/refresh"  # type: ignore[attr-defined]
+        assert (await raw.post(url, json={"refresh_token": refresh_token})).status_code == 401
+    async with aiosdk.AsyncClient(client.url) as later:
+        with pytest.raises(aiosdk.InvalidTokenError, match="log in again"):
+            await later.user_profile()
+    assert await anyio.to_thread.run_sync(_logins, config_dir) == []
+
+
+async def test_a_remembered_api_token(
+    client: aiosdk.AsyncClient, user: tuple[str, str], config_dir: Path
+) -> None:
+    async with aiosdk.AsyncClient(client.url) as c:
+        await c.login(username=user[0], password=user[1])
+        made = await c.tokens.create("remembered")
+        await c.login(token=made.secret, no_session=True, remember=True)
+    async with aiosdk.AsyncClient(client.url) as later:
+        assert (await later.user_profile()).username == user[0]
+        assert later._ctx.transport.auth.session is None
+        await later.logout()  # forgets it (an API token is not revoked by a logout)
+    assert await anyio.to_thread.run_sync(_logins, config_dir) == []
+    async with aiosdk.AsyncClient(client.url, token=made.secret.reveal()) as still:
+        assert (await still.user_profile()).username == user[0]
+    async with aiosdk.AsyncClient(client.url) as after:
+        with pytest.raises(aiosdk.AuthenticationError):
+            await after.user_profile()
+
+
+# -- the store's files -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+def test_private_files_are_written_atomically_and_owner_only(
+    tmp_path: Path, permissive_umask: None
+) -> None:
+    path = tmp_path / "lax" / "secret.json"
+    path.parent.mkdir(mode=0o777)
+    path.parent.chmod(0o777)
+    write_private(path, "one")
+    write_private(path, "two")
+    assert path.read_text() == "two"
+    assert _mode(path) == 0o600
+    assert _mode(path.parent) == 0o700
+    assert [p.name for p in path.parent.iterdir()] == ["secret.json"]  # no temporary left
+
+
+def test_the_store_ignores_files_it_cannot_use(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = CredentialStore(tmp_path)
+    url = "http://127.0.0.1:8000"
+    assert store.load(url) is None
+    store.path(url).write_text("{not json")
+    assert store.load(url) is None
+    assert "ignoring the remembered login" in caplog.text
+    other = {"version": 1, "url": "http://elsewhere:1", "credential": {"kind": "token"}}
+    store.path(url).write_text(json.dumps(other))
+    assert store.load(url) is None  # recorded for another URL
+    assert store.path("https://h:1/a b") != store.path("http://h:1/a b")
+    lock = store.lock()
+    lock.release()
+    lock.release()  # twice is fine
+
+
+# -- profiles --------------------------------------------------------------------------------
+
+
+def test_save_profile_writes_an_owner_only_file_that_from_profile_reads(
+    config_dir: Path, server: object, sync_client: aiosdk.Client
+) -> None:
+    url = server.http_url  # type: ignore[attr-defined]
+    token = sync_client.tokens.create("profile").secret
+    path = aiosdk.save_profile("lab", url=f"{url}/api/v1/", token=token, retry_mode="forceful")
+    aiosdk.save_profile('odd "name"\n', url="http://127.0.0.1:1")
+    assert path == config_dir / "profiles.toml"
+    assert _mode(path) == 0o600
+    assert _mode(config_dir) == 0o700
+    with aiosdk.Client.from_profile("lab") as c:
+        assert c.options.retry.mode is aiosdk.RetryMode.FORCEFUL
+        assert c.url == url
+        assert c.server_info().principal == "admin"
+    with aiosdk.Client.from_profile('odd "name"\n') as odd:
+        assert odd.url == "http://127.0.0.1:1"
+    aiosdk.save_profile("lab", url=url)  # replaced: no token now
+    with aiosdk.Client.from_profile("lab") as c, pytest.raises(aiosdk.AuthenticationError):
+        c.server_info()
+    with pytest.raises(aiosdk.ConfigurationError):
+        aiosdk.save_profile("bad", url="ftp://nowhere")
+    with pytest.raises(aiosdk.ConfigurationError, match="control character"):
+        aiosdk.save_profile("bad", url=url, token="aio_x\n")
+
+
+async def test_a_client_saves_its_profile_without_its_session(
+    client: aiosdk.AsyncClient, user: tuple[str, str], config_dir: Path
+) -> None:
+    async with aiosdk.AsyncClient(client.url, retry_mode="disabled") as c:
+        await c.login(username=user[0], password=user[1], remember=True)
+        await c.save_profile("mine")
+    text = await anyio.Path(config_dir / "profiles.toml").read_text()
+    assert "token" not in text
+    assert 'retry_mode = "disabled"' in text
+    # (from_profile reads profiles.toml as it is constructed: outside the event loop)
+    again = await anyio.to_thread.run_sync(aiosdk.AsyncClient.from_profile, "mine")
+    async with again:  # + the remembered session
+        assert (await again.user_profile()).username == user[0]
+    await client.save_profile("admin")  # an API token is saved with its profile
+    admin = await anyio.to_thread.run_sync(aiosdk.AsyncClient.from_profile, "admin")
+    async with admin:
+        assert (await admin.user_profile()).is_admin
