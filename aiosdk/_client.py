@@ -18,7 +18,7 @@ from ._core.errors import ConfigurationError
 from ._core.options import NOT_GIVEN, NotGiven, RequestOptions, TimeoutArg
 from ._core.retry import RetryMode, RetryPolicy
 from ._core.secrets import Secret
-from ._core.transport import Bootstrap, Transport
+from ._core.transport import Bootstrap, Transport, auth_timeout_for
 from ._embedded import EmbeddedServer
 from .accounts import organizations as _organizations
 from .accounts import session as _session
@@ -79,6 +79,8 @@ class AsyncClient:
         token: the API token; else ``AIOSDK_TOKEN``, else the profile, else a remembered login.
         retry_mode: ``"default"``, ``"forceful"`` or ``"disabled"`` (see :class:`RetryMode`).
         timeout: seconds each attempt may wait to connect, read, write or get a pooled connection.
+            Logins and session renewals always use this one (at least 10 s; 30 s for ``None``),
+            never a shorter one of :meth:`with_options`: a renewal cut short may end the session.
         deadline: seconds the whole call may take, every retry and backoff included.
         pool_threads: the most connections open at once (the pool's concurrency).
         verify: TLS verification: ``True``, ``False`` or a CA bundle path.
@@ -116,6 +118,7 @@ class AsyncClient:
                 http_transport=http_transport,
                 store=CredentialStore(),
                 remembered=True,
+                auth_timeout=auth_timeout_for(timeout),
             ),
             RequestOptions(RetryPolicy(settings.retry_mode)).merged(
                 timeout=timeout, deadline=deadline

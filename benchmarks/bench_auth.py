@@ -2,10 +2,11 @@
 user's API token and a user's password (Basic, a login without a session).
 
 The reference server runs as its own process (pinned to one core, the client to the other, as
-in bench_client.py). Every client calls ``GET /api/v1/user`` (who am I: authentication, then a
-read of the caller's account) and ``GET /api/v1/`` (authentication only); they take turns every
-10 calls so that drift in the machine hits them alike. Goal (issue 8): a session's call costs at
-most 1.05x the admin token's, ratio of median latencies.
+in bench_client.py). Every client makes the same calls, taking turns every 10 calls so that
+drift in the machine hits them alike: ``GET /api/v1/`` (authentication only) and
+``GET /api/v1/organizations/lab`` (authentication, then authorization: the admin token may read
+any organization, a user needs its membership, which the server looks up). Goal (issue 8): a
+session's call costs at most 1.05x the admin token's, ratio of median latencies.
 
     python benchmarks/bench_auth.py [--quick]
 """
@@ -26,15 +27,24 @@ from pathlib import Path
 import aiosdk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import ServerProcess, Table, default_server_command, machine_line, plan_pinning
+from _harness import (
+    Pinning,
+    ServerProcess,
+    Table,
+    default_server_command,
+    machine_line,
+    plan_pinning,
+)
 from bench_client import FULL, QUICK, Call, Plan, async_runner, interleaved_runs, progress
 
 GOAL_SESSION_RATIO = 1.05
 
 Endpoint = Callable[[aiosdk.AsyncClient], Call]
 ENDPOINTS: dict[str, Endpoint] = {
-    "GET /api/v1/user (user_profile)": lambda client: client.user_profile,
-    "GET /api/v1/ (server_info)": lambda client: client.server_info,
+    "GET /api/v1/ (server_info: authentication)": lambda client: client.server_info,
+    "GET /api/v1/organizations/lab (organization: + authorization)": (
+        lambda client: lambda: client.organization("lab")
+    ),
 }
 
 
@@ -43,6 +53,7 @@ async def clients(stack: AsyncExitStack, server: ServerProcess) -> dict[str, aio
     admin = await stack.enter_async_context(aiosdk.AsyncClient(server.url, token=server.token))
     password = secrets.token_urlsafe(16)
     await admin.admin.create_user("bench", password=password)
+    await admin.admin.create_organization("lab", owner="bench")
     session = await stack.enter_async_context(aiosdk.AsyncClient(server.url))
     await session.login(username="bench", password=password)
     token = await session.tokens.create("bench")
@@ -54,12 +65,12 @@ async def clients(stack: AsyncExitStack, server: ServerProcess) -> dict[str, aio
     return {"admin token": admin, "session": session, "API token": api_token, "basic": basic}
 
 
-async def run_all(server: ServerProcess, plan: Plan, quick: bool) -> Table:
+async def run_all(server: ServerProcess, pinning: Pinning, plan: Plan, quick: bool) -> Table:
     table = Table(label_width=40)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     table.title(f"aiosdk authorization benchmark ({'QUICK' if quick else 'full'} run), {now}")
     table.text(machine_line() + f", aiosdk {aiosdk.__version__}")
-    table.text(plan_pinning().describe())
+    table.text(pinning.describe())
     table.text(f"server: {shlex.join(server.argv).replace(server.token, '<token>')}")
     table.text(f"figures: median, min and max over {plan.runs} runs of {plan.calls} calls each")
     async with AsyncExitStack() as stack:
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     pinning.pin_client()
     with ServerProcess(default_server_command(), pinning, ["--log-level", "warning"]) as server:
         progress(f"server up at {server.url} (pid {server.pid}); {pinning.describe()}")
-        table = asyncio.run(run_all(server, plan, args.quick))
+        table = asyncio.run(run_all(server, pinning, plan, args.quick))
     table.text("")
     table.text(f"total time {time.perf_counter() - started:.0f} s")
     print(table.render(), flush=True)

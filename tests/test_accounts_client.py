@@ -334,6 +334,68 @@ async def test_no_session_logins_send_the_credentials_themselves(
         assert made.secret.reveal() not in text
 
 
+@pytest.fixture
+def strict_server() -> Iterator[object]:
+    """A server of its own that locks an account out after 3 failed logins (failed logins count
+    per client address too, and the session's server has only loopback clients)."""
+    from aiosdk.server import ServerConfig, ServerThread
+    from aiosdk.server.config import AccountSettings
+
+    config = ServerConfig(accounts=AccountSettings(login_failures_per_account=3))
+    with ServerThread(config) as thread:
+        yield thread
+
+
+def _answers(caplog: pytest.LogCaptureFixture, request: str, status: int) -> int:
+    """How many times the server's access log shows ``request`` answered with ``status``."""
+    line = f"{request} -> {status} in "
+    return sum(1 for r in caplog.records if r.name == "aiosdk.server" and line in r.getMessage())
+
+
+async def test_a_no_session_login_is_checked_before_the_pool_sends_it(
+    strict_server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiosdk.server")
+    url, admin_token = strict_server.http_url, strict_server.admin_token  # type: ignore[attr-defined]
+    async with aiosdk.AsyncClient(url, token=admin_token) as admin:
+        username, password = await _user(admin)
+    async with aiosdk.AsyncClient(url) as c:
+        await c.login(username=username, password=password)  # a session, in the shared pool
+        twin = c.with_options(retry_mode="disabled")
+        seen: list[object] = []
+
+        async def call() -> None:
+            try:
+                seen.append((await twin.user_profile()).username)
+            except aiosdk.AiosdkError as exc:
+                seen.append(exc)
+
+        async def wrong_login() -> None:
+            with pytest.raises(aiosdk.AuthenticationError):
+                await c.login(username=username, password="wrong password", no_session=True)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wrong_login)  # first: it is being checked while the calls go out
+            for _ in range(10):
+                tg.start_soon(call)
+        assert seen == [username] * 10  # all of them with the session, never the guess
+        assert c._ctx.transport.auth.session is not None  # still the session
+        with anyio.fail_after(5):  # (the server logs a request after answering it)
+            while (  # noqa: ASYNC110
+                _answers(caplog, "GET /api/v1/user", 200) < 10
+                or _answers(caplog, "GET /api/v1/user", 401) < 1
+            ):
+                await anyio.sleep(0.02)
+        await anyio.sleep(0.1)  # (any more would be logged by now)
+        # The guess went out once, with the check: none of the calls carried it.
+        assert _answers(caplog, "GET /api/v1/user", 401) == 1
+        assert _answers(caplog, "GET /api/v1/user", 200) == 10
+        # One failed login counted, not eleven: the account is not locked out.
+        await c.login(username=username, password=password, no_session=True)
+        assert c._ctx.transport.auth.session is None
+        assert (await twin.user_profile()).username == username
+
+
 async def test_wrong_credentials_get_one_message(client: aiosdk.AsyncClient) -> None:
     username, password = await _user(client)
     messages = set()

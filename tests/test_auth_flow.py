@@ -5,7 +5,8 @@ The server rounds a token's lifetime up to whole seconds (``expires_in`` 2), so 
 client holds a token it believes good and the server refuses: there, only the server's 401 (or
 ``UNAUTHENTICATED``) tells, as after a suspend or a server-side change. Past the client's own
 renewal time (1.8 s), it renews before sending. Renewals are counted from the server's own
-access log, not from anything in the client.
+access log, not from anything in the client. The logged-in clients reach the server's HTTP
+through a TCP proxy (``tests/faults``), which can answer late or lose an answer.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import logging
 import re
 import secrets
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
@@ -25,6 +28,9 @@ import aiosdk
 from aiosdk._core import auth as flows
 from aiosdk._core.auth import AuthRequest
 from aiosdk._core.credentials import SessionCredential
+
+if TYPE_CHECKING:
+    from faults.proxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +64,9 @@ class AccessLog(logging.Handler):
                 await anyio.sleep(0.02)
 
 
-REFRESH = "POST /api/v1/auth/refresh"
+REFRESH_PATH = "/api/v1/auth/refresh"
+LOGIN_PATH = "/api/v1/auth/login"
+REFRESH = f"POST {REFRESH_PATH}"
 PROFILE = "GET /api/v1/user"
 
 
@@ -97,14 +105,31 @@ async def user(admin: aiosdk.AsyncClient) -> tuple[str, str]:
 
 
 @pytest.fixture
+def proxy(short_server: object) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the server's HTTP (its gRPC is reached directly: a client goes
+    where ``GET /api/v1/`` says it listens)."""
+    from urllib.parse import urlsplit
+
+    from faults.proxy import TcpProxy  # (tests/faults: the fault-injection helpers)
+
+    address = urlsplit(short_server.http_url)  # type: ignore[attr-defined]
+    assert address.hostname is not None
+    assert address.port is not None
+    relay = TcpProxy(address.hostname, address.port).start()
+    yield relay
+    relay.stop()
+
+
+@pytest.fixture
 async def alice(
-    admin: aiosdk.AsyncClient,
+    proxy: TcpProxy,
     user: tuple[str, str],
     tmp_path: object,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[aiosdk.AsyncClient]:
+    """A client logged in as a user, through the proxy."""
     monkeypatch.setenv("AIOSDK_CONFIG_DIR", str(tmp_path))
-    async with aiosdk.AsyncClient(admin.url) as client:
+    async with aiosdk.AsyncClient(proxy.url) as client:
         await client.login(username=user[0], password=user[1])
         yield client
 
@@ -321,6 +346,104 @@ async def test_cancelling_the_call_that_renews_does_not_lose_the_session(
     await access_log.settle(REFRESH, 2, "200")
     assert access_log.count(REFRESH, "200") == 2
     assert access_log.count(REFRESH, "401") == 0
+
+
+@pytest.mark.parametrize("wire", ["http", "grpc"])
+async def test_a_renewal_has_the_clients_timeout_not_the_calls(
+    alice: aiosdk.AsyncClient, access_log: AccessLog, proxy: TcpProxy, wire: str
+) -> None:
+    quick = alice.with_options(timeout=0.4)  # fine for the call; too short for this renewal
+    call = quick.user_profile if wire == "http" else quick.get_status
+    if wire == "grpc":
+        assert (await alice.get_status()).version  # the channel is open, with the first token
+    # The server renews at once (spending the refresh token) and its answer comes 0.8 s late,
+    # as from a loaded server. On both wires the renewal is this HTTP request.
+    proxy.delay_responses_to(REFRESH_PATH, 0.8)
+    await _sleep_since_login(alice, REFUSED_WINDOW)
+    assert await call()  # refused, renewed (in 0.8 s), sent again
+    assert proxy.delayed == 1
+    await access_log.settle(REFRESH, 1)
+    assert access_log.count(REFRESH) == 1
+    assert access_log.count(REFRESH, "200") == 1
+    assert (await alice.user_profile()).username  # the session lives on
+
+
+async def test_a_login_has_the_clients_timeout_not_the_calls(
+    proxy: TcpProxy, user: tuple[str, str]
+) -> None:
+    proxy.delay_responses_to(LOGIN_PATH, 0.8)  # logged in at once, answered 0.8 s late
+    async with aiosdk.AsyncClient(proxy.url) as client:
+        await client.with_options(timeout=0.4).login(username=user[0], password=user[1])
+        assert proxy.delayed == 1
+        assert (await client.user_profile()).username == user[0]
+
+
+@pytest.mark.parametrize("when", ["before sending", "after a refusal"])
+async def test_a_refresh_whose_answer_was_lost_is_never_sent_again(
+    proxy: TcpProxy,
+    user: tuple[str, str],
+    access_log: AccessLog,
+    when: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: object,
+) -> None:
+    monkeypatch.setenv("AIOSDK_CONFIG_DIR", str(tmp_path))
+    async with aiosdk.AsyncClient(proxy.url) as client:
+        await client.login(username=user[0], password=user[1])
+        spent = _session(client).refresh_token.reveal()
+        await _sleep_since_login(client, EXPIRED if when == "before sending" else REFUSED_WINDOW)
+        # The server renews the session, and the proxy loses its answer (the client sees its
+        # connection reset); no other answer is lost.
+        proxy.drop_response_to(REFRESH_PATH)
+        with pytest.raises(aiosdk.InvalidTokenError, match=r"was lost.*log in again") as info:
+            await client.user_profile()
+        assert isinstance(info.value.__cause__, aiosdk.TransportError)
+        assert proxy.dropped == 1
+        await access_log.settle(REFRESH, 1, "200")  # the server did renew the session
+        with pytest.raises(aiosdk.InvalidTokenError, match="log in again"):
+            await client.user_profile()  # ... and the spent refresh token is not sent again
+        with pytest.raises(aiosdk.InvalidTokenError, match="log in again"):
+            await client.refresh()
+        await anyio.sleep(0.2)  # (anything sent would be logged by now)
+        assert access_log.count(REFRESH) == 1
+        await client.login(username=user[0], password=user[1])  # logging in again is the way
+        assert (await client.user_profile()).username == user[0]
+    for text in (str(info.value), repr(info.value)):
+        assert spent not in text
+
+
+async def test_each_call_that_waited_gets_an_error_of_its_own(
+    alice: aiosdk.AsyncClient, access_log: AccessLog, short_server: object
+) -> None:
+    stolen = _session(alice).refresh_token.reveal()
+    url = f"{short_server.http_url}/api/v1/auth/refresh"  # type: ignore[attr-defined]
+    async with httpx.AsyncClient() as raw:  # used elsewhere twice: the server ends the session
+        assert (await raw.post(url, json={"refresh_token": stolen})).status_code == 200
+        assert (await raw.post(url, json={"refresh_token": stolen})).status_code == 401
+    errors: list[aiosdk.InvalidTokenError] = []
+
+    async def call() -> None:
+        try:
+            await alice.user_profile()
+        except aiosdk.InvalidTokenError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(call)
+    with pytest.raises(aiosdk.InvalidTokenError) as later:  # after the renewal, too
+        await alice.user_profile()
+    errors.append(later.value)
+    assert len(errors) == 21
+    assert len({id(e) for e in errors}) == 21  # no object shared by two tasks
+    assert len({(type(e), str(e), e.status_code, e.request_id) for e in errors}) == 1
+    renewal = [e for e in errors if e.__cause__ is None or not isinstance(e.__cause__, type(e))]
+    assert len(renewal) == 1  # the renewal's own error; every other one is raised from it
+    for error in errors:
+        if error is not renewal[0]:
+            assert error.__cause__ is renewal[0]
+    depths = {len(traceback.extract_tb(e.__traceback__)) for e in errors if e is not renewal[0]}
+    assert max(depths) <= 40  # each traceback is one task's: it did not grow with the others'
 
 
 # -- the sans-I/O flows, driven without a server ---------------------------------------------

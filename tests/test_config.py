@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import aiosdk
+from aiosdk._core import credentials
 from aiosdk._core.credentials import TokenCredential
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 
 
 def sent_token(client: aiosdk.AsyncClient) -> aiosdk.Secret | None:
@@ -176,3 +186,108 @@ def test_configuration_mistakes_are_one_class() -> None:
         with pytest.raises(aiosdk.ConfigurationError) as info:
             mistake()
         assert isinstance(info.value, ValueError)  # a ValueError too, as before
+
+
+# -- saving profiles -------------------------------------------------------------------------
+
+
+def _read_profiles(directory: Path) -> dict[str, object]:
+    with (directory / "profiles.toml").open("rb") as f:
+        data: dict[str, object] = tomllib.load(f)
+    return data
+
+
+def test_save_profile_keeps_what_it_does_not_know(clean_env: Path) -> None:
+    write_profiles(
+        clean_env,
+        """# notes
+default = "lab"
+[profiles.lab]
+url = "http://lab.example:8000"
+token = "LAB"
+ca_bundle = "/etc/lab-ca.pem"  # a key of a newer aiosdk
+weights = [1, 2.5, -inf]
+when = 1979-05-27T07:32:00-08:00
+[profiles.lab.headers]
+x-team = "ml"
+[[profiles.lab.mirrors]]
+url = "http://mirror-1"
+[[profiles.lab.mirrors]]
+url = "http://mirror-2"
+[profiles.prod]
+url = "http://prod.example"
+token = "PROD"
+retry_mode = "forceful"
+[tool.other]
+setting = { nested = true }
+""",
+    )
+    before = _read_profiles(clean_env)
+    aiosdk.save_profile("new", url="http://new.example:1", retry_mode="disabled")
+    aiosdk.save_profile("lab", url="http://lab.example:9000")  # replaced: url, token, retry_mode
+    after = _read_profiles(clean_env)
+    lab_before = dict(before["profiles"]["lab"])  # type: ignore[index]
+    del lab_before["token"]
+    lab_before["url"] = "http://lab.example:9000"
+    assert after["profiles"] == {  # type: ignore[comparison-overlap]
+        "lab": lab_before,  # its unknown keys kept, its token gone (not given)
+        "prod": before["profiles"]["prod"],  # type: ignore[index]
+        "new": {"url": "http://new.example:1", "retry_mode": "disabled"},
+    }
+    assert after["default"] == "lab"
+    assert after["tool"] == before["tool"]
+    assert aiosdk.AsyncClient.from_profile("prod").options.retry.mode is aiosdk.RetryMode.FORCEFUL
+    assert aiosdk.AsyncClient.from_profile("new").url == "http://new.example:1"
+
+
+def _hold(path: Path) -> int:
+    """Hold ``path``'s lock as another process would (a file description of its own)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_save_profile_waits_for_the_lock_of_another_process(clean_env: Path) -> None:
+    held = _hold(clean_env / ".profiles.lock")
+    saving = threading.Thread(target=aiosdk.save_profile, args=("lab",), kwargs={"url": "http://x"})
+    try:
+        saving.start()
+        time.sleep(0.4)
+        assert saving.is_alive()  # waiting for the lock ...
+        assert not (clean_env / "profiles.toml").exists()  # ... before reading or writing
+    finally:
+        os.close(held)
+    saving.join(5)
+    assert not saving.is_alive()
+    assert _read_profiles(clean_env) == {"profiles": {"lab": {"url": "http://x"}}}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_save_profile_gives_up_on_a_lock_held_too_long_with_a_clear_error(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(credentials, "_LOCK_TIMEOUT", 0.3)
+    write_profiles(clean_env, '[profiles.old]\nurl = "http://old"\n')
+    held = _hold(clean_env / ".profiles.lock")
+    try:
+        with pytest.raises(aiosdk.ConfigurationError, match=r"another process.*try again"):
+            aiosdk.save_profile("lab", url="http://x")
+    finally:
+        os.close(held)
+    assert _read_profiles(clean_env) == {"profiles": {"old": {"url": "http://old"}}}
+
+
+def test_concurrent_saves_lose_no_profile(clean_env: Path) -> None:
+    names = [f"p{i}" for i in range(12)]
+    threads = [
+        threading.Thread(target=aiosdk.save_profile, args=(name,), kwargs={"url": "http://x"})
+        for name in names
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(_read_profiles(clean_env)["profiles"]) == sorted(names)  # type: ignore[call-overload]

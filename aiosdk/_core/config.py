@@ -11,7 +11,10 @@ Environment: ``AIOSDK_URL``, ``AIOSDK_TOKEN``, ``AIOSDK_PROFILE``. Profiles live
 
 from __future__ import annotations
 
+import datetime
+import math
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,6 +85,9 @@ def load_profile(name: str) -> Mapping[str, Any]:
 
 
 _PROFILE_KEYS = ("url", "token", "retry_mode")
+_PROFILES_LOCK = ".profiles.lock"
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_HEADER = "# aiosdk profiles: AsyncClient.from_profile(name); written by aiosdk.save_profile"
 
 
 def save_profile(
@@ -93,40 +99,154 @@ def save_profile(
 ) -> Path:
     """Save (or replace) the profile ``name`` in ``profiles.toml``; returns the file's path.
 
-    The file is rewritten whole, other profiles kept (comments are not), atomically and
-    owner-only (0600, in a 0700 directory), as every file aiosdk writes a token to. Blocks
-    (file I/O): from async code, use :meth:`aiosdk.AsyncClient.save_profile`.
+    The profile's ``url``, ``token`` and ``retry_mode`` are replaced (one not given is
+    removed). Everything else in the file is kept as it was: the other profiles, keys of any
+    profile that aiosdk does not know (this one's included), other tables. Comments are not:
+    the file is read with :mod:`tomllib`, which drops them, and written anew (aiosdk carries no
+    TOML writer that keeps them), so keep notes elsewhere. The new text is checked to read back
+    as exactly what was meant before it replaces the file.
+
+    The file is written atomically and owner-only (0600; a missing config directory is made
+    0700), as every file aiosdk writes a token to, under a lock between processes
+    (``.profiles.lock`` beside it), so that two saves at once never lose either profile. A lock
+    held elsewhere for ten seconds is a :class:`ConfigurationError`. Blocks (file I/O): from
+    async code, use :meth:`aiosdk.AsyncClient.save_profile`.
     """
-    from .credentials import write_private
+    from .credentials import LockTimeout, lock_file, private_directory, write_private
 
     if not isinstance(name, str) or not name.strip():
         raise ConfigurationError(f"a profile needs a name, not {name!r}")
-    entry: dict[str, str] = {"url": normalized_url(url)}
+    entry: dict[str, Any] = {"url": normalized_url(url)}
     if token is not None:
         entry["token"] = _token(token.reveal() if isinstance(token, Secret) else token).reveal()
     if retry_mode is not None:
         entry["retry_mode"] = RetryMode.coerce(retry_mode).value
-    path = config_dir() / "profiles.toml"
+    directory = config_dir()
+    path = directory / "profiles.toml"
+    try:
+        private_directory(directory)
+        lock = lock_file(directory / _PROFILES_LOCK)
+    except LockTimeout as exc:
+        raise ConfigurationError(
+            f"{path} is being changed by another process ({exc}): not saving profile {name!r}"
+            " without its lock; try again"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot lock {path} to save profile {name!r}: {exc}") from exc
+    try:
+        document = _read_document(path)
+        profiles = document.setdefault("profiles", {})
+        if not isinstance(profiles, dict):
+            raise ConfigurationError(
+                f"{path}: 'profiles' is not a table, so the file is left alone"
+            )
+        old = profiles.get(name)
+        if isinstance(old, dict):  # what aiosdk does not know of this profile, kept
+            entry.update((key, value) for key, value in old.items() if key not in _PROFILE_KEYS)
+        profiles[name] = entry
+        text = _toml_document(document)
+        if _comparable(tomllib.loads(text)) != _comparable(document):  # pragma: no cover
+            raise ConfigurationError(
+                f"{path} holds values aiosdk cannot write back faithfully: it is left alone"
+            )
+        write_private(path, text)
+    finally:
+        lock.release()
+    return path
+
+
+def _read_document(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
-            profiles = dict(tomllib.load(f).get("profiles", {}))
+            document: dict[str, Any] = tomllib.load(f)
     except FileNotFoundError:
-        profiles = {}
+        return {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path} is not valid TOML, so it is left alone: {exc}") from None
-    profiles[name] = entry
-    lines = [
-        "# aiosdk profiles: AsyncClient.from_profile(name); written by aiosdk.save_profile",
+    return document
+
+
+def _toml_document(document: Mapping[str, Any]) -> str:
+    """``document`` (what :mod:`tomllib` reads) as TOML text: tables as ``[a.b]`` sections,
+    arrays of tables as ``[[a]]``, anything else inline."""
+    lines = [_HEADER]
+    _toml_table(lines, (), document)
+    return "\n".join(lines) + "\n"
+
+
+def _is_table_array(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _toml_table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
+    inline = [
+        (key, value)
+        for key, value in table.items()
+        if not isinstance(value, dict) and not _is_table_array(value)
     ]
-    for profile, values in profiles.items():
-        lines.append("")
-        lines.append(f"[profiles.{_toml_string(str(profile))}]")
-        for key in _PROFILE_KEYS:
-            value = values.get(key) if isinstance(values, Mapping) else None
-            if value is not None:
-                lines.append(f"{key} = {_toml_string(str(value))}")
-    write_private(path, "\n".join(lines) + "\n")
-    return path
+    nested = len(inline) < len(table)
+    if path and (inline or not nested):  # (a table of tables only is made by its children)
+        lines += ["", f"[{_toml_path(path)}]"]
+    lines += [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in inline]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            _toml_table(lines, (*path, key), value)
+        elif _is_table_array(value):
+            for item in value:
+                lines += ["", f"[[{_toml_path((*path, key))}]]"]
+                _toml_array_item(lines, (*path, key), item)
+
+
+def _toml_array_item(lines: list[str], path: tuple[str, ...], item: Mapping[str, Any]) -> None:
+    # The [[path]] header is written: its keys, then its tables ([path.key] names the last item).
+    for key, value in item.items():
+        if not isinstance(value, dict) and not _is_table_array(value):
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in item.items():
+        if isinstance(value, dict) or _is_table_array(value):
+            _toml_table(lines, path, {key: value})
+
+
+def _toml_path(path: tuple[str, ...]) -> str:
+    return ".".join(_toml_key(part) for part in path)
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, datetime.date | datetime.time):  # (datetime is a date)
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        pairs = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + pairs + "}" if pairs else "{}"
+    raise ConfigurationError(f"cannot write {type(value).__name__} values to TOML")
+
+
+def _comparable(value: object) -> object:
+    """``value`` with NaNs made equal to each other (for the read-back check)."""
+    if isinstance(value, float) and math.isnan(value):
+        return ("nan", math.copysign(1.0, value))
+    if isinstance(value, dict):
+        return {key: _comparable(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
 
 
 def _toml_string(value: str) -> str:

@@ -10,37 +10,47 @@ Three kinds of credentials, each a frozen value whose secrets are :class:`Secret
 
 ``login(..., remember=True)`` keeps the credentials in a :class:`CredentialStore`: one JSON file
 per server in ``sessions/`` under the user config directory (``AIOSDK_CONFIG_DIR`` overrides
-it), the directory owner-only (0700) and every file owner-only (0600), written atomically (a
-temporary file renamed over the old one), so that a reader never sees half a file. A password
-is never written. :func:`write_private` is the one way files with secrets are written, profiles
-included. Everything here blocks (file I/O): async code calls it in a worker thread.
+it), every file owner-only (0600), written atomically (a temporary file renamed over the old
+one), so that a reader never sees half a file. A directory the store makes is made owner-only
+(0700); one that exists already is left as it is (``AIOSDK_CONFIG_DIR=$HOME`` must not change
+the home directory's mode). A stored login that another user owns, that the group or others may
+read, or that is a symbolic link is refused, never used. A password is never written.
+:func:`write_private` is the one way files with secrets are written, profiles included, and
+:func:`lock_file` the one lock between processes. Everything here blocks (file I/O): async code
+calls it in a worker thread.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import logging
 import os
 import re
+import secrets
+import stat
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ProtocolError
+from .errors import ConfigurationError, ProtocolError
 from .secrets import Secret
 
 __all__ = [
     "BasicCredential",
     "Credential",
     "CredentialStore",
+    "FileLock",
+    "LockTimeout",
     "SessionCredential",
     "TokenCredential",
+    "lock_file",
+    "private_directory",
     "write_private",
 ]
 
@@ -51,6 +61,13 @@ log = logging.getLogger("aiosdk")
 REFRESH_AHEAD = 30.0
 _STORE_VERSION = 1
 _LOCK_TIMEOUT = 10.0
+"""Seconds to wait for a lock held elsewhere (longer than a renewal's round trip), at most:
+then the wait fails with an error, and what needed the lock is not done without it."""
+LOCK_POLL = 0.05
+"""Seconds between two tries of a lock held elsewhere."""
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_POSIX = sys.platform != "win32"
 
 
 @dataclass(frozen=True)
@@ -173,21 +190,24 @@ def _from_store(data: Mapping[str, Any]) -> TokenCredential | SessionCredential:
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, readable and writable by its owner only.
 
-    The parent directory is made owner-only (0700) if it is ours to make; the text goes to a
-    temporary file in it (created 0600), flushed to disk, then renamed over ``path``: a
-    concurrent reader sees the old file or the new one, never a part, and the secret never
-    sits in a file others may read, not even for a moment.
+    Missing directories are made owner-only (0700); existing ones are left alone. The text
+    goes to a new temporary file beside ``path`` (created 0600, exclusively and without
+    following a symbolic link), flushed to disk, then renamed over ``path``: a concurrent
+    reader sees the old file or the new one, never a part, the secret never sits in a file
+    others may read, not even for a moment, and a symbolic link at ``path`` is replaced, never
+    followed (what it points to is not touched).
     """
     directory = path.parent
     private_directory(directory)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    temporary = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        if sys.platform != "win32":
-            os.chmod(temporary, 0o600)  # mkstemp's mode already; kept explicit
+        if _POSIX:
+            os.chmod(temporary, 0o600)  # the mode asked for already (a umask only removes bits)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -196,41 +216,148 @@ def write_private(path: Path, text: str) -> None:
 
 
 def private_directory(directory: Path) -> None:
-    """Make ``directory`` (and its parents) if missing; make it owner-only (0700).
+    """Make ``directory``, and its missing parents, owner-only (0700), as the XDG base
+    directory specification asks; a directory that exists already is left as it is (its mode
+    is its owner's choice: ``AIOSDK_CONFIG_DIR`` may name the home directory)."""
+    missing: list[Path] = []
+    current = directory
+    while not current.exists() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for made in reversed(missing):
+        try:
+            os.mkdir(made, 0o700)
+        except FileExistsError:  # made meanwhile by someone else: theirs
+            continue
+        if _POSIX:
+            os.chmod(made, 0o700)  # ours: exactly 0700, whatever the umask took away
 
-    Only ``directory`` itself is made private: its parents (``~/.config``, say) are not ours.
+
+def read_private(path: Path) -> str:
+    """The text of ``path``, a file with secrets: refused (a :class:`ConfigurationError`) if it
+    is a symbolic link, another user's file, or one the group or others may read or write.
+
+    Raises ``FileNotFoundError`` if there is no such file.
     """
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if sys.platform != "win32" and directory.stat().st_mode & 0o077:
-        os.chmod(directory, 0o700)
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except OSError as exc:
+        if _NOFOLLOW and exc.errno == errno.ELOOP:
+            raise ConfigurationError(
+                f"{path} is a symbolic link: refusing to read secrets through it; remove it and"
+                " log in again"
+            ) from None
+        raise
+    with os.fdopen(fd, "r", encoding="utf-8") as f:
+        if _POSIX:
+            info = os.fstat(f.fileno())
+            if info.st_uid != os.geteuid():
+                raise ConfigurationError(
+                    f"{path} belongs to another user (uid {info.st_uid}): refusing to use the"
+                    " login in it; remove it and log in again"
+                )
+            if info.st_mode & 0o077:
+                raise ConfigurationError(
+                    f"{path} is readable or writable by others (mode"
+                    f" {stat.S_IMODE(info.st_mode):04o}, not 0600): refusing to use the login in"
+                    " it, which others may have read; remove it (aiosdk logout) and log in"
+                    " again"
+                )
+        return f.read()
+
+
+class LockTimeout(TimeoutError):
+    """A lock was held elsewhere for longer than the caller would wait."""
+
+
+class FileLock:
+    """An exclusive ``flock`` on a lock file, held until :meth:`release`.
+
+    It may be released from another thread than the one that took it (a lock belongs to the
+    open file, not to a thread), so async code takes it in one worker thread and frees it later.
+    """
+
+    __slots__ = ("_fd", "path")
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path = path
+        self._fd = fd
+
+    def __repr__(self) -> str:
+        return f"<FileLock {str(self.path)!r} {'held' if self._fd is not None else 'free'}>"
+
+    @classmethod
+    def attempt(cls, path: Path) -> FileLock | None:
+        """Take the lock if it is free now (never waits); ``None`` if it is held elsewhere.
+
+        Raises ``OSError`` if the lock file cannot be opened (an unwritable directory, a
+        symbolic link in its place): whoever needs the lock must then do without what it
+        guards, never go on unlocked. Where ``fcntl`` is missing (Windows) there is no lock
+        between processes: the lock is granted at once.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return cls(path, None)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd)
+
+    def release(self) -> None:
+        """Free the lock (closing the file frees it); does nothing the second time."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def lock_file(path: Path, timeout: float | None = None) -> FileLock:
+    """Take the lock of ``path`` (a lock file), waiting up to ``timeout`` seconds (the default:
+    ten) while it is held elsewhere; then :class:`LockTimeout`. Blocks: call it in a thread."""
+    wait = _LOCK_TIMEOUT if timeout is None else timeout
+    deadline = time.monotonic() + wait
+    while True:
+        lock = FileLock.attempt(path)
+        if lock is not None:
+            return lock
+        if time.monotonic() + LOCK_POLL > deadline:
+            raise LockTimeout(f"the lock {path} has been held elsewhere for {wait:g} s")
+        time.sleep(LOCK_POLL)
 
 
 class CredentialStore:
     """Remembered logins, one file per server URL, in ``directory`` (blocking: use a thread).
 
     The default directory is ``sessions/`` in the user config directory (``AIOSDK_CONFIG_DIR``
-    overrides the latter). :meth:`locked` serializes the processes that renew one remembered
-    session, so that two of them never both spend its refresh token (the server would take the
-    second use for a stolen token and end the session).
+    overrides the latter). Its lock (:meth:`lock`, or :meth:`attempt_lock` once) serializes the
+    processes that renew one remembered session, so that two of them never both spend its
+    refresh token (the server would take the second use for a stolen token and end the
+    session): what cannot have the lock waits, and never renews without it.
     """
 
     def __init__(self, directory: Path | None = None) -> None:
-        private = [directory] if directory is not None else []
         if directory is None:
             from .config import config_dir
 
-            root = config_dir()
-            directory = root / "sessions"
-            private = [root, directory]
+            directory = config_dir() / "sessions"
         self.directory = directory
-        self._private = private  # made owner-only (0700) before a file goes in
 
     def _prepare(self) -> None:
-        for path in self._private:
-            private_directory(path)
+        private_directory(self.directory)  # made 0700 if missing; left alone if not
 
     def __repr__(self) -> str:
         return f"<CredentialStore {str(self.directory)!r}>"
+
+    @property
+    def lock_path(self) -> Path:
+        """The store's lock file."""
+        return self.directory / ".lock"
 
     def path(self, url: str) -> Path:
         """The file that holds ``url``'s login: a readable name (the file records the URL)."""
@@ -238,13 +365,20 @@ class CredentialStore:
         return self.directory / f"{name or 'server'}.json"
 
     def load(self, url: str) -> TokenCredential | SessionCredential | None:
-        """The remembered login of ``url``, if there is a usable one."""
+        """The remembered login of ``url``, if there is a usable one.
+
+        A file that is not one aiosdk wrote is ignored (with a warning). One that others may
+        read, another user's, or a symbolic link is refused: a :class:`ConfigurationError`
+        that says so, since its tokens may be known to others.
+        """
         path = self.path(url)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_private(path))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
+            if isinstance(exc, ConfigurationError):
+                raise
             log.warning("ignoring the remembered login in %s: %s", path, type(exc).__name__)
             return None
         try:
@@ -269,51 +403,20 @@ class CredentialStore:
             return False
         return True
 
-    def lock(self) -> StoreLock:
-        """Take the store's lock (between processes too); :meth:`StoreLock.release` frees it.
+    def attempt_lock(self) -> FileLock | None:
+        """Take the store's lock if it is free now; ``None`` if another process holds it.
 
-        Blocks up to a few seconds, then goes on without the lock: call it in a worker thread.
-        Where ``fcntl`` is missing (Windows), or the directory cannot be written, there is no
-        lock (what needs the directory then fails on its own, and says why).
+        Raises ``OSError`` if the store cannot be locked at all (its directory cannot be made
+        or written, its lock file is a symbolic link): see :meth:`FileLock.attempt`.
         """
-        try:
-            self._prepare()
-        except OSError as exc:
-            log.warning("the credential store %s is not usable: %s", self.directory, exc)
-        return StoreLock(self.directory)
+        self._prepare()
+        return FileLock.attempt(self.lock_path)
 
+    def lock(self, timeout: float | None = None) -> FileLock:
+        """Take the store's lock (between processes too); :meth:`FileLock.release` frees it.
 
-class StoreLock:
-    """An exclusive ``flock`` on the store's lock file, held until :meth:`release`.
-
-    It may be released from another thread than the one that took it (a lock belongs to the
-    open file, not to a thread), so async code takes it in one worker thread and frees it later.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self._fd: int | None = None
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            return
-        try:
-            fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            return
-        deadline = time.monotonic() + _LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    log.warning("the credential store's lock is held elsewhere; going on")
-                    break
-                time.sleep(0.02)
-        self._fd = fd
-
-    def release(self) -> None:
-        """Free the lock (closing the file frees it); does nothing the second time."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        Waits up to ``timeout`` seconds (ten by default) while another process holds it, then
+        raises :class:`LockTimeout`; never goes on without it. Blocks: call it in a thread.
+        """
+        self._prepare()
+        return lock_file(self.lock_path, timeout)

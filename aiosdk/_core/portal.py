@@ -17,6 +17,7 @@ import atexit
 import collections
 import contextvars
 import functools
+import inspect
 import operator
 import os
 import socket
@@ -291,7 +292,14 @@ def finished(step: Awaitable[T]) -> asyncio.Future[T]:
     started: list[asyncio.Task[None]] = []
     run = _run(step, future, waker)
     portal.submit(functools.partial(_start, loop, _callers_context(), run, started))
-    _wait(portal, waker, future.done, started, (future,))
+    try:
+        _wait(portal, waker, future.done, started, (future,))
+    except BaseException:
+        # Interrupted (Ctrl-C) before the loop ran a step of it: close the coroutine, or
+        # Python warns that it was never awaited.
+        if inspect.iscoroutine(step) and inspect.getcoroutinestate(step) == inspect.CORO_CREATED:
+            step.close()
+        raise
     if future.cancelled():
         raise _shutting_down()
     return future

@@ -39,10 +39,10 @@ from .config import API_PREFIX
 from .credentials import CredentialStore, TokenCredential
 from .http11 import AsyncioTransport, fast_transport_supported
 from .options import RequestOptions
-from .retry import RetryBudget, RetryMode, parse_retry_after
+from .retry import RetryBudget, RetryMode, RetryPolicy, parse_retry_after
 from .secrets import Secret, keep_credentials_out_of_hpack_logs
 
-__all__ = ["Bootstrap", "Transport"]
+__all__ = ["AUTH_TIMEOUT", "MIN_AUTH_TIMEOUT", "Bootstrap", "Transport", "auth_timeout_for"]
 
 log = logging.getLogger("aiosdk")
 keep_credentials_out_of_hpack_logs()  # gRPC metadata carries the credentials
@@ -70,6 +70,23 @@ _GRPC_CONFIG = Configuration(
     _http2_max_pings_without_data=0,  # a quiet server stream is pinged for as long as it lasts
     _http2_min_sent_ping_interval_without_data=GRPC_KEEPALIVE_INTERVAL,
 )
+AUTH_TIMEOUT = 30.0
+"""Seconds a login or renewal may wait to connect, read, write or get a pooled connection when
+the client's own timeout is ``None`` (a renewal cannot be cancelled, so it needs a bound)."""
+MIN_AUTH_TIMEOUT = 10.0
+"""The least such timeout, whatever the client's: a renewal cut short may lose the session."""
+
+
+def auth_timeout_for(timeout: float | None) -> float:
+    """The timeout of a client's logins and renewals, from the timeout it was made with.
+
+    Never a call's own (``with_options(timeout=0.5)``): the server may have spent the refresh
+    token when a too-short timeout gives up on its answer, which would end the session.
+    """
+    return AUTH_TIMEOUT if timeout is None else max(timeout, MIN_AUTH_TIMEOUT)
+
+
+_AUTH_RETRY = RetryPolicy(RetryMode.DEFAULT)  # with idempotent=False: only what was never sent
 _CLOSED = "this client is closed; make a new one"
 _KEY = "idempotency-key"
 _NO_CREDENTIALS = (
@@ -146,8 +163,14 @@ class Transport:
         bootstrap: Bootstrap | None = None,
         store: CredentialStore | None = None,
         remembered: bool = False,
+        auth_timeout: float = AUTH_TIMEOUT,
     ) -> None:
         self.url = url
+        # Logins and renewals: one fixed timeout, whatever the options of the call that needs
+        # them; no deadline (a renewal runs to its end, shielded from cancellation); retried
+        # only where the request certainly never went out (a refresh token is sent once).
+        self._auth_options = RequestOptions(retry=_AUTH_RETRY, timeout=auth_timeout)
+        self._auth_send: Callable[[AuthRequest], Awaitable[Any]] | None = None
         self._auth_headers: list[tuple[str, str]] = []
         self._grpc_metadata: dict[str, str] = {}
         self.auth = Auth(
@@ -475,8 +498,8 @@ class Transport:
 
         async def attempt() -> httpx.Response:
             pool = await self._http_pool()
-            if authenticate and auth.refresh_at is not None and time.time() >= auth.refresh_at:
-                await auth.ensure_fresh(self.auth_sender(options))
+            if authenticate and auth.renewal_due():
+                await auth.ensure_fresh(self.auth_sender())
             replayed = False
             while True:
                 generation = auth.generation
@@ -519,7 +542,7 @@ class Transport:
                         response.status_code == 401
                         and authenticate
                         and not replayed
-                        and await auth.recover(generation, self.auth_sender(options))
+                        and await auth.recover(generation, self.auth_sender())
                     ):
                         replayed = True  # refused before it was applied: send it once more
                         continue
@@ -578,17 +601,28 @@ class Transport:
         # a generator per request, for what is nearly always a constant).
         return [("Host", url.netloc.decode("ascii")), *_DEFAULT_HEADERS]
 
-    def auth_sender(self, options: RequestOptions) -> Callable[[AuthRequest], Awaitable[Any]]:
+    @property
+    def auth_timeout(self) -> float | None:
+        """The timeout of logins and renewals (see :func:`auth_timeout_for`)."""
+        return self._auth_options.timeout
+
+    def auth_sender(self) -> Callable[[AuthRequest], Awaitable[Any]]:
         """How :class:`~.auth.Auth` sends its requests: this path, without credentials.
 
-        A login or a renewal is never retried once it may have reached the server (a renewal
-        that was applied spends the refresh token, so a second one would end the session), and
-        it has its own deadline: the call that needed it may be cancelled meanwhile.
+        Whatever the options of the call that needs it, a login or a renewal has the client's
+        own timeout (at least :data:`MIN_AUTH_TIMEOUT`), no deadline (the call may be cancelled
+        meanwhile: a renewal runs on, shielded), and is retried only where it certainly never
+        reached the server: a renewal that was applied spent the refresh token, and the server
+        takes a second use for a stolen token's (it replays no answer of these public routes,
+        ``Idempotency-Key`` or not). It is never sent again once it may have gone out.
         """
-        retry = options.retry
-        if retry.mode is RetryMode.FORCEFUL:
-            retry = replace(retry, mode=RetryMode.DEFAULT)
-        auth_options = replace(options, retry=retry, deadline=None)
+        send = self._auth_send
+        if send is None:
+            send = self._auth_send = self._make_auth_sender()
+        return send
+
+    def _make_auth_sender(self) -> Callable[[AuthRequest], Awaitable[Any]]:
+        auth_options = self._auth_options
 
         async def send(request: AuthRequest) -> Any:
             response = await self.request(
@@ -688,8 +722,8 @@ class Transport:
 
         async def attempt() -> T:
             channel = await self._grpc_channel(options)
-            if auth.refresh_at is not None and time.time() >= auth.refresh_at:
-                await auth.ensure_fresh(self.auth_sender(options))
+            if auth.renewal_due():
+                await auth.ensure_fresh(self.auth_sender())
             replayed = False
             while True:
                 generation = auth.generation
@@ -703,7 +737,7 @@ class Transport:
                         not replayed
                         and isinstance(exc, GRPCError)
                         and exc.status is Status.UNAUTHENTICATED
-                        and await auth.recover(generation, self.auth_sender(options))
+                        and await auth.recover(generation, self.auth_sender())
                     ):
                         replayed = True  # refused before it was applied: send it once more
                         continue
@@ -745,8 +779,8 @@ class Transport:
         async for attempt in retrying:
             with attempt:
                 channel = await self._grpc_channel(options)
-                if auth.refresh_at is not None and time.time() >= auth.refresh_at:
-                    await auth.ensure_fresh(self.auth_sender(options))
+                if auth.renewal_due():
+                    await auth.ensure_fresh(self.auth_sender())
                 replayed = False
                 while True:
                     generation = auth.generation
@@ -773,7 +807,7 @@ class Transport:
                             and not replayed
                             and isinstance(exc, GRPCError)
                             and exc.status is Status.UNAUTHENTICATED
-                            and await auth.recover(generation, self.auth_sender(options))
+                            and await auth.recover(generation, self.auth_sender())
                         ):
                             replayed = True  # refused at the start: open it once more
                             continue

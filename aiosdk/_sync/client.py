@@ -46,6 +46,8 @@ class Client(Twin):
         token: the API token; else ``AIOSDK_TOKEN``, else the profile, else a remembered login.
         retry_mode: ``"default"``, ``"forceful"`` or ``"disabled"`` (see :class:`RetryMode`).
         timeout: seconds each attempt may wait to connect, read, write or get a pooled connection.
+            Logins and session renewals always use this one (at least 10 s; 30 s for ``None``),
+            never a shorter one of :meth:`with_options`: a renewal cut short may end the session.
         deadline: seconds the whole call may take, every retry and backoff included.
         pool_threads: the most connections open at once (the pool's concurrency).
         verify: TLS verification: ``True``, ``False`` or a CA bundle path.

@@ -3,7 +3,8 @@
 A login replaces the credentials of the client's pool (shared with its
 :meth:`~aiosdk.AsyncClient.with_options` twins): a session (a short-lived access token renewed
 by a refresh token, see :mod:`aiosdk._core.auth`), or, with ``no_session=True``, the API token
-or the username and password themselves, sent with every request.
+or the username and password themselves, sent with every request. Either way the new
+credentials replace the old ones only once the server took them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from .._core import auth
 from .._core.config import normalized_url
 from .._core.context import ClientContext
 from .._core.credentials import BasicCredential, Credential, TokenCredential
-from .._core.errors import AuthenticationError, BadRequestError, ConfigurationError
+from .._core.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ProtocolError,
+)
 from .._core.secrets import Secret
 from .users import User
 
@@ -80,7 +86,7 @@ async def login(
             else auth.password_login(str(username), secret_password)  # type: ignore[arg-type]
         )
         try:
-            credential = await auth.run(flow, transport.auth_sender(ctx.options))
+            credential = await auth.run(flow, transport.auth_sender())
         except BadRequestError as exc:
             if secret_token is None:
                 raise
@@ -98,15 +104,28 @@ async def login(
 
 
 async def _check(ctx: ClientContext, credential: Credential) -> None:
-    """Use ``credential`` if the server takes it (``GET /user``); else keep what was used."""
-    state = ctx.transport.auth
-    previous, remembered_at = state.credential, state.remembered_at
-    state.use(credential)
+    """Use ``credential`` if the server takes it (``GET /user``, sent with ``credential``
+    itself); else keep what was used.
+
+    The pool's credentials change only once the server took the new ones: the calls that its
+    :meth:`~aiosdk.AsyncClient.with_options` twins make meanwhile go out with the old ones, and
+    never with a password not checked yet (each refusal of which the server would count as a
+    failed login of that account).
+    """
+    response = await ctx.transport.request(
+        "GET",
+        "/user",
+        options=ctx.options,
+        headers={"Authorization": credential.authorization},
+        authenticate=False,
+    )
     try:
-        state.cache["user"] = await ctx.fetch("GET", "/user", User._from_json)
-    except BaseException:
-        state.use(previous, remembered_at=remembered_at)
-        raise
+        user = User._from_json(response.json())
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"GET /user: unexpected response: {type(exc).__name__}") from exc
+    state = ctx.transport.auth
+    state.use(credential)
+    state.cache["user"] = user
 
 
 async def logout(ctx: ClientContext) -> None:
@@ -126,7 +145,7 @@ async def refresh(ctx: ClientContext) -> None:
     """See :meth:`aiosdk.AsyncClient.refresh`."""
     transport = ctx.transport
     await transport.start()
-    await transport.auth.refresh(transport.auth_sender(ctx.options))
+    await transport.auth.refresh(transport.auth_sender())
 
 
 async def logout_remembered(url: str) -> bool:

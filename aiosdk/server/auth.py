@@ -60,9 +60,9 @@ class Principal:
     """``None``: everything ``name`` may do; ``"read"``: reads only."""
     session_id: str | None = None
     """The login session of an access token; ``None`` for an API or admin token."""
-    login_token_expires_at: datetime | None = None
-    """For an access token of a session opened by a token login: the expiry of that API token
-    (``None``: it never expires, or the session was opened with a password)."""
+    session_expires_at: datetime | None = None
+    """For an access token of a session: when the session ends (never later than the API token
+    a token login opened it with); ``None`` otherwise."""
 
     @property
     def read_only(self) -> bool:
@@ -73,8 +73,11 @@ class Principal:
     def mint_limit(self) -> datetime | None:
         """The latest expiry of a token this principal creates (``None``: no limit). A token
         never outlives the credential it is made with: an API token's expiry; a session's access
-        token stands for its login (a password: no limit; an API token: that token's expiry)."""
-        return self.login_token_expires_at if self.session_id is not None else self.expires_at
+        token stands for its session (which may be refreshed until it ends, but not past that):
+        the session's end."""
+        if self.session_id is not None:
+            return self.session_expires_at or self.expires_at
+        return self.expires_at
 
 
 def generate_token() -> str:
@@ -88,7 +91,8 @@ def hash_token(secret: str) -> str:
     Tokens are 256-bit random values, so one round of SHA-256 is enough: there is nothing to
     brute-force, and lookups by hash stay a single indexed query.
     """
-    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+    # (any text hashes, lone surrogates included: it is only ever looked up, never decoded)
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def parse_bearer(authorization: str | None) -> str | None:
@@ -113,7 +117,7 @@ def parse_basic(authorization: str | None) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # (non-ASCII base64 raises a plain ValueError)
         return None
     username, colon, password = decoded.partition(":")
     if not colon or not username:

@@ -32,10 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from .accounts.models import LoginSession, User
-from .accounts.passwords import verify_password
 from .accounts.ratelimit import LoginLimiter, could_be_a_user
 from .auth import Principal, hash_token
 from .config import AccountSettings
+from .keyring import Keyring
 from .logs import logger
 from .notify import MISSED, Notifier
 from .storage import Token, utcnow
@@ -72,10 +72,12 @@ class Authenticator:
         notifier: Notifier,
         *,
         accounts: AccountSettings | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self._sessions = sessions
         self._notifier = notifier
-        self._limiter = LoginLimiter(sessions, accounts or AccountSettings())
+        # (the server's keyring: every process on the database must key the counts alike)
+        self._limiter = LoginLimiter(sessions, accounts or AccountSettings(), keyring)
         self._cache: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
         self._generation = 0  # bumped by every invalidation: a lookup racing one is not cached
         self._touching: set[asyncio.Task[None]] = set()
@@ -120,7 +122,7 @@ class Authenticator:
         """
         if not could_be_a_user(username):
             return None
-        pair = f"{username}\x00{password}".encode("utf-8", "surrogateescape")
+        pair = f"{username}\x00{password}".encode("utf-8", "surrogatepass")
         digest = _BASIC + hmac.new(self._basic_key, pair, hashlib.sha256).hexdigest()
         entry = self._cache.get(digest) if self._notifier.listening else None
         if entry is not None and time.monotonic() - entry.cached_at < _CACHE_TTL:
@@ -139,15 +141,10 @@ class Authenticator:
         self, digest: str, username: str, password: str, address: str | None
     ) -> Principal | None:
         generation = self._generation
-        await self._limiter.check(username, address)
-        async with self._sessions() as session:
-            user = await session.scalar(select(User).where(User.username == username))
-        matches = await verify_password(user.password_hash if user else None, password)
-        if user is None or not matches or user.disabled_at is not None:
-            await self._limiter.failed(username, address)
+        verified = await self._limiter.check_password(username, password, address)
+        if verified is None:
             return None
-        await self._limiter.succeeded(username)
-        principal = Principal(name=user.username, is_admin=False, token_id="")
+        principal = Principal(name=verified.username, is_admin=False, token_id="")
         if generation == self._generation:
             self._remember(digest, _Entry(principal, time.monotonic(), None))
         return principal
@@ -200,7 +197,6 @@ class Authenticator:
                         LoginSession.revoked_at,
                         LoginSession.expires_at,
                         login_token.revoked_at,
-                        login_token.expires_at,
                     )
                     .outerjoin(User, User.username == Token.owner)
                     .outerjoin(LoginSession, LoginSession.id == Token.session_id)
@@ -210,7 +206,7 @@ class Authenticator:
             ).first()
             if found is None:
                 return None, None
-            token, disabled_at, ended_at, session_end, login_revoked_at, login_expires_at = found
+            token, disabled_at, ended_at, session_end, login_revoked_at = found
             if token.revoked_at is not None or disabled_at is not None:
                 return None, None
             if token.expires_at is not None and token.expires_at <= now:
@@ -233,7 +229,8 @@ class Authenticator:
             expires_at=token.expires_at,
             scope=token.scope,
             session_id=token.session_id,
-            login_token_expires_at=login_expires_at,
+            # (a session ends no later than the API token a token login opened it with)
+            session_expires_at=session_end if token.session_id is not None else None,
         )
         return principal, last_used_at
 

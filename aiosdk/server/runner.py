@@ -20,6 +20,7 @@ import uvicorn
 
 from .auth import AdminTokenState, ensure_admin_token
 from .authenticator import Authenticator
+from .authorization import Callers
 from .config import Limits, ServerConfig
 from .connections import ConnectionSlots, default_max_connections, log_accept_errors
 from .grpc import GrpcServer
@@ -204,8 +205,9 @@ class Server:
         self._admin = await ensure_admin_token(sessions, config.admin_token)
 
         notifier = Notifier(engine)
-        # (it subscribes to the notifier: before the start)
-        authenticator = Authenticator(sessions, notifier, accounts=config.accounts)
+        # (they subscribe to the notifier: before the start)
+        authenticator = Authenticator(sessions, notifier, accounts=config.accounts, keyring=keyring)
+        callers = Callers(notifier)
         await notifier.start()
         stack.push_async_callback(notifier.aclose)
         stack.push_async_callback(authenticator.aclose)
@@ -213,6 +215,7 @@ class Server:
         state = ServerState(
             sessions=sessions,
             authenticator=authenticator,
+            callers=callers,
             grpc_host=config.host,
             grpc_port=self._grpc_port,
             grpc_tls=config.tls,
@@ -238,7 +241,7 @@ class Server:
             self._exit_stack.push_async_callback(_remove_tree, path)
             return path
         configured = await anyio.Path(self.config.data_dir).absolute()
-        await configured.mkdir(parents=True, exist_ok=True)
+        await configured.mkdir(mode=0o700, parents=True, exist_ok=True)  # its owner's alone
         return Path(configured)
 
     async def _start_http(self, state: ServerState, sock: socket.socket) -> None:
@@ -255,6 +258,9 @@ class Server:
             log_level=self.config.log_level,
             access_log=False,
             server_header=False,
+            # X-Forwarded-For from loopback would let any local process pick its address (and
+            # so its own login rate limit); the peer's address is the client's.
+            proxy_headers=False,
             timeout_graceful_shutdown=_HTTP_GRACEFUL_SHUTDOWN_SECONDS,
             ssl_certfile=self.config.tls_cert,
             ssl_keyfile=self.config.tls_key,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .authenticator import Authenticator
+from .authorization import Callers
 from .config import AccountSettings, Limits
 from .keyring import Keyring
 
@@ -45,3 +46,6 @@ class ServerState:
     keyring: Keyring = field(default_factory=Keyring.generate)
     """The server's secret keys: sign and verify what the server hands out (see
     :mod:`aiosdk.server.keyring`). A state made without one gets a fresh keyring of its own."""
+    callers: Callers = field(default_factory=Callers)
+    """Who each request's caller is and what it may do where (see
+    :mod:`aiosdk.server.authorization`). A state made without one caches nothing."""

@@ -35,7 +35,8 @@ class TokenCreate(BaseModel):
     token's expiry is capped at the same instant (a longer ``expires_in``, or none, is clamped
     rather than refused; the response's ``expires_at`` tells the outcome). A short-lived or
     leaked token therefore cannot mint a longer-lived one. A session's access token counts as
-    its session: what it creates expires no later than the session.
+    its session: what it creates expires no later than the session (not its access token's
+    own, short, expiry: the session is refreshed past that, but never past its end).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -48,7 +49,7 @@ class TokenCreate(BaseModel):
         le=MAX_EXPIRES_IN,
         description=(
             "Lifetime in seconds; null: forever. Capped at the expiry of the token making the"
-            " request, if it has one."
+            " request, if it has one (for a login session's access token: the session's end)."
         ),
     )
     owner: str | None = Field(
@@ -88,7 +89,8 @@ async def create_token(
     session: AsyncSession, principal: Principal, request: TokenCreate
 ) -> tuple[Token, str]:
     """Mint a token for the caller (or, for an admin, for ``request.owner``); returns the stored
-    token and its secret, the only copy there will ever be."""
+    token and its secret, the only copy there will ever be. Its expiry is capped at
+    ``principal.mint_limit`` (see :class:`TokenCreate`)."""
     owner = request.owner or principal.name
     if owner != principal.name and not principal.is_admin:
         raise PermissionDeniedError("Only an admin may create tokens for another principal")

@@ -1,5 +1,6 @@
-"""The authorization layer: the pure asset matrix (no server), then namespace checks against the
-real database of a running server (accounts arranged through the HTTP API)."""
+"""The authorization layer: the pure asset matrix (no server), then namespace checks of callers
+loaded from the real database of a running server (accounts arranged through the HTTP API).
+(Caching callers: test_authorization_cache.py.)"""
 
 from __future__ import annotations
 
@@ -240,6 +241,11 @@ async def session(database: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
         yield opened
 
 
+async def loaded(session: AsyncSession, who: Principal | None) -> Caller | None:
+    """The caller ``who`` is, as the database has it (``None``: anonymous)."""
+    return None if who is None else await caller_of(session, who)
+
+
 @pytest.mark.anyio
 async def test_actions_in_namespaces(world: World, session: AsyncSession) -> None:
     w = world
@@ -265,7 +271,7 @@ async def test_actions_in_namespaces(world: World, session: AsyncSession) -> Non
         (None, w.alice, NONE),
     ]
     for who, namespace, expected in cases:
-        assert await actions_in(session, who, namespace) == expected, (who, namespace)
+        assert actions_in(await loaded(session, who), namespace) == expected, (who, namespace)
 
 
 @pytest.mark.anyio
@@ -273,25 +279,30 @@ async def test_require_hides_what_the_caller_cannot_read(
     world: World, session: AsyncSession
 ) -> None:
     w = world
-    assert await require(session, principal(w.bob), w.lab, WRITE) == RW
-    assert await require(session, principal(w.alice), w.lab, ADMIN) == RWA
+    bob, alice = (
+        await caller_of(session, principal(w.bob)),
+        await caller_of(session, principal(w.alice)),
+    )
+    alice_read = await caller_of(session, principal(w.alice, scope="read"))
+    assert require(bob, w.lab, WRITE) == RW
+    assert require(alice, w.lab, ADMIN) == RWA
     with pytest.raises(PermissionDeniedError, match="'admin' permission"):
-        await require(session, principal(w.bob), w.lab, ADMIN)
+        require(bob, w.lab, ADMIN)
     with pytest.raises(PermissionDeniedError, match="'write' permission"):
-        await require(session, principal(w.rita), w.lab, WRITE)
+        require(await caller_of(session, principal(w.rita)), w.lab, WRITE)
     with pytest.raises(PermissionDeniedError, match="read-only"):
-        await require(session, principal(w.alice, scope="read"), w.lab, WRITE)
-    assert await require(session, principal(w.alice, scope="read"), w.lab, READ) == R
+        require(alice_read, w.lab, WRITE)
+    assert require(alice_read, w.lab, READ) == R
     # Not even readable: the same answer as for a namespace that does not exist.
     for who in (principal(w.carol), principal(w.dora), principal(w.lab), None):
         with pytest.raises(NotFoundError) as hidden:
-            await require(session, who, w.lab, READ, not_found="Organization not found")
+            require(await loaded(session, who), w.lab, READ, not_found="Organization not found")
         assert hidden.value.message == "Organization not found"
     with pytest.raises(NotFoundError) as missing:
-        await require(session, principal(w.alice), unique("missing"), READ)
+        require(alice, unique("missing"), READ)
     assert missing.value.message.startswith("Namespace ")
     with pytest.raises(ValueError, match="unknown action"):
-        await require(session, principal(w.alice), w.alice, "own")
+        require(alice, w.alice, "own")
 
 
 @pytest.mark.anyio

@@ -74,6 +74,10 @@ async def labels(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
         return list(await session.scalars(select(Token.label)))
 
 
+async def _always() -> bool:
+    return True
+
+
 @pytest.mark.parametrize(
     ("status", "replayed"),
     [
@@ -88,7 +92,9 @@ async def test_transient_failures_are_retried_and_refusals_replayed(
 ) -> None:
     service = Flaky(sessions, status)
     principal = Principal("p", is_admin=False, token_id="t")
-    current_call.set(Call(principal, "/test.Flaky/Run", idempotency_key="key-1"))
+    current_call.set(
+        Call(principal, "/test.Flaky/Run", idempotency_key="key-1", still_valid=_always)
+    )
     request = RevokeTokenRequest(id="written")
     with pytest.raises(GRPCError) as first:
         await service.run(request)

@@ -1,12 +1,15 @@
 """Failed logins are limited per account and per client address: 429 with Retry-After, counted
 in the database even though the failing request rolls back, reset by a success (the account's
-count only), over after the window; Basic credentials count too, on HTTP and gRPC.
+count only), over after the window; Basic credentials count too, on HTTP and gRPC. Concurrent
+guesses get exactly as many checks as the limit allows. The counts are kept under HMACs keyed
+by the server's keyring, which name nobody.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -19,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aiosdk.server import Server, ServerConfig
 from aiosdk.server.accounts.models import LoginAttempts
+from aiosdk.server.accounts.ratelimit import ATTEMPT_KEY_PURPOSE, attempt_key
 from aiosdk.server.config import AccountSettings
 
 from .conftest import assert_error, create_token, make_client
@@ -60,15 +64,17 @@ def grpcio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Modul
         yield modules
 
 
-def key(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+def key(server: Server, value: str) -> str:
+    """The key of ``"user:<name>"`` or ``"addr:<ip>"``: an HMAC under the server's keyring."""
+    kind, _, name = value.partition(":")
+    return attempt_key(server.keyring.derive(ATTEMPT_KEY_PURPOSE)[0], kind, name)
 
 
-async def failures(database: async_sessionmaker[AsyncSession], value: str) -> int:
+async def failures(server: Server, database: async_sessionmaker[AsyncSession], value: str) -> int:
     """The failures counted under ``"user:<name>"`` or ``"addr:<ip>"``."""
     async with database() as session:
         found = await session.scalar(
-            select(LoginAttempts.failures).where(LoginAttempts.key == key(value))
+            select(LoginAttempts.failures).where(LoginAttempts.key == key(server, value))
         )
     return found or 0
 
@@ -85,6 +91,7 @@ def assert_limited(response: httpx.Response, window: float = 60) -> int:
 
 
 async def test_an_account_s_failures_answer_429_with_retry_after(
+    server: Server,
     client: httpx.AsyncClient,
     anonymous: httpx.AsyncClient,
     database: async_sessionmaker[AsyncSession],
@@ -93,17 +100,18 @@ async def test_an_account_s_failures_answer_429_with_retry_after(
     for _ in range(PER_ACCOUNT):
         assert_error(await attempt(anonymous, alice, "wrong"), 401, "unauthenticated")
     # Counted, though each of those requests failed (and rolled its own work back).
-    assert await failures(database, f"user:{alice}") == PER_ACCOUNT
-    assert await failures(database, "addr:127.0.0.1") == PER_ACCOUNT
+    assert await failures(server, database, f"user:{alice}") == PER_ACCOUNT
+    assert await failures(server, database, "addr:127.0.0.1") == PER_ACCOUNT
     # Now even the right password is refused, without being checked.
     assert_limited(await attempt(anonymous, alice, PASSWORD))
     assert_limited(await attempt(anonymous, alice, "wrong"))
-    assert await failures(database, f"user:{alice}") == PER_ACCOUNT  # a 429 is no failure
+    assert await failures(server, database, f"user:{alice}") == PER_ACCOUNT  # a 429 is no failure
     # Another account from the same address is not limited yet.
     assert (await attempt(anonymous, bob, PASSWORD)).status_code == 200
 
 
 async def test_a_success_resets_the_account_s_count_not_the_address_s(
+    server: Server,
     client: httpx.AsyncClient,
     anonymous: httpx.AsyncClient,
     database: async_sessionmaker[AsyncSession],
@@ -113,11 +121,12 @@ async def test_a_success_resets_the_account_s_count_not_the_address_s(
         for _ in range(PER_ACCOUNT - 1):
             assert_error(await attempt(anonymous, alice, "wrong"), 401, "unauthenticated")
         assert (await attempt(anonymous, alice, PASSWORD)).status_code == 200
-        assert await failures(database, f"user:{alice}") == 0
-    assert await failures(database, "addr:127.0.0.1") == 2 * (PER_ACCOUNT - 1)
+        assert await failures(server, database, f"user:{alice}") == 0
+    assert await failures(server, database, "addr:127.0.0.1") == 2 * (PER_ACCOUNT - 1)
 
 
 async def test_an_address_s_failures_across_accounts_answer_429(
+    server: Server,
     client: httpx.AsyncClient,
     anonymous: httpx.AsyncClient,
     database: async_sessionmaker[AsyncSession],
@@ -127,7 +136,7 @@ async def test_an_address_s_failures_across_accounts_answer_429(
     for number in range(PER_ADDRESS):  # one guess each at many (unknown) accounts
         response = await attempt(anonymous, f"guess-{number}", PASSWORD)
         assert_error(response, 401, "unauthenticated")
-    assert await failures(database, "addr:127.0.0.1") == PER_ADDRESS
+    assert await failures(server, database, "addr:127.0.0.1") == PER_ADDRESS
     assert_limited(await attempt(anonymous, alice, PASSWORD))
     assert_limited(await anonymous.post("/auth/login", json={"token": api["token"]}))
 
@@ -141,23 +150,115 @@ async def test_bad_tokens_count_toward_the_address_limit(
     assert_limited(await anonymous.post("/auth/login", json={"token": "aio_another"}))
 
 
-async def test_concurrent_failures_are_all_counted(
+async def _concurrently(count: int, attempt: Callable[[int], Awaitable[int]]) -> list[int]:
+    statuses: list[int] = []
+
+    async def one(number: int) -> None:
+        statuses.append(await attempt(number))
+
+    async with anyio.create_task_group() as group:
+        for number in range(count):
+            group.start_soon(one, number)
+    return statuses
+
+
+async def test_concurrent_guesses_get_exactly_the_limit_checked(
+    server: Server,
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    database: async_sessionmaker[AsyncSession],
+) -> None:
+    """Each attempt is counted before its password is checked: of 12 concurrent guesses at
+    one account, as many as its limit are checked (401), the rest refused unchecked (429)."""
+    alice = await new_user(client)
+
+    async def guess(number: int) -> int:
+        return (await attempt(anonymous, alice, f"wrong-{number}")).status_code
+
+    statuses = await _concurrently(12, guess)
+    assert sorted(statuses) == [401] * PER_ACCOUNT + [429] * (12 - PER_ACCOUNT)
+    assert await failures(server, database, f"user:{alice}") == PER_ACCOUNT
+    assert await failures(server, database, "addr:127.0.0.1") == PER_ACCOUNT  # 429s uncounted
+    assert_limited(await attempt(anonymous, alice, PASSWORD))
+
+
+async def test_concurrent_guesses_from_one_address_get_exactly_its_limit_checked(
+    server: Server, anonymous: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
+) -> None:
+    async def guess(number: int) -> int:  # one guess at each of many (unknown) accounts
+        return (await attempt(anonymous, f"nobody-{number}", PASSWORD)).status_code
+
+    statuses = await _concurrently(2 * PER_ADDRESS, guess)
+    assert sorted(statuses) == [401] * PER_ADDRESS + [429] * PER_ADDRESS
+    assert await failures(server, database, "addr:127.0.0.1") == PER_ADDRESS
+
+
+async def test_concurrent_basic_guesses_get_exactly_the_limit_checked(
+    server: Server,
+    client: httpx.AsyncClient,
+    database: async_sessionmaker[AsyncSession],
+    grpcio: dict[str, ModuleType],
+) -> None:
+    alice = await new_user(client)
+
+    async def guess(number: int) -> int:  # (different passwords: one check each)
+        return (await whoami(server, basic(alice, f"wrong-{number}")))[0]
+
+    statuses = await _concurrently(10, guess)
+    assert sorted(statuses) == [401] * PER_ACCOUNT + [429] * (10 - PER_ACCOUNT)
+    assert await failures(server, database, f"user:{alice}") == PER_ACCOUNT
+    code = await grpc_code(server, grpcio, basic(alice, PASSWORD))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_success_gives_its_address_count_back(
+    server: Server,
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    database: async_sessionmaker[AsyncSession],
+) -> None:
+    """Counted before it is checked, a login that succeeds counts nothing against its address
+    (nor do successful Basic credentials or token logins)."""
+    alice = await new_user(client)
+    api = await create_token(client, owner=alice)
+    assert_error(await attempt(anonymous, "nobody", PASSWORD), 401, "unauthenticated")
+    for _ in range(PER_ADDRESS + 1):
+        assert (await attempt(anonymous, alice, PASSWORD)).status_code == 200
+        assert (
+            await anonymous.post("/auth/login", json={"token": api["token"]})
+        ).status_code == 200
+    assert await whoami(server, basic(alice, PASSWORD)) == (200, alice)
+    assert await failures(server, database, "addr:127.0.0.1") == 1
+    assert await failures(server, database, f"user:{alice}") == 0
+
+
+async def test_the_counts_are_kept_under_keyed_hashes_that_name_nobody(
+    server: Server,
     client: httpx.AsyncClient,
     anonymous: httpx.AsyncClient,
     database: async_sessionmaker[AsyncSession],
 ) -> None:
     alice = await new_user(client)
-    statuses: list[int] = []
+    assert_error(await attempt(anonymous, alice, "wrong"), 401, "unauthenticated")
+    async with database() as session:
+        keys = set(await session.scalars(select(LoginAttempts.key)))
+    # Not a plain hash anyone could compute from a list of names or addresses...
+    for plain in (f"user:{alice}", "addr:127.0.0.1"):
+        assert hashlib.sha256(plain.encode()).hexdigest() not in keys
+    # ...but an HMAC under the server keyring's sub-key for the purpose.
+    assert keys == {key(server, f"user:{alice}"), key(server, "addr:127.0.0.1")}
 
-    async def fail() -> None:
-        statuses.append((await attempt(anonymous, alice, "wrong")).status_code)
 
-    async with anyio.create_task_group() as group:
-        for _ in range(6):
-            group.start_soon(fail)
-    assert set(statuses) <= {401, 429}
-    assert await failures(database, f"user:{alice}") == statuses.count(401) >= PER_ACCOUNT
-    assert_limited(await attempt(anonymous, alice, PASSWORD))
+@pytest.mark.parametrize(
+    "decoded",
+    [b"alice:\xed\xa0\x80-lone-surrogate", b"alice:\x80-not-utf-8", b"\xed\xb2\x80:x"],
+)
+async def test_basic_credentials_that_are_no_text_are_401(
+    server: Server, grpcio: dict[str, ModuleType], decoded: bytes
+) -> None:
+    credentials = "Basic " + base64.b64encode(decoded).decode()
+    assert await whoami(server, credentials) == (401, None)
+    assert await grpc_code(server, grpcio, credentials) == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_wrong_basic_credentials_count_on_http_and_grpc(
@@ -172,7 +273,7 @@ async def test_wrong_basic_credentials_count_on_http_and_grpc(
     assert await whoami(server, basic(alice, "wrong again")) == (401, None)
     code = await grpc_code(server, grpcio, basic(alice, "wrong once more"))
     assert code == grpc.StatusCode.UNAUTHENTICATED
-    assert await failures(database, f"user:{alice}") == PER_ACCOUNT
+    assert await failures(server, database, f"user:{alice}") == PER_ACCOUNT
     async with make_client(server, None) as http:
         response = await http.get("/", headers={"Authorization": basic(alice, PASSWORD)})
     assert_limited(response)
@@ -182,12 +283,12 @@ async def test_wrong_basic_credentials_count_on_http_and_grpc(
 
 
 async def test_names_no_user_can_have_are_refused_without_counting(
-    anonymous: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
+    server: Server, anonymous: httpx.AsyncClient, database: async_sessionmaker[AsyncSession]
 ) -> None:
     for name in ("admin", "public", "Alice", "-x", "x_", "a.b"):
         response = await attempt(anonymous, name, PASSWORD)
         assert assert_error(response, 401, "unauthenticated")["message"] == "Invalid credentials"
-    assert await failures(database, "addr:127.0.0.1") == 0
+    assert await failures(server, database, "addr:127.0.0.1") == 0
 
 
 @pytest.fixture

@@ -186,6 +186,31 @@ async def test_a_database_of_the_previous_main_upgrades_keeping_its_tokens(
             assert await schema_differences(engine) == []
 
 
+async def test_a_downgrade_revokes_what_the_older_schema_would_widen(
+    new_database: DatabaseFactory,
+) -> None:
+    async with new_database() as database:
+        config = ServerConfig(data_dir=database.data_dir, database_url=database.database_url)
+        async with Server(config) as server:
+            made = {}
+            async with httpx.AsyncClient(
+                base_url=f"{server.http_url}/api/v1",
+                headers={"Authorization": f"Bearer {server.admin_token}"},
+            ) as http:
+                for label, scope in (("full", None), ("reader", "read")):
+                    response = await http.post("/tokens", json={"label": label, "scope": scope})
+                    assert response.status_code == 201, response.text
+                    made[label] = response.json()["id"]
+        async with database.engine() as engine:
+            assert await downgrade_database(engine, BASELINE) == (HEAD, BASELINE)
+            async with engine.connect() as connection:
+                revoked = dict(
+                    (await connection.execute(text("SELECT id, revoked_at FROM tokens"))).all()
+                )
+        assert revoked[made["reader"]] is not None  # it would have become a full token
+        assert revoked[made["full"]] is None
+
+
 def _describe(connection: Connection) -> dict[str, Any]:
     """Every table as the database reflects it (for comparing two databases)."""
     inspector = inspect(connection)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 from pathlib import Path
 
 import anyio
@@ -13,6 +15,7 @@ from grpclib.client import Channel
 
 from aiosdk.proto import StatusServiceStub, WatchStatusRequest
 from aiosdk.server import Server, ServerConfig, ServerThread
+from aiosdk.server.config import AccountSettings
 
 from .conftest import create_token, make_client
 
@@ -158,3 +161,37 @@ def assert_port_free(host: str, port: int) -> None:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
+
+
+async def test_the_data_is_its_owner_s_alone(tmp_path: Path) -> None:
+    data = tmp_path / "new"
+    old_umask = os.umask(0o022)  # the usual default, which would leave files world-readable
+    try:
+        async with Server(ServerConfig(data_dir=data)):
+            pass
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for path in data.iterdir():
+        if path.name.startswith("aiosdk.db"):  # the database, its WAL and shared memory
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+async def test_x_forwarded_for_picks_no_address(tmp_path: Path) -> None:
+    # Failed logins are limited per client address: a header must not choose the address.
+    accounts = AccountSettings(login_failures_per_address=2)
+    async with (
+        Server(ServerConfig(data_dir=tmp_path, accounts=accounts)) as server,
+        httpx.AsyncClient(base_url=f"{server.http_url}/api/v1") as http,
+    ):
+        statuses = [
+            (
+                await http.post(
+                    "/auth/login",
+                    json={"username": f"nobody-{i}", "password": "wrong password"},
+                    headers={"X-Forwarded-For": f"203.0.113.{i}"},
+                )
+            ).status_code
+            for i in range(4)
+        ]
+    assert statuses == [401, 401, 429, 429]

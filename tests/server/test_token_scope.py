@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aiosdk.server import Server
+from aiosdk.server.accounts.models import LoginSession
 from aiosdk.server.auth import Principal
 from aiosdk.server.errors import PermissionDeniedError
-from aiosdk.server.tokens import TokenCreate
+from aiosdk.server.tokens import MAX_EXPIRES_IN, TokenCreate
 from aiosdk.server.tokens import create_token as mint
 
 from .conftest import assert_error, create_token, make_client
@@ -186,20 +187,63 @@ def _seconds_left(created: dict[str, str]) -> float | None:
     return (expires_at - datetime.now(timezone.utc)).total_seconds()
 
 
-async def test_what_a_password_session_mints_is_not_capped_by_its_access_token(
-    server: Server, client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+async def session_end(database: async_sessionmaker[AsyncSession], session_id: str) -> str:
+    """When the login session ``session_id`` ends, as the API shows instants."""
+    async with database() as session:
+        login = await session.get(LoginSession, session_id)
+    assert login is not None
+    return login.expires_at.isoformat().replace("+00:00", "Z")
+
+
+def _same_instant(shown: str | None, expected: str) -> bool:
+    return shown is not None and datetime.fromisoformat(shown) == datetime.fromisoformat(expected)
+
+
+async def test_what_a_password_session_mints_never_outlives_the_session(
+    server: Server,
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    database: async_sessionmaker[AsyncSession],
+    grpcio: dict[str, ModuleType],
 ) -> None:
+    """Not capped by its 15-minute access token (the session is refreshed past that), but by
+    the session's end: a stolen access token mints nothing that outlives the session."""
     username = await new_user(client)
     grant = await login(anonymous, username=username, password=PASSWORD)  # 900 s access tokens
+    ends = await session_end(database, grant["session_id"])
     async with make_client(server, grant["access_token"]) as alice:
         hour = _seconds_left(await create_token(alice, label="ci", expires_in=3600))
         assert hour is not None
         assert 3590 < hour <= 3600
-        assert _seconds_left(await create_token(alice, label="forever")) is None
+        forever = await create_token(alice, label="forever")
+        assert _same_instant(forever["expires_at"], ends), (forever, ends)
+        decade = await create_token(alice, label="long", expires_in=MAX_EXPIRES_IN)
+        assert _same_instant(decade["expires_at"], ends)
+        # What it minted may mint no longer-lived token either.
+        async with make_client(server, forever["token"]) as minted:
+            again = await create_token(minted, label="forever again")
+        assert _same_instant(again["expires_at"], ends)
+
+    def mint_over_grpc() -> str:
+        messages, services = grpcio["tokens_pb2"], grpcio["tokens_pb2_grpc"]
+        with grpc.insecure_channel(f"{server.grpc_host}:{server.grpc_port}") as channel:
+            created = services.TokenServiceStub(channel).CreateToken(
+                messages.CreateTokenRequest(label="forever by grpc"),
+                metadata=[("authorization", f"Bearer {grant['access_token']}")],
+                timeout=10,
+            )
+        return str(created.token.id)
+
+    by_grpc = await anyio.to_thread.run_sync(mint_over_grpc)
+    response = await client.get(f"/tokens/{by_grpc}")
+    assert _same_instant(response.json()["expires_at"], ends), response.text
 
 
 async def test_what_a_token_session_mints_never_outlives_that_token(
-    server: Server, client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+    server: Server,
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    database: async_sessionmaker[AsyncSession],
 ) -> None:
     username = await new_user(client)
     api = await create_token(client, owner=username, expires_in=300)
@@ -213,6 +257,8 @@ async def test_what_a_token_session_mints_never_outlives_that_token(
         assert short <= 60
     forever = await create_token(client, owner=username)
     grant = await login(anonymous, token=forever["token"])
+    ends = await session_end(database, grant["session_id"])  # the session's own end, then
     async with make_client(server, grant["access_token"]) as session:
-        assert (await create_token(session, label="forever too"))["expires_at"] is None
+        made = await create_token(session, label="forever too")
+    assert _same_instant(made["expires_at"], ends)
     assert timedelta(0) < datetime.fromisoformat(api["expires_at"]) - datetime.now(timezone.utc)

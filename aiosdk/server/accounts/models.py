@@ -145,11 +145,13 @@ class LoginAttempts(Base):
     """Failed logins in the current window of one account or one client address.
 
     Kept in the database so that every server process on it enforces the same limit. ``key`` is
-    a hash (``"user:" + username`` or ``"addr:" + address``), never the name itself.
+    an HMAC under the server keyring (of ``"user:" + username`` or ``"addr:" + address``), never
+    the name itself, nor a hash anyone could compute.
     """
 
     __tablename__ = "login_attempts"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    window_start: Mapped[datetime]
+    window_start: Mapped[datetime] = mapped_column(index=True)
+    """Indexed: the windows that ended are deleted with every attempt."""
     failures: Mapped[int] = mapped_column(Integer, default=0)

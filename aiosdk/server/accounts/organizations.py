@@ -8,7 +8,10 @@ decision about what a caller may do goes through :mod:`..authorization`.
 
 Writes go through the request's unit of work, which commits them before the answer is sent.
 Membership changes lock the organization's row (on PostgreSQL; SQLite serializes writers) and
-count the owners after the change, so that two concurrent demotions cannot leave none.
+count the owners after the change, so that two concurrent demotions cannot leave none. For the
+same reason they check the caller's role as the database has it once the row is locked, not as
+:class:`~..authorization.Callers` cached it. Every change of what a user may do is announced
+with :meth:`~..authorization.Callers.changed`, so that no server keeps serving the old one.
 """
 
 from __future__ import annotations
@@ -22,9 +25,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..auth import Principal
-from ..authorization import ADMIN, ALL_ACTIONS, NO_ACTIONS, READ, ROLE_ACTIONS, cap, require
+from ..authorization import (
+    ADMIN,
+    ALL_ACTIONS,
+    NO_ACTIONS,
+    READ,
+    ROLE_ACTIONS,
+    Callers,
+    caller_of,
+    cap,
+    require,
+)
 from ..errors import ConflictError, NotFoundError, PermissionDeniedError
 from ..storage import utcnow
+from ..unit_of_work import UnitOfWork
 from .models import Membership, NamespaceKind, Organization, Role, User
 from .namespaces import Name, claim_namespace
 from .users import DisplayName, Position, get_user, keyset_page
@@ -132,13 +146,18 @@ def _view(
     return OrganizationView(organization, role, cap(principal, granted), members)
 
 
-async def get_visible(session: AsyncSession, principal: Principal, name: str) -> OrganizationView:
+async def get_visible(
+    session: AsyncSession, callers: Callers, principal: Principal, name: str
+) -> OrganizationView:
     """The organization ``name`` if ``principal`` may see it (a member, or the admin token);
-    :class:`NotFoundError` otherwise, the same as for one that does not exist."""
+    :class:`NotFoundError` otherwise, the same as for one that does not exist. What the caller
+    may do there is what ``callers`` authorized it for."""
     organization = await _find(session, name)
-    await require(session, principal, name, READ, not_found=_not_found(name))
-    members = await _members(session, [organization.id])
-    return _view(principal, organization, members[organization.id])
+    caller = await callers.caller(session, principal)
+    actions = require(caller, name, READ, not_found=_not_found(name))
+    members = (await _members(session, [organization.id]))[organization.id]
+    role = None if principal.is_admin else dict(members).get(principal.name)
+    return OrganizationView(organization, role, actions, members)
 
 
 async def list_visible(
@@ -160,12 +179,14 @@ async def list_visible(
 
 
 async def create_organization(
-    session: AsyncSession, request: OrganizationCreate
+    work: UnitOfWork, callers: Callers, request: OrganizationCreate
 ) -> OrganizationView:
     """Create an organization, its namespace, and its owner's membership (as the admin token:
     the caller checks). :class:`NotFoundError` if the owner is no user,
     :class:`ConflictError` if the name is taken or reserved."""
+    session = work.session
     owner = await get_user(session, request.owner)
+    callers.changed(work, owner.username)
     await claim_namespace(session, request.name, NamespaceKind.ORGANIZATION)
     now = utcnow()
     organization = Organization(
@@ -183,9 +204,11 @@ async def create_organization(
 
 
 async def _managed(session: AsyncSession, principal: Principal, name: str) -> Organization:
-    """The organization ``name``, locked, if ``principal`` may manage its members."""
+    """The organization ``name``, locked, if ``principal`` may manage its members (as the
+    database has it now: a role just taken away must not manage, even for the moment its
+    announcement takes to arrive)."""
     organization = await _find(session, name, for_update=True)
-    await require(session, principal, name, ADMIN, not_found=_not_found(name))
+    require(await caller_of(session, principal), name, ADMIN, not_found=_not_found(name))
     return organization
 
 
@@ -231,7 +254,7 @@ async def _membership(
 
 
 async def add_member(
-    session: AsyncSession, principal: Principal, name: str, request: MemberCreate
+    work: UnitOfWork, callers: Callers, principal: Principal, name: str, request: MemberCreate
 ) -> tuple[str, str]:
     """Add a user to the organization ``name``; returns ``(username, role)``.
 
@@ -239,6 +262,7 @@ async def add_member(
     unknown organization or user, :class:`ConflictError` if the user is a member already
     (whatever its role: changing it is :func:`set_role`).
     """
+    session = work.session
     organization = await _managed(session, principal, name)
     if request.role == Role.OWNER:
         await _check_owner_change(session, principal, organization)
@@ -250,6 +274,7 @@ async def add_member(
     )
     if existing is not None:
         raise ConflictError(f"{user.username!r} is already a member of {name!r} ({existing})")
+    callers.changed(work, user.username)
     session.add(
         Membership(
             organization_id=organization.id, user_id=user.id, role=request.role, created_at=utcnow()
@@ -264,19 +289,26 @@ async def add_member(
 
 
 async def set_role(
-    session: AsyncSession, principal: Principal, name: str, username: str, request: MemberUpdate
+    work: UnitOfWork,
+    callers: Callers,
+    principal: Principal,
+    name: str,
+    username: str,
+    request: MemberUpdate,
 ) -> tuple[str, str]:
     """Change a member's role; returns ``(username, role)``.
 
     The caller needs :data:`~..authorization.ADMIN` on the organization, and to be an owner
     where an owner is made or demoted; :class:`ConflictError` if that would leave no owner.
     """
+    session = work.session
     organization = await _managed(session, principal, name)
     membership = await _membership(session, organization, username)
     if membership.role != request.role:
         was_owner = membership.role == Role.OWNER
         if was_owner or request.role == Role.OWNER:
             await _check_owner_change(session, principal, organization)
+        callers.changed(work, username)
         membership.role = request.role
         await session.flush()
         if was_owner:
@@ -285,7 +317,7 @@ async def set_role(
 
 
 async def remove_member(
-    session: AsyncSession, principal: Principal, name: str, username: str
+    work: UnitOfWork, callers: Callers, principal: Principal, name: str, username: str
 ) -> None:
     """Remove a member from the organization ``name``.
 
@@ -293,15 +325,17 @@ async def remove_member(
     owner; any member may leave (remove itself). :class:`ConflictError` if that would leave no
     owner.
     """
+    session = work.session
     if username == principal.name:  # leaving: a member needs no more than to be one
         organization = await _find(session, name, for_update=True)
-        await require(session, principal, name, READ, not_found=_not_found(name))
+        require(await caller_of(session, principal), name, READ, not_found=_not_found(name))
     else:
         organization = await _managed(session, principal, name)
     membership = await _membership(session, organization, username)
     was_owner = membership.role == Role.OWNER
     if was_owner:
         await _check_owner_change(session, principal, organization)
+    callers.changed(work, username)
     await session.delete(membership)
     await session.flush()
     if was_owner:

@@ -25,8 +25,7 @@ from ..errors import InvalidRequestError, UnauthenticatedError
 from ..storage import Token, utcnow
 from ..unit_of_work import UnitOfWork
 from .models import LoginSession, RefreshToken, User
-from .passwords import verify_password
-from .ratelimit import LoginLimiter, could_be_a_user
+from .ratelimit import LoginLimiter, VerifiedUser
 
 __all__ = [
     "ACCESS_TOKEN_LABEL",
@@ -68,11 +67,23 @@ class SessionTokens:
 
 
 async def open_session(
-    work: UnitOfWork, settings: AccountSettings, user: User, *, token: Token | None = None
+    work: UnitOfWork,
+    settings: AccountSettings,
+    user: User | VerifiedUser,
+    *,
+    token: Token | None = None,
 ) -> SessionTokens:
-    """Open a session for ``user`` in ``work``: a login with a password, or with the API
-    ``token`` (whose scope its access tokens inherit, and which it never outlives). It ends
-    ``settings.session_ttl`` from now at the latest."""
+    """Open a session for ``user`` in ``work``: a login with a password (``user`` as it was
+    verified), or with the API ``token`` (whose scope its access tokens inherit, and which it
+    never outlives). It ends ``settings.session_ttl`` from now at the latest.
+
+    What was checked before is checked again in ``work``, after the session's row is written
+    and with the user's row (and the token's) locked: raises :class:`UnauthenticatedError`,
+    with ``work`` rolled back, if since then the user was disabled, their password changed (a
+    password login), or the token was revoked or expired (a token login). A password reset or a
+    disabling racing the login therefore either sees the new session, and ends it, or is seen
+    by it (see :func:`_still_valid`).
+    """
     now = utcnow()
     expires_at = now + timedelta(seconds=settings.session_ttl)
     if token is not None and token.expires_at is not None:
@@ -86,7 +97,53 @@ async def open_session(
     )
     work.session.add(login)
     await work.session.flush()
+    if not await _still_valid(work.session, user, token, now):
+        await work.session.rollback()
+        raise UnauthenticatedError(INVALID_CREDENTIALS)
     return await _issue(work.session, settings, login, user.username, generation=0, now=now)
+
+
+async def _still_valid(
+    session: AsyncSession, user: User | VerifiedUser, token: Token | None, now: datetime
+) -> bool:
+    """Whether the login checked against ``user`` (and ``token``) still holds, read again with
+    their rows locked, in the transaction that just wrote the session.
+
+    PostgreSQL: the locking read waits for a password change or a disabling that locked the
+    row first (users.update_user takes it ``FOR UPDATE`` before it changes anything; revoking a
+    token updates its row) and reads what it committed; one that comes after waits for this
+    login to commit, and then finds its session to end. The lock is ``FOR SHARE``: the session's
+    insert already holds ``FOR KEY SHARE`` on both rows (its foreign keys), and two logins of one
+    user upgrading that to ``FOR UPDATE`` would deadlock each other; ``FOR SHARE`` conflicts with
+    every change of the row all the same, and not with another login's.
+
+    SQLite (no row locks): the session's insert took the database's write lock (pysqlite opens
+    the transaction at the first write; the reads before it ran outside any, in autocommit), so
+    nothing can commit a change until this login does, and this read sees the latest one.
+    """
+    found = (
+        await session.execute(
+            select(User.password_hash, User.disabled_at)
+            .where(User.id == user.id)
+            .with_for_update(read=True)
+        )
+    ).first()
+    if found is None or found.disabled_at is not None:
+        return False
+    if token is None:
+        return found.password_hash is not None and found.password_hash == user.password_hash
+    opened_with = (
+        await session.execute(
+            select(Token.revoked_at, Token.expires_at)
+            .where(Token.id == token.id)
+            .with_for_update(read=True)
+        )
+    ).first()
+    return (
+        opened_with is not None
+        and opened_with.revoked_at is None
+        and (opened_with.expires_at is None or opened_with.expires_at > now)
+    )
 
 
 async def log_in_with_password(
@@ -99,21 +156,17 @@ async def log_in_with_password(
 ) -> SessionTokens:
     """Open a session for ``username`` if ``password`` is theirs (see :func:`open_session`).
 
+    The password is checked by :meth:`~.ratelimit.LoginLimiter.check_password` (as Basic
+    credentials are) with no connection of ``work`` open; only the session is written in it.
     Raises :class:`~.ratelimit.LoginRateLimitedError` while ``username`` or ``address`` has
     too many failed logins (the password is not checked then), and :class:`UnauthenticatedError`
     with the same message whatever is wrong (counted as a failed login, unless no user could
     have the name; a success clears the account's count).
     """
-    if not could_be_a_user(username):
+    verified = await limiter.check_password(username, password, address)
+    if verified is None:
         raise UnauthenticatedError(INVALID_CREDENTIALS)
-    await limiter.check(username, address)
-    user = await work.session.scalar(select(User).where(User.username == username))
-    matches = await verify_password(user.password_hash if user else None, password)
-    if user is None or not matches or user.disabled_at is not None:
-        await limiter.failed(username, address)
-        raise UnauthenticatedError(INVALID_CREDENTIALS)
-    await limiter.succeeded(username)
-    return await open_session(work, settings, user)
+    return await open_session(work, settings, verified)
 
 
 async def log_in_with_token(
@@ -129,25 +182,28 @@ async def log_in_with_token(
     Raises :class:`~.ratelimit.LoginRateLimitedError` while ``address`` has too many failed
     logins; :class:`UnauthenticatedError` for a token that is unknown, expired or revoked (a
     failed login), or whose owner is no user, or a disabled one; :class:`InvalidRequestError`
-    for the admin token and for a session's own access token.
+    for the admin token and for a session's own access token. The attempt is counted against
+    ``address`` before the token is looked up (in a short session of its own), and given back
+    unless the token was no good.
     """
-    await limiter.check(None, address)
+    attempt = await limiter.reserve(None, address)
     now = utcnow()
-    token = await work.session.scalar(select(Token).where(Token.secret_hash == hash_token(secret)))
-    if (
-        token is None
-        or token.revoked_at is not None
-        or (token.expires_at is not None and token.expires_at <= now)
-    ):
-        await limiter.failed(None, address)
-        raise UnauthenticatedError(INVALID_CREDENTIALS)
+    async with limiter.sessions() as lookup:
+        token = await lookup.scalar(select(Token).where(Token.secret_hash == hash_token(secret)))
+        if (
+            token is None
+            or token.revoked_at is not None
+            or (token.expires_at is not None and token.expires_at <= now)
+        ):
+            raise UnauthenticatedError(INVALID_CREDENTIALS)  # (counted)
+        user = await lookup.scalar(select(User).where(User.username == token.owner))
+    await attempt.succeeded()  # whatever follows, no guess at a token
     if token.is_admin:
         raise InvalidRequestError("The admin token cannot open a session")
     if token.session_id is not None:
         raise InvalidRequestError(
             "A session's access token cannot open another session; refresh the session instead"
         )
-    user = await work.session.scalar(select(User).where(User.username == token.owner))
     if user is None or user.disabled_at is not None:
         raise UnauthenticatedError(INVALID_CREDENTIALS)
     return await open_session(work, settings, user, token=token)

@@ -4,6 +4,8 @@ and the calling user's profile (``/api/v1/user``).
 Writes go through the request's unit of work, which commits them before the answer is sent.
 Disabling a user revokes every credential it has at once: its API tokens and its login sessions
 (with their access tokens) stop authenticating when the request commits, on every server process.
+Creating, disabling, enabling or updating a user announces that what it may do changed (see
+:class:`~..authorization.Callers`), so that no server keeps what it cached of it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..auth import Principal
 from ..authenticator import Authenticator
+from ..authorization import Callers
 from ..errors import NotFoundError
 from ..storage import Token, utcnow
 from ..unit_of_work import UnitOfWork
@@ -94,25 +97,35 @@ class UserUpdate(BaseModel):
     password: Password | None = Field(default=None, repr=False)
 
 
-async def find_user(session: AsyncSession, username: str) -> User | None:
-    """The user ``username`` (disabled or not), or ``None``."""
-    user: User | None = await session.scalar(select(User).where(User.username == username))
+async def find_user(
+    session: AsyncSession, username: str, *, for_update: bool = False
+) -> User | None:
+    """The user ``username`` (disabled or not), or ``None``; its row locked ``for_update``."""
+    query = select(User).where(User.username == username)
+    user: User | None = await session.scalar(query.with_for_update() if for_update else query)
     return user
 
 
-async def get_user(session: AsyncSession, username: str) -> User:
+async def get_user(session: AsyncSession, username: str, *, for_update: bool = False) -> User:
     """The user ``username`` (disabled or not); :class:`NotFoundError` if there is none."""
-    user = await find_user(session, username)
+    user = await find_user(session, username, for_update=for_update)
     if user is None:
         raise NotFoundError(f"User {username!r} not found")
     return user
 
 
-async def create_user(session: AsyncSession, request: UserCreate) -> User:
+async def create_user(work: UnitOfWork, callers: Callers, request: UserCreate) -> User:
     """Create a user and its namespace; :class:`~..errors.ConflictError` if the name is taken
-    (by a user or an organization) or reserved. The password is hashed in a worker thread."""
-    await claim_namespace(session, request.username, NamespaceKind.USER)
+    (by a user or an organization) or reserved. The password is hashed in a worker thread.
+
+    A token may have been minted for the name before the user existed: what was cached of it
+    (no namespace at all) is dropped."""
+    # Hashed before the first statement: the request holds no connection (nor, on SQLite,
+    # the write lock) while Argon2 runs.
     password_hash = None if request.password is None else await hash_password(request.password)
+    session = work.session
+    await claim_namespace(session, request.username, NamespaceKind.USER)
+    callers.changed(work, request.username)
     user = User(
         username=request.username,
         email=request.email,
@@ -166,20 +179,32 @@ async def list_users(
 
 
 async def update_user(
-    work: UnitOfWork, authenticator: Authenticator, username: str, request: UserUpdate
+    work: UnitOfWork,
+    authenticator: Authenticator,
+    callers: Callers,
+    username: str,
+    request: UserUpdate,
 ) -> User:
     """Apply ``request`` to the user ``username`` (see :class:`UserUpdate`)."""
-    session = work.session
-    user = await get_user(session, username)
     changes = request.model_fields_set
+    # Hashed before the first statement (no connection held while Argon2 runs).
+    new_hash = (
+        await hash_password(request.password)
+        if "password" in changes and request.password is not None
+        else None
+    )
+    session = work.session
+    # Locked: a login that checked the old password re-reads this row, under the same lock,
+    # before its session commits, so no session opened with the old password survives.
+    user = await get_user(session, username, for_update=True)
+    # Disabled, it may do nothing anywhere; enabled again, what its memberships grant.
+    callers.changed(work, user.username)
     if "email" in changes:
         user.email = request.email
     if "display_name" in changes:
         user.display_name = request.display_name
     if "password" in changes:
-        user.password_hash = (
-            None if request.password is None else await hash_password(request.password)
-        )
+        user.password_hash = new_hash
     if request.disabled is True:
         if user.disabled_at is None:
             user.disabled_at = utcnow()

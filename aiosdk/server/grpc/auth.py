@@ -3,8 +3,9 @@ what the handlers know of the call."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from grpclib import GRPCError, Status
 from grpclib.events import RecvRequest, listen
@@ -27,6 +28,9 @@ class Call:
     principal: Principal
     method: str
     idempotency_key: str | None
+    still_valid: Callable[[], Awaitable[bool]] = field(repr=False)
+    """Whether the call's credentials still authenticate (a stream asks between messages, so
+    that a logout or a revocation also ends the streams opened before it)."""
 
 
 current_call: ContextVar[Call] = ContextVar("aiosdk_grpc_call")
@@ -44,9 +48,14 @@ def authenticate_calls(server: Server, authenticator: Authenticator) -> None:
         secret = parse_bearer(value)
         principal: Principal | None
         if secret is not None:
-            principal = await authenticator.authenticate(secret)
+            bearer = secret
+            principal = await authenticator.authenticate(bearer)
             if principal is None:
                 raise GRPCError(Status.UNAUTHENTICATED, "Invalid, expired or revoked token")
+
+            async def still_valid() -> bool:
+                return await authenticator.authenticate(bearer) is not None
+
         else:
             basic = parse_basic(value)
             if basic is None:
@@ -59,7 +68,23 @@ def authenticate_calls(server: Server, authenticator: Authenticator) -> None:
                 raise GRPCError(Status.RESOURCE_EXHAUSTED, exc.message) from None
             if principal is None:
                 raise GRPCError(Status.UNAUTHENTICATED, "Invalid credentials")
+            credentials = basic
+
+            async def still_valid() -> bool:
+                try:
+                    checked = await authenticator.authenticate_basic(*credentials, address=address)
+                except LoginRateLimitedError:
+                    return False
+                return checked is not None
+
         key = event.metadata.get(IDEMPOTENCY_KEY)
-        current_call.set(Call(principal, event.method_name, key if isinstance(key, str) else None))
+        current_call.set(
+            Call(
+                principal,
+                event.method_name,
+                key if isinstance(key, str) else None,
+                still_valid,
+            )
+        )
 
     listen(server, RecvRequest, on_request)

@@ -13,6 +13,7 @@ from grpclib import GRPCError, Status
 from ..._version import __version__
 from ...proto import GetStatusRequest, ServerStatus, StatusServiceBase, WatchStatusRequest
 from ..state import Metrics
+from .auth import current_call
 
 __all__ = ["StatusService"]
 
@@ -39,8 +40,11 @@ class StatusService(StatusServiceBase):
         """Updates every ``interval_seconds`` (bounded), ``max_updates`` of them (0: forever)."""
         interval = _interval(message.interval_seconds)
         sequence = 0
+        call = current_call.get()
         while True:
             sequence += 1
+            if sequence > 1 and not await call.still_valid():  # logged out, revoked, expired
+                raise GRPCError(Status.UNAUTHENTICATED, "Invalid, expired or revoked token")
             yield self._snapshot(sequence)
             if sequence == message.max_updates:
                 return

@@ -50,7 +50,21 @@ __all__ = ["MUTATING_METHODS", "REPLAYED_HEADER", "IdempotencyMiddleware", "unit
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REPLAYED_HEADER = "Idempotent-Replayed"
-_STORED_HEADERS = frozenset({"content-type", "content-language", "location", "etag"})
+_STORED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-language",
+        "location",
+        "etag",
+        "cache-control",  # a replayed secret stays uncacheable
+        "pragma",
+        "www-authenticate",
+        "retry-after",
+        "allow",
+    }
+)
+_TRANSIENT = frozenset({408, 429})
+"""Refusals that say "not now" rather than "never": not stored, so that a retry runs again."""
 _UNIT_OF_WORK = "unit_of_work"
 
 
@@ -58,10 +72,6 @@ def unit_of_work(scope: Scope) -> UnitOfWork:
     """The unit of work of the request ``scope`` belongs to."""
     uow: UnitOfWork = scope["state"][_UNIT_OF_WORK]
     return uow
-
-
-PUBLIC_OWNER = "(public)"
-"""Whose keys the requests of public routes are (no user can have this name)."""
 
 
 class IdempotencyMiddleware:
@@ -94,7 +104,8 @@ class IdempotencyMiddleware:
     async def _mutating(self, scope: Scope, receive: Receive, send: Send, uow: UnitOfWork) -> None:
         key = Headers(scope=scope).get("idempotency-key")
         principal: Principal | None = scope["state"].get("principal")
-        if key is None:
+        if key is None or principal is None:  # no key, or a public route: nothing is replayed
+            # (a replayed refresh or login would hand its tokens to whoever repeats the request)
             await self._run(scope, receive, send, uow, None)
             return
         if not VALID_KEY.fullmatch(key):
@@ -102,9 +113,7 @@ class IdempotencyMiddleware:
         body = await _read_body(receive)
         try:
             found = await self.store.begin(
-                # Public routes (login, refresh) share one owner: the keys are clients' random
-                # values, and a repeat must also bring the same body (the credentials) to replay.
-                PUBLIC_OWNER if principal is None else principal.name,
+                principal.name,
                 key,
                 scope["method"],
                 scope["path"],
@@ -132,9 +141,9 @@ class IdempotencyMiddleware:
             outcome = (
                 Outcome.DONE
                 if status < 400
+                else Outcome.FAILED  # a retry runs again: after a 5xx, or when told to wait
+                if status >= 500 or status in _TRANSIENT
                 else Outcome.REFUSED
-                if status < 500
-                else Outcome.FAILED  # the 5xx is sent; a retry runs again
             )
             return Answer(outcome, lambda key: _stored(key, status, held), None)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,19 @@ def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url``; SQLite connections get WAL, a busy timeout and foreign keys."""
     engine = create_async_engine(make_url(url), pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
+        _create_private(engine.url.database)
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
     return engine
+
+
+def _create_private(database: str | None) -> None:
+    """Create a new SQLite file readable by its owner only (it holds password hashes and the
+    hashes of tokens); SQLite gives its WAL and shared-memory files the same mode. An existing
+    file is left as it is."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _configure_sqlite(dbapi_connection: Any, _connection_record: Any) -> None:

@@ -86,7 +86,7 @@ class UserPage(BaseModel):
 )
 async def create_user(body: UserCreate, call: Current) -> User:
     """Create a user (and its namespace). Without a password it can only use API tokens."""
-    return User.of(await users.create_user(call.session, body))
+    return User.of(await users.create_user(call.work, call.state.callers, body))
 
 
 @router.get("/users", summary="List users")
@@ -114,7 +114,8 @@ async def get_user(username: str, call: Current) -> User:
 async def update_user(username: str, body: UserUpdate, call: Current) -> User:
     """Change a user's e-mail, display name or password, or disable it (which revokes its API
     tokens and login sessions at once) or enable it again."""
-    user = await users.update_user(call.work, call.state.authenticator, username, body)
+    state = call.state
+    user = await users.update_user(call.work, state.authenticator, state.callers, username, body)
     return User.of(user)
 
 
@@ -129,4 +130,5 @@ async def update_user(username: str, body: UserUpdate, call: Current) -> User:
 )
 async def create_organization(body: OrganizationCreate, call: Current) -> Organization:
     """Create an organization (and its namespace) with ``owner`` as its first member, an owner."""
-    return Organization.of(await organizations.create_organization(call.session, body))
+    view = await organizations.create_organization(call.work, call.state.callers, body)
+    return Organization.of(view)

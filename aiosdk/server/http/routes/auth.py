@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from ...accounts import sessions
 from ...accounts.passwords import MAX_PASSWORD_LENGTH
@@ -46,13 +46,27 @@ _MAX_TOKEN_LENGTH = 512
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
 
 
+def _unicode(value: SecretStr) -> SecretStr:
+    # JSON may escape lone surrogates ("\ud800"), which no UTF-8 text holds: as the admin API's
+    # password field (a 422), not an error deeper down (the value is never in the message).
+    try:
+        value.get_secret_value().encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+Secret = Annotated[SecretStr, AfterValidator(_unicode)]
+"""A secret request field: valid Unicode text, never shown in a repr, a log line or an error."""
+
+
 class PasswordLogin(BaseModel):
     """A login with a username and password."""
 
     model_config = ConfigDict(extra="forbid")
 
     username: Text = Field(min_length=1, max_length=64)
-    password: SecretStr = Field(max_length=MAX_PASSWORD_LENGTH)
+    password: Secret = Field(max_length=MAX_PASSWORD_LENGTH)
 
 
 class TokenLogin(BaseModel):
@@ -60,7 +74,7 @@ class TokenLogin(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    token: SecretStr = Field(min_length=1, max_length=_MAX_TOKEN_LENGTH)
+    token: Secret = Field(min_length=1, max_length=_MAX_TOKEN_LENGTH)
 
 
 class RefreshRequest(BaseModel):
@@ -68,7 +82,7 @@ class RefreshRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    refresh_token: SecretStr = Field(min_length=1, max_length=_MAX_TOKEN_LENGTH)
+    refresh_token: Secret = Field(min_length=1, max_length=_MAX_TOKEN_LENGTH)
 
 
 class SessionGrant(BaseModel):

@@ -99,7 +99,8 @@ async def list_organizations(
 @router.get("/{name}", summary="Get an organization", responses=_NOT_FOUND)
 async def get_organization(name: str, call: Current) -> Organization:
     """One organization the caller belongs to (the admin token: any)."""
-    return Organization.of(await organizations.get_visible(call.session, call.principal, name))
+    view = await organizations.get_visible(call.session, call.state.callers, call.principal, name)
+    return Organization.of(view)
 
 
 @router.post(
@@ -119,7 +120,9 @@ async def get_organization(name: str, call: Current) -> Organization:
 )
 async def add_member(name: str, body: MemberCreate, call: Current) -> Member:
     """Add a user to the organization with a role (``member`` unless given)."""
-    username, role = await organizations.add_member(call.session, call.principal, name, body)
+    username, role = await organizations.add_member(
+        call.work, call.state.callers, call.principal, name, body
+    )
     return Member(username=username, role=role)  # type: ignore[arg-type]
 
 
@@ -143,7 +146,7 @@ _MEMBER_ERRORS: dict[int | str, dict[str, Any]] = {
 async def set_role(name: str, username: str, body: MemberUpdate, call: Current) -> Member:
     """Give a member another role."""
     username, role = await organizations.set_role(
-        call.session, call.principal, name, username, body
+        call.work, call.state.callers, call.principal, name, username, body
     )
     return Member(username=username, role=role)  # type: ignore[arg-type]
 
@@ -156,5 +159,5 @@ async def set_role(name: str, username: str, body: MemberUpdate, call: Current) 
 )
 async def remove_member(name: str, username: str, call: Current) -> Response:
     """Remove a member from the organization."""
-    await organizations.remove_member(call.session, call.principal, name, username)
+    await organizations.remove_member(call.work, call.state.callers, call.principal, name, username)
     return Response(status_code=204)

@@ -79,7 +79,8 @@ class TokenPage(BaseModel):
 async def create_token(body: TokenCreate, call: Current) -> CreatedToken:
     """Create a token for the caller (or, for an admin, for ``owner``).
 
-    It expires no later than the token making the request.
+    It expires no later than the token making the request; made with a login session's
+    access token, no later than the session.
     """
     token, secret = await tokens.create_token(call.session, call.principal, body)
     return CreatedToken(**TokenInfo.of(token).model_dump(), token=secret)

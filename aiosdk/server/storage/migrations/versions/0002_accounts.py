@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("key"),
     )
+    op.create_index("ix_login_attempts_window_start", "login_attempts", ["window_start"])
     op.create_table(
         "users",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -113,6 +114,19 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Without these columns a read-only token would act as a full one, and a session's access
+    # token as an API token that no logout ends: revoke them rather than widen them.
+    tokens = sa.table(
+        "tokens", sa.column("scope"), sa.column("session_id"), sa.column("revoked_at")
+    )
+    op.execute(
+        tokens.update()
+        .where(
+            sa.or_(tokens.c.scope.is_not(None), tokens.c.session_id.is_not(None)),
+            tokens.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=sa.func.current_timestamp())
+    )
     with op.batch_alter_table("tokens") as batch:
         batch.drop_index("ix_tokens_session_id")
         batch.drop_constraint("fk_tokens_session_id_login_sessions", type_="foreignkey")
@@ -127,5 +141,6 @@ def downgrade() -> None:
     op.drop_table("memberships")
     op.drop_table("organizations")
     op.drop_table("users")
+    op.drop_index("ix_login_attempts_window_start", table_name="login_attempts")
     op.drop_table("login_attempts")
     op.drop_table("namespaces")
