@@ -123,11 +123,37 @@ class LoopServer:
 
     async def _stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            await _close_server(self._server)
         await self._connections.close_all()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    """``server.close()``, minus a race of asyncio's (CPython gh-109564, still open).
+
+    ``close()`` right after the listening socket accepted a connection (a client that connects
+    and hangs up at once, then the test ends and stops this peer) leaves that connection's
+    transport to be made by a task that runs after ``close()``: its constructor then fails
+    ``Server._attach()``'s ``assert self._sockets is not None``, which asyncio swallows (it
+    logs it in debug mode only). The half-made transport owns the accepted socket, no handler
+    ever sees it and nothing closes it: the garbage collector finds it later, in whichever test
+    runs then, whose ``ResourceWarning: unclosed transport`` is an error in this suite. So the
+    listening sockets stop accepting first, the connections already accepted are set up (their
+    handlers register them, and ``close_all`` closes them), and only then is the server closed.
+    """
+    loop = asyncio.get_running_loop()
+    for sock in server.sockets:
+        loop.remove_reader(sock.fileno())  # also cancels an accept callback already queued
+    accepting = [
+        task
+        for task in asyncio.all_tasks(loop)
+        if getattr(task.get_coro(), "__qualname__", "").endswith("._accept_connection2")
+    ]
+    if accepting:
+        await asyncio.wait(accepting, timeout=5)
+    server.close()
 
 
 def free_port() -> int:
