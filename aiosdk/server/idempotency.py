@@ -59,8 +59,6 @@ __all__ = [
     "claim_record",
     "classify_repeat",
     "request_keys",
-    "seal",
-    "unseal",
 ]
 
 T = TypeVar("T")
@@ -139,7 +137,13 @@ class RequestKey:
         return AESGCM(hmac.new(self._secret, b"seal", hashlib.sha256).digest())
 
     def seal(self, body: bytes) -> bytes:
-        """``body`` encrypted (nonce + AES-GCM ciphertext)."""
+        """``body`` encrypted (nonce + AES-GCM ciphertext): how a stored response is kept.
+
+        A replayed response may hold a secret (a new token), and secrets are not kept in the
+        clear: the database holds only a hash of the key and the body sealed under it and a
+        server key, so a stored response is readable only by this server (its keyring) given
+        the client's key again.
+        """
         nonce = secrets.token_bytes(12)
         return nonce + self._box().encrypt(nonce, body, None)
 
@@ -192,21 +196,6 @@ def classify_repeat(request: IdempotencyKey, holder: IdempotencyKey) -> Repeat:
     if holder.state != IdempotencyState.DONE or holder.status_code is None:
         return Repeat.IN_PROGRESS
     return Repeat.REPLAY
-
-
-def seal(key: RequestKey, body: bytes) -> bytes:
-    """Encrypt a stored response body under the request's key (see :class:`RequestKey`).
-
-    A replayed response may hold a secret (a new token), and secrets are not kept in the clear:
-    the database holds only a hash of the key and the body sealed under it and a server key, so
-    a stored response is readable only by this server (its keyring) given the client's key again.
-    """
-    return key.seal(body)
-
-
-def unseal(key: RequestKey, sealed: bytes) -> bytes:
-    """The body :func:`seal` encrypted."""
-    return key.unseal(sealed)
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from aiosdk.server.keyring import Keyring
 from aiosdk.server.storage import (
     Token,
     create_engine,
-    create_tables,
     default_database_url,
     session_factory,
     utcnow,
 )
+from aiosdk.server.storage.migrations import upgrade_database
 from aiosdk.server.unit_of_work import UnitOfWork
 
 pytestmark = pytest.mark.anyio
@@ -63,7 +63,7 @@ class Flaky:
 async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     engine = await anyio.to_thread.run_sync(create_engine, default_database_url(tmp_path))
     try:
-        await create_tables(engine)
+        await upgrade_database(engine)
         yield session_factory(engine)
     finally:
         await engine.dispose()

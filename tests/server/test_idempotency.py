@@ -33,11 +33,11 @@ from aiosdk.server.storage import (
     IdempotencyState,
     Token,
     create_engine,
-    create_tables,
     default_database_url,
     session_factory,
     utcnow,
 )
+from aiosdk.server.storage.migrations import upgrade_database
 
 from .conftest import assert_error, create_token, make_client
 
@@ -240,7 +240,7 @@ async def test_server_errors_are_not_stored(tmp_path: Path) -> None:
     """A 5xx releases the key: the retry runs again (a scripted app behind the middleware)."""
     engine = await anyio.to_thread.run_sync(create_engine, default_database_url(tmp_path))
     try:
-        await create_tables(engine)
+        await upgrade_database(engine)
         runs: list[int] = []
 
         async def flaky(scope: Scope, receive: Receive, send: Send) -> None:
@@ -270,7 +270,7 @@ async def test_stored_responses_keep_no_secret_in_the_clear(tmp_path: Path) -> N
     """A replayable response (a new token's secret) is stored sealed under a hashed key."""
     engine = await anyio.to_thread.run_sync(create_engine, default_database_url(tmp_path))
     try:
-        await create_tables(engine)
+        await upgrade_database(engine)
         secret, key = f"aio_{uuid.uuid4().hex}", new_key()
         in_query, in_body = f"q-{uuid.uuid4().hex}", f"b-{uuid.uuid4().hex}"
 
@@ -334,7 +334,7 @@ async def scripted_app(
     """``handler`` behind the idempotency middleware, on a database of its own."""
     engine = await anyio.to_thread.run_sync(create_engine, default_database_url(tmp_path))
     try:
-        await create_tables(engine)
+        await upgrade_database(engine)
         sessions = session_factory(engine)
         middleware = IdempotencyMiddleware(handler, IdempotencyStore(sessions, Keyring.generate()))
 

@@ -37,11 +37,12 @@ from ..authorization import (
     require,
 )
 from ..errors import ConflictError, NotFoundError, PermissionDeniedError
+from ..paging import Position, keyset_page
 from ..storage import utcnow
 from ..unit_of_work import UnitOfWork
 from .models import Membership, NamespaceKind, Organization, Role, User
 from .namespaces import Name, claim_namespace
-from .users import DisplayName, Position, get_user, keyset_page
+from .users import DisplayName, get_user
 
 __all__ = [
     "MemberCreate",

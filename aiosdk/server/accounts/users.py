@@ -11,17 +11,17 @@ Creating, disabling, enabling or updating a user announces that what it may do c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..auth import Principal
 from ..authenticator import Authenticator
 from ..authorization import Callers
 from ..errors import NotFoundError
+from ..paging import Position, keyset_page
 from ..storage import Token, utcnow
 from ..unit_of_work import UnitOfWork
 from ..validation import Text
@@ -35,13 +35,11 @@ __all__ = [
     "Email",
     "OrganizationRole",
     "Password",
-    "Position",
     "UserCreate",
     "UserUpdate",
     "create_user",
     "find_user",
     "get_user",
-    "keyset_page",
     "list_users",
     "memberships_of",
     "revoke_credentials",
@@ -136,39 +134,6 @@ async def create_user(work: UnitOfWork, callers: Callers, request: UserCreate) -
     session.add(user)
     await session.flush()
     return user
-
-
-M = TypeVar("M", User, Organization)
-
-
-Position = tuple[datetime, str]
-"""Where a page ends: the ``(created_at, id)`` of its last row."""
-
-
-async def keyset_page(
-    session: AsyncSession,
-    query: Select[M],
-    model: type[M],
-    page_size: int,
-    after: Position | None,
-) -> tuple[list[M], Position | None]:
-    """One page of ``query``'s rows of ``model``, oldest first (by ``created_at``, then ``id``),
-    after the position ``after``; and the position the next page starts after (``None`` on the
-    last page)."""
-    if after is not None:
-        created_at, row_id = after
-        query = query.where(
-            or_(
-                model.created_at > created_at,
-                and_(model.created_at == created_at, model.id > row_id),
-            )
-        )
-    query = query.order_by(model.created_at, model.id).limit(page_size + 1)
-    found = list(await session.scalars(query))
-    if len(found) <= page_size:
-        return found, None
-    found = found[:page_size]
-    return found, (found[-1].created_at, found[-1].id)
 
 
 async def list_users(

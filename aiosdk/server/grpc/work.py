@@ -33,7 +33,6 @@ from ..idempotency import (
     Repeat,
     StoredResponse,
     apply_once,
-    seal,
 )
 from ..state import ServerState
 from ..unit_of_work import UnitOfWork
@@ -158,11 +157,11 @@ async def _run(
             refusal = (error.message or "").encode()
             return Answer(
                 outcome,
-                lambda key: StoredResponse(error.status.value, [], seal(key, refusal)),
+                lambda key: StoredResponse(error.status.value, [], key.seal(refusal)),
                 error,
             )
         return Answer(
-            Outcome.DONE, lambda key: StoredResponse(0, [], seal(key, bytes(reply))), reply
+            Outcome.DONE, lambda key: StoredResponse(0, [], key.seal(bytes(reply))), reply
         )
 
     try:

@@ -42,7 +42,6 @@ from ..idempotency import (
     RequestKey,
     StoredResponse,
     apply_once,
-    seal,
 )
 from ..unit_of_work import UnitOfWork
 
@@ -173,7 +172,7 @@ def _stored(key: RequestKey, status: int, messages: list[Message]) -> StoredResp
                     headers.append((decoded, value.decode("latin-1")))
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
-    return StoredResponse(status, headers, seal(key, b"".join(chunks)))
+    return StoredResponse(status, headers, key.seal(b"".join(chunks)))
 
 
 def _answer_repeat(holder: Holder) -> Response:

@@ -1,7 +1,7 @@
 """Persistent storage of the server: SQLAlchemy 2 async models and engine, and the migrations of
 the schema (:mod:`aiosdk.server.storage.migrations`)."""
 
-from .db import create_engine, create_tables, default_database_url, session_factory
+from .db import create_engine, default_database_url, session_factory
 from .models import Base, IdempotencyKey, IdempotencyState, Token, new_id, utcnow
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "IdempotencyState",
     "Token",
     "create_engine",
-    "create_tables",
     "default_database_url",
     "new_id",
     "session_factory",

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-__all__ = ["create_engine", "create_tables", "default_database_url", "session_factory"]
+__all__ = ["create_engine", "default_database_url", "session_factory"]
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -59,11 +59,3 @@ def _configure_sqlite(dbapi_connection: Any, _connection_record: Any) -> None:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions on ``engine`` whose objects stay usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def create_tables(engine: AsyncEngine) -> None:
-    """Bring the schema up to date: every migration not applied yet (see
-    :func:`~aiosdk.server.storage.migrations.upgrade_database`), on an empty database too."""
-    from .migrations import upgrade_database
-
-    await upgrade_database(engine)

@@ -15,6 +15,7 @@ from ...accounts.users import UserCreate, UserUpdate
 from ...auth import Principal
 from ...authorization import READ, WRITE, require_admin
 from ...config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from ..authentication import READ_METHODS
 from ..dependencies import Current
 from ..openapi import documented_error
 from ..pagination import decode_page_token, encode_page_token
@@ -22,14 +23,12 @@ from .organizations import Organization, conflict
 
 __all__ = ["User", "UserPage", "router"]
 
-_READS = frozenset({"GET", "HEAD"})
-
 
 async def _admin_only(request: Request) -> None:
     """Refuse (403) anyone but the admin token, before the request is looked at further; a
     read-scoped admin token only reads."""
     principal: Principal = request.state.principal
-    require_admin(principal, READ if request.method in _READS else WRITE)
+    require_admin(principal, READ if request.method in READ_METHODS else WRITE)
 
 
 router = APIRouter(

@@ -7,11 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, or_
 
 from ... import tokens
 from ...auth import READ_SCOPE
 from ...config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from ...paging import keyset_page
 from ...storage import Token
 from ...tokens import TokenCreate
 from ..dependencies import Current
@@ -94,22 +94,14 @@ async def list_tokens(
 ) -> TokenPage:
     """The caller's API tokens (an admin sees every one), oldest first; the access tokens of
     login sessions are not listed."""
-    query = tokens.visible_tokens(call.principal)
-    if page_token is not None:
-        created_at, token_id = decode_page_token(page_token)
-        query = query.where(
-            or_(
-                Token.created_at > created_at,
-                and_(Token.created_at == created_at, Token.id > token_id),
-            )
-        )
-    query = query.order_by(Token.created_at, Token.id).limit(page_size + 1)
-    found = list(await call.session.scalars(query))
-    next_page_token = None
-    if len(found) > page_size:
-        found = found[:page_size]
-        next_page_token = encode_page_token(found[-1].created_at, found[-1].id)
-    return TokenPage(items=[TokenInfo.of(t) for t in found], next_page_token=next_page_token)
+    after = None if page_token is None else decode_page_token(page_token)
+    found, end = await keyset_page(
+        call.session, tokens.visible_tokens(call.principal), Token, page_size, after
+    )
+    return TokenPage(
+        items=[TokenInfo.of(t) for t in found],
+        next_page_token=None if end is None else encode_page_token(*end),
+    )
 
 
 @router.get("/{token_id}", summary="Get a token", responses=_NOT_FOUND)
