@@ -47,12 +47,18 @@ def codegen(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Side-by-side benchmarks (server in its own process); prints ratios."""
+    """Side-by-side benchmarks (server in its own process); prints ratios.
+
+    bench_catalog.py compares against Tiled, which it runs from a virtualenv of its own
+    (``AIOSDK_BENCH_TILED_PYTHON``, default /work/tiled-venv/bin/python, else it creates
+    benchmarks/.tiled-venv); Tiled is never installed into this session.
+    """
     session.install("-e", ".[dev]", "uvloop")  # bench_http.py runs its server on uvloop
     session.run("python", "benchmarks/bench_client.py", *session.posargs)
     session.run("python", "benchmarks/bench_http.py", *session.posargs)
     session.run("python", "benchmarks/bench_server.py", *session.posargs)  # if wrk is there
     session.run("python", "benchmarks/bench_auth.py", *session.posargs)
+    session.run("python", "benchmarks/bench_catalog.py", *session.posargs)  # skips Tiled if absent
 
 
 @nox.session

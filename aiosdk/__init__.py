@@ -5,6 +5,7 @@ connection pool per client, retry under a :class:`RetryMode`, and raise the erro
 """
 
 from ._client import AsyncClient, ServerInfo
+from ._core.cache import Cache, CacheError
 from ._core.config import save_profile
 from ._core.errors import (
     AiosdkError,
@@ -18,6 +19,7 @@ from ._core.errors import (
     IdempotencyInProgressError,
     InternalServerError,
     InvalidTokenError,
+    NodeNotFoundError,
     NotFoundError,
     PermissionDeniedError,
     ProtocolError,
@@ -30,12 +32,23 @@ from ._core.errors import (
     TransportError,
     UnprocessableEntityError,
     UnsupportedBackendError,
+    WatchGapError,
 )
 from ._core.options import NOT_GIVEN, NotGiven, RequestOptions
 from ._core.paging import AsyncPager, Page
 from ._core.retry import RetryMode, RetryPolicy
 from ._core.secrets import Secret
-from ._sync import Admin, Client, Pager, Tokens
+from ._sync import (
+    Admin,
+    Client,
+    Container,
+    ContainerItems,
+    ContainerKeys,
+    ContainerValues,
+    Node,
+    Pager,
+    Tokens,
+)
 from ._version import __version__
 from .accounts import (
     AsyncAdmin,
@@ -47,41 +60,95 @@ from .accounts import (
     TokenInfo,
     User,
 )
+from .catalog import (
+    ASCENDING,
+    DESCENDING,
+    AsyncContainer,
+    AsyncContainerItems,
+    AsyncContainerKeys,
+    AsyncContainerValues,
+    AsyncNode,
+    CatalogEvent,
+    Comparison,
+    Contains,
+    Eq,
+    FullText,
+    In,
+    Key,
+    KeyPresent,
+    Like,
+    NotEq,
+    NotIn,
+    Query,
+    Regex,
+    Share,
+    Specs,
+    StructureFamily,
+    build_metadata_patches,
+)
 from .proto import ServerStatus
 
 embedded = AsyncClient.embedded
 """Shorthand for :meth:`AsyncClient.embedded`: ``async with aiosdk.embedded() as client``."""
 
 __all__ = [
+    "ASCENDING",
+    "DESCENDING",
     "NOT_GIVEN",
     "Admin",
     "AiosdkError",
     "AsyncAdmin",
     "AsyncClient",
+    "AsyncContainer",
+    "AsyncContainerItems",
+    "AsyncContainerKeys",
+    "AsyncContainerValues",
+    "AsyncNode",
     "AsyncPager",
     "AsyncTokens",
     "AuthenticationError",
     "BadRequestError",
+    "Cache",
+    "CacheError",
+    "CatalogEvent",
     "Client",
     "ClientClosedError",
+    "Comparison",
     "ConfigurationError",
     "ConflictError",
     "ConnectError",
+    "Container",
+    "ContainerItems",
+    "ContainerKeys",
+    "ContainerValues",
+    "Contains",
     "DeadlineExceededError",
+    "Eq",
+    "FullText",
     "IdempotencyInProgressError",
+    "In",
     "InternalServerError",
     "InvalidTokenError",
+    "Key",
+    "KeyPresent",
+    "Like",
     "Member",
     "NewToken",
+    "Node",
+    "NodeNotFoundError",
+    "NotEq",
     "NotFoundError",
     "NotGiven",
+    "NotIn",
     "Organization",
     "OrganizationMembership",
     "Page",
     "Pager",
     "PermissionDeniedError",
     "ProtocolError",
+    "Query",
     "RateLimitError",
+    "Regex",
     "RequestOptions",
     "RequestTooLargeError",
     "RetryMode",
@@ -91,7 +158,10 @@ __all__ = [
     "ServerInfo",
     "ServerStatus",
     "ServiceUnavailableError",
+    "Share",
+    "Specs",
     "StatusError",
+    "StructureFamily",
     "TimeoutError",
     "TokenInfo",
     "Tokens",
@@ -99,7 +169,9 @@ __all__ = [
     "UnprocessableEntityError",
     "UnsupportedBackendError",
     "User",
+    "WatchGapError",
     "__version__",
+    "build_metadata_patches",
     "embedded",
     "save_profile",
 ]

@@ -11,11 +11,13 @@ from typing import Any
 import anyio
 import httpx
 
+from ._core.cache import Cache
 from ._core.config import resolve_settings, save_profile
 from ._core.context import ClientContext
 from ._core.credentials import CredentialStore, TokenCredential
 from ._core.errors import ConfigurationError
 from ._core.options import NOT_GIVEN, NotGiven, RequestOptions, TimeoutArg
+from ._core.paging import AsyncPager
 from ._core.retry import RetryMode, RetryPolicy
 from ._core.secrets import Secret
 from ._core.transport import Bootstrap, Transport, auth_timeout_for
@@ -27,6 +29,10 @@ from .accounts.admin import AsyncAdmin
 from .accounts.organizations import Organization
 from .accounts.tokens import AsyncTokens
 from .accounts.users import Action, User
+from .catalog import listings as _listings
+from .catalog.containers import AsyncContainer
+from .catalog.listings import Permission, Strings
+from .catalog.nodes import AsyncNode
 from .proto import GetStatusRequest, ServerStatus, StatusServiceStub, WatchStatusRequest
 
 __all__ = ["AsyncClient", "ServerInfo"]
@@ -89,6 +95,9 @@ class AsyncClient:
         http_transport: an ``httpx.AsyncBaseTransport`` to use instead of the automatic choice,
             which is aiosdk's fast HTTP/1.1 transport on asyncio and httpx's own otherwise.
         profile: a named profile from ``profiles.toml`` to fill in what is not given.
+        cache: a :class:`~aiosdk.Cache` that ``GET`` answers are revalidated through (ETag,
+            ``If-None-Match``, 304), kept per identity; it may be shared by several clients, and
+            is not closed with the client.
     """
 
     def __init__(
@@ -105,6 +114,7 @@ class AsyncClient:
         proxy: str | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         profile: str | None = None,
+        cache: Cache | None = None,
     ) -> None:
         settings = resolve_settings(url=url, token=token, retry_mode=retry_mode, profile=profile)
         self._init(
@@ -119,6 +129,7 @@ class AsyncClient:
                 store=CredentialStore(),
                 remembered=True,
                 auth_timeout=auth_timeout_for(timeout),
+                cache=cache,
             ),
             RequestOptions(RetryPolicy(settings.retry_mode)).merged(
                 timeout=timeout, deadline=deadline
@@ -129,6 +140,7 @@ class AsyncClient:
         self._ctx = ClientContext(transport, options)
         self._tokens = AsyncTokens(self._ctx)
         self._admin = AsyncAdmin(self._ctx)
+        self._catalog = AsyncContainer._root(self._ctx)
 
     @classmethod
     def _with_bootstrap(
@@ -270,6 +282,12 @@ class AsyncClient:
         (also an organization's owners and admins)."""
         return self._admin
 
+    @property
+    def catalog(self) -> AsyncContainer:
+        """The catalog's root container: its children are the namespaces the caller may read
+        (``await client.catalog.get("alice/experiments")``)."""
+        return self._catalog
+
     # -- login -------------------------------------------------------------------------------
 
     async def login(
@@ -368,6 +386,146 @@ class AsyncClient:
         """The organizations the caller belongs to (every one, for the admin token)."""
         return await _organizations.organizations(self._ctx)
 
+    # -- catalog listings --------------------------------------------------------------------
+
+    def list_arrays(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        structure_family: str | None = None,
+    ) -> AsyncPager[AsyncNode]:
+        """The assets (every node that is not a container) in the caller's namespaces.
+
+        Args:
+            namespace: only those of this namespace.
+            permissions: only those on which the caller has ``"read"``, ``"write"`` or
+                ``"admin"``.
+            tag: only those with every one of these tags.
+            exclude_tag: only those with none of these tags.
+            search: only those whose key contains this (case-insensitive).
+            file_type: only those of one of these file types.
+            exclude_file_type: only those of none of these file types.
+            page: start at this page (from 1).
+            per_page: entries per page (1 to 1000; default 100).
+            with_metadata: include each node's metadata (default: without).
+            structure_family: only those of this family (``"array"``, ``"table"``...).
+
+        Ordered by path; ``await pager`` is the first page, ``async for node in pager`` every
+        node from there on.
+        """
+        return _listings.listing(self._ctx, "arrays", "owned", _listing_args(locals()))
+
+    def list_public_arrays(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        structure_family: str | None = None,
+    ) -> AsyncPager[AsyncNode]:
+        """The public assets (of any namespace); the filters are :meth:`list_arrays`'."""
+        return _listings.listing(self._ctx, "arrays", "public", _listing_args(locals()))
+
+    def list_shared_arrays(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        structure_family: str | None = None,
+    ) -> AsyncPager[AsyncNode]:
+        """The assets shared with one of the caller's namespaces and not owned by them; the
+        filters are :meth:`list_arrays`' (``namespace``: the owner's)."""
+        return _listings.listing(self._ctx, "arrays", "shared", _listing_args(locals()))
+
+    def list_groups(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        group_type: str | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        flat: bool = False,
+        parent: str | None = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+    ) -> AsyncPager[AsyncNode]:
+        """The groups (containers below the namespaces' root nodes) in the caller's
+        namespaces.
+
+        Args:
+            group_type: only groups with this spec.
+            flat: every group at any depth; by default (``False``) only the top-level ones,
+                directly in a namespace.
+            parent: only the groups directly in the group at this path.
+
+        The other filters are :meth:`list_arrays`'.
+        """
+        return _listings.listing(self._ctx, "groups", "owned", _listing_args(locals()))
+
+    def list_public_groups(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        group_type: str | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        flat: bool = False,
+        parent: str | None = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+    ) -> AsyncPager[AsyncNode]:
+        """The public groups (of any namespace); the filters are :meth:`list_groups`'."""
+        return _listings.listing(self._ctx, "groups", "public", _listing_args(locals()))
+
+    def list_shared_groups(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        group_type: str | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        flat: bool = False,
+        parent: str | None = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+    ) -> AsyncPager[AsyncNode]:
+        """The groups shared with one of the caller's namespaces and not owned by them; the
+        filters are :meth:`list_groups`'."""
+        return _listings.listing(self._ctx, "groups", "shared", _listing_args(locals()))
+
     async def server_info(self) -> ServerInfo:
         """The server's name, version, gRPC endpoint and limits (``GET /api/v1/``)."""
         return await self._ctx.fetch("GET", "/", ServerInfo._from_json)
@@ -409,6 +567,11 @@ class AsyncClient:
         ):
             received += 1
             yield status
+
+
+def _listing_args(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A listing method's own arguments (its ``locals()``), without ``self``."""
+    return {name: value for name, value in arguments.items() if name != "self"}
 
 
 def _limits(pool_threads: int | None) -> httpx.Limits:

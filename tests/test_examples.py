@@ -21,6 +21,16 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
             "accounts.py",
             ["logged in as alice", "charges: lab", "organizations: ['lab']", "logged out"],
         ),
+        (
+            "catalog.py",
+            [
+                "red runs, hottest first: ['run4', 'run2', 'run0']",
+                "a write based on a stale read is a ConflictError",
+                "bob cannot see alice's experiments",
+                "shared with bob: ['alice/experiments']",
+                "'created run4', 'updated run1']",
+            ],
+        ),
     ],
 )
 def test_example_runs(

@@ -7,16 +7,22 @@ import traceback
 import aiosdk
 
 EXPECTED = [
-    "NOT_GIVEN", "Admin", "AiosdkError", "AsyncAdmin", "AsyncClient", "AsyncPager", "AsyncTokens",
-    "AuthenticationError", "BadRequestError", "Client", "ClientClosedError", "ConfigurationError",
-    "ConflictError", "ConnectError", "DeadlineExceededError", "IdempotencyInProgressError",
-    "InternalServerError", "InvalidTokenError", "Member", "NewToken", "NotFoundError", "NotGiven",
-    "Organization", "OrganizationMembership", "Page", "Pager", "PermissionDeniedError",
-    "ProtocolError", "RateLimitError", "RequestOptions", "RequestTooLargeError", "RetryMode",
-    "RetryPolicy", "Secret", "ServerError", "ServerInfo", "ServerStatus",
-    "ServiceUnavailableError", "StatusError", "TimeoutError", "TokenInfo", "Tokens",
-    "TransportError", "UnprocessableEntityError", "UnsupportedBackendError", "User",
-    "__version__", "embedded", "save_profile",
+    "ASCENDING", "DESCENDING", "NOT_GIVEN", "Admin", "AiosdkError", "AsyncAdmin", "AsyncClient",
+    "AsyncContainer", "AsyncContainerItems", "AsyncContainerKeys", "AsyncContainerValues",
+    "AsyncNode", "AsyncPager", "AsyncTokens", "AuthenticationError", "BadRequestError",
+    "Cache", "CacheError", "CatalogEvent", "Client", "ClientClosedError", "Comparison",
+    "ConfigurationError",
+    "ConflictError", "ConnectError", "Container", "ContainerItems", "ContainerKeys",
+    "ContainerValues", "Contains", "DeadlineExceededError", "Eq", "FullText",
+    "IdempotencyInProgressError", "In", "InternalServerError", "InvalidTokenError", "Key",
+    "KeyPresent", "Like", "Member", "NewToken", "Node", "NodeNotFoundError", "NotEq",
+    "NotFoundError", "NotGiven", "NotIn", "Organization", "OrganizationMembership", "Page", "Pager",
+    "PermissionDeniedError", "ProtocolError", "Query", "RateLimitError", "Regex", "RequestOptions",
+    "RequestTooLargeError", "RetryMode", "RetryPolicy", "Secret", "ServerError", "ServerInfo",
+    "ServerStatus", "ServiceUnavailableError", "Share", "Specs", "StatusError", "StructureFamily",
+    "TimeoutError", "TokenInfo", "Tokens", "TransportError", "UnprocessableEntityError",
+    "UnsupportedBackendError", "User", "WatchGapError", "__version__", "build_metadata_patches",
+    "embedded", "save_profile",
 ]  # fmt: skip
 
 

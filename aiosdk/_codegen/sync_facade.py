@@ -71,6 +71,11 @@ FACADES = [
     Facade("aiosdk._core.paging", "AsyncPager", "paging"),
     Facade("aiosdk.accounts.tokens", "AsyncTokens", "tokens"),
     Facade("aiosdk.accounts.admin", "AsyncAdmin", "admin"),
+    Facade("aiosdk.catalog.nodes", "AsyncNode", "nodes"),
+    Facade("aiosdk.catalog.containers", "AsyncContainer", "containers", abc="Mapping[str, Node]"),
+    Facade("aiosdk.catalog.views", "AsyncContainerKeys", "views", abc="KeysView[str]"),
+    Facade("aiosdk.catalog.views", "AsyncContainerValues", "views", abc="ValuesView[Node]"),
+    Facade("aiosdk.catalog.views", "AsyncContainerItems", "views", abc="ItemsView[str, Node]"),
     Facade("aiosdk._client", "AsyncClient", "client", constructible=True),
 ]
 """The public facade: each twin is exported from ``aiosdk`` too."""

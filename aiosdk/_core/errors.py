@@ -23,6 +23,7 @@ __all__ = [
     "InternalServerError",
     "IdempotencyInProgressError",
     "InvalidTokenError",
+    "NodeNotFoundError",
     "NotFoundError",
     "PermissionDeniedError",
     "ProtocolError",
@@ -35,6 +36,7 @@ __all__ = [
     "TransportError",
     "UnprocessableEntityError",
     "UnsupportedBackendError",
+    "WatchGapError",
     "error_for_grpc_status",
     "error_for_http_status",
 ]
@@ -155,6 +157,14 @@ class NotFoundError(StatusError):
     status_code = 404
 
 
+class NodeNotFoundError(NotFoundError, KeyError):
+    """No catalog node at that path, or none the caller may read (the server answers both
+    alike). A ``KeyError`` too, so that ``container["k"]`` behaves as a mapping's lookup."""
+
+    # KeyError's own __str__ would show the repr of the message; StatusError's is wanted.
+    __str__ = StatusError.__str__
+
+
 class ConflictError(StatusError):
     status_code = 409
 
@@ -165,6 +175,13 @@ class IdempotencyInProgressError(ConflictError):
     Transient, unlike other conflicts: retrying after ``retry_after`` gets the first answer, so a
     call that its retry mode retries anyway is retried on it too.
     """
+
+
+class WatchGapError(StatusError):
+    """A watch cannot resume where it was asked to: the server no longer keeps the events since
+    that point (gRPC ``OUT_OF_RANGE``). Read the container again and watch from now."""
+
+    status_code = 400
 
 
 class RequestTooLargeError(StatusError):
@@ -239,6 +256,7 @@ _TOO_LARGE = "larger than max"
 # Error types in the server's body that name a finer class than the status does.
 _HTTP_ERROR_TYPES: Mapping[str, type[StatusError]] = {
     "idempotency_in_progress": IdempotencyInProgressError,
+    "node_not_found": NodeNotFoundError,
     "invalid_token": InvalidTokenError,  # the client's name for a 401 to a request with a token
 }
 

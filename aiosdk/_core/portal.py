@@ -357,14 +357,20 @@ def iterate(source: AsyncIterable[Any], convert: Callable[[Any], Any] | None = N
 
 
 class _Stream:
-    """The async iterator behind a sync one: each step a task on the loop; closed when dropped."""
+    """The async iterator behind a sync one: each step a task on the loop; closed when dropped.
+
+    Threads that share one sync iterator take their steps one at a time, each getting the next
+    item: the async iterator never sees a step start while another runs.
+    """
 
     def __init__(self, iterator: AsyncIterator[Any]) -> None:
         self.iterator = iterator
         self.open = True
+        self._stepping = threading.Lock()
 
     def next_done(self) -> asyncio.Future[Any] | None:
-        task = finished(self.iterator.__anext__())
+        with self._stepping:
+            task = finished(self.iterator.__anext__())
         if isinstance(task.exception(), StopAsyncIteration):
             self.open = False  # exhausted: nothing to close
             return None

@@ -35,6 +35,7 @@ from h2.exceptions import ProtocolError as H2ProtocolError
 from .._version import __version__
 from . import errors, forking
 from .auth import Auth, AuthRequest
+from .cache import Cache, Stored
 from .config import API_PREFIX
 from .credentials import CredentialStore, TokenCredential
 from .http11 import AsyncioTransport, fast_transport_supported
@@ -164,8 +165,11 @@ class Transport:
         store: CredentialStore | None = None,
         remembered: bool = False,
         auth_timeout: float = AUTH_TIMEOUT,
+        cache: Cache | None = None,
     ) -> None:
         self.url = url
+        self.cache = cache
+        """The response cache ``GET`` requests revalidate through, if any (see :mod:`.cache`)."""
         # Logins and renewals: one fixed timeout, whatever the options of the call that needs
         # them; no deadline (a renewal runs to its end, shielded from cancellation); retried
         # only where the request certainly never went out (a refresh token is sent once).
@@ -487,6 +491,10 @@ class Transport:
         carries the client's credentials unless ``authenticate`` is false; a login session's
         token is renewed shortly before it expires, and a request refused with an expired one
         (401) is renewed and sent once more, within the same attempt (see :mod:`.auth`).
+
+        With a :attr:`cache`, a ``GET`` whose answer is stored is sent with ``If-None-Match``, and
+        a ``304`` is answered with the stored body; a ``200`` with an ``ETag`` is stored. A cache
+        failure is logged, never raised: the request goes on uncached.
         """
         method = method.upper()
         sent_headers = dict(headers or {})
@@ -495,6 +503,7 @@ class Transport:
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
         auth = self.auth
+        cache = self.cache if method == "GET" else None
 
         async def attempt() -> httpx.Response:
             pool = await self._http_pool()
@@ -507,6 +516,12 @@ class Transport:
                 request = self._build_request(
                     method, path, params, json, sent_headers, options, authenticate
                 )
+                # Looked up per request built: the credentials (so the entry) may have changed.
+                stored: Stored | None = None
+                if cache is not None:
+                    stored = await cache.lookup(request)
+                    if stored is not None:
+                        request.headers["If-None-Match"] = stored.etag
                 decoded = True
                 pool.active += 1
                 try:
@@ -537,6 +552,8 @@ class Transport:
                         (time.perf_counter() - started) * 1e3,
                         response.headers.get("x-request-id"),
                     )
+                if stored is not None and response.status_code == 304 and cache is not None:
+                    response = await cache.revalidated(stored, request, response)
                 if response.status_code >= 300:  # redirects are not followed: none is expected
                     if (
                         response.status_code == 401
@@ -551,6 +568,8 @@ class Transport:
                     raise errors.ProtocolError(
                         f"{method} {path}: the response body cannot be decoded"
                     )
+                if cache is not None:
+                    await cache.settle(request, response, stored)
                 return response
 
         return await self.call(

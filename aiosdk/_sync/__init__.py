@@ -4,8 +4,22 @@
 
 from .admin import Admin
 from .client import Client
+from .containers import Container
+from .nodes import Node
 from .paging import Pager
 from .testing import Accounts
 from .tokens import Tokens
+from .views import ContainerItems, ContainerKeys, ContainerValues
 
-__all__ = ["Accounts", "Admin", "Client", "Pager", "Tokens"]
+__all__ = [
+    "Accounts",
+    "Admin",
+    "Client",
+    "Container",
+    "ContainerItems",
+    "ContainerKeys",
+    "ContainerValues",
+    "Node",
+    "Pager",
+    "Tokens",
+]

@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import httpx
 
 from aiosdk._client import AsyncClient, ServerInfo
 from aiosdk._core import portal as _portal
+from aiosdk._core.cache import Cache
 from aiosdk._core.options import NOT_GIVEN, NotGiven, RequestOptions, TimeoutArg
 from aiosdk._core.retry import RetryMode, RetryPolicy
 from aiosdk._core.secrets import Secret
@@ -20,10 +21,14 @@ from aiosdk._core.twins import Twin
 from aiosdk._sync._twins import twin
 from aiosdk.accounts.organizations import Organization
 from aiosdk.accounts.users import Action, User
+from aiosdk.catalog.listings import Permission, Strings
 from aiosdk.proto import ServerStatus
 
 if TYPE_CHECKING:
     from aiosdk._sync.admin import Admin
+    from aiosdk._sync.containers import Container
+    from aiosdk._sync.nodes import Node
+    from aiosdk._sync.paging import Pager
     from aiosdk._sync.tokens import Tokens
 
 __tracebackhide__ = True  # facade plumbing: cut from sync callers' tracebacks
@@ -56,6 +61,9 @@ class Client(Twin):
         http_transport: an ``httpx.AsyncBaseTransport`` to use instead of the automatic choice,
             which is aiosdk's fast HTTP/1.1 transport on asyncio and httpx's own otherwise.
         profile: a named profile from ``profiles.toml`` to fill in what is not given.
+        cache: a :class:`~aiosdk.Cache` that ``GET`` answers are revalidated through (ETag,
+            ``If-None-Match``, 304), kept per identity; it may be shared by several clients, and
+            is not closed with the client.
     """
 
     _async_class: ClassVar[type[AsyncClient]] = AsyncClient
@@ -75,6 +83,7 @@ class Client(Twin):
         proxy: str | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         profile: str | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self._async = self._async_class(
             url,
@@ -88,6 +97,7 @@ class Client(Twin):
             proxy=proxy,
             http_transport=http_transport,
             profile=profile,
+            cache=cache,
         )
 
     @classmethod
@@ -204,6 +214,12 @@ class Client(Twin):
         (also an organization's owners and admins)."""
         return twin(self._async.admin)
 
+    @property
+    def catalog(self) -> Container:
+        """The catalog's root container: its children are the namespaces the caller may read
+        (``client.catalog.get("alice/experiments")``)."""
+        return twin(self._async.catalog)
+
     def login(
         self,
         token: str | Secret | None = None,
@@ -291,6 +307,258 @@ class Client(Twin):
     def organizations(self) -> list[Organization]:
         """The organizations the caller belongs to (every one, for the admin token)."""
         return _portal.finished(self._async.organizations()).result()
+
+    def list_arrays(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        structure_family: str | None = None,
+    ) -> Pager[Node]:
+        """The assets (every node that is not a container) in the caller's namespaces.
+
+        Args:
+            namespace: only those of this namespace.
+            permissions: only those on which the caller has ``"read"``, ``"write"`` or
+                ``"admin"``.
+            tag: only those with every one of these tags.
+            exclude_tag: only those with none of these tags.
+            search: only those whose key contains this (case-insensitive).
+            file_type: only those of one of these file types.
+            exclude_file_type: only those of none of these file types.
+            page: start at this page (from 1).
+            per_page: entries per page (1 to 1000; default 100).
+            with_metadata: include each node's metadata (default: without).
+            structure_family: only those of this family (``"array"``, ``"table"``...).
+
+        Ordered by path; ``pager`` is the first page, ``for node in pager`` every
+        node from there on.
+        """
+        return cast(
+            "Pager[Node]",
+            twin(
+                _portal.finished_sync(
+                    self._async.list_arrays,
+                    namespace,
+                    permissions,
+                    tag,
+                    exclude_tag,
+                    search,
+                    file_type,
+                    exclude_file_type,
+                    page,
+                    per_page,
+                    with_metadata,
+                    structure_family,
+                ).result()
+            ),
+        )
+
+    def list_public_arrays(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        structure_family: str | None = None,
+    ) -> Pager[Node]:
+        """The public assets (of any namespace); the filters are :meth:`list_arrays`'."""
+        return cast(
+            "Pager[Node]",
+            twin(
+                _portal.finished_sync(
+                    self._async.list_public_arrays,
+                    namespace,
+                    permissions,
+                    tag,
+                    exclude_tag,
+                    search,
+                    file_type,
+                    exclude_file_type,
+                    page,
+                    per_page,
+                    with_metadata,
+                    structure_family,
+                ).result()
+            ),
+        )
+
+    def list_shared_arrays(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        structure_family: str | None = None,
+    ) -> Pager[Node]:
+        """The assets shared with one of the caller's namespaces and not owned by them; the
+        filters are :meth:`list_arrays`' (``namespace``: the owner's)."""
+        return cast(
+            "Pager[Node]",
+            twin(
+                _portal.finished_sync(
+                    self._async.list_shared_arrays,
+                    namespace,
+                    permissions,
+                    tag,
+                    exclude_tag,
+                    search,
+                    file_type,
+                    exclude_file_type,
+                    page,
+                    per_page,
+                    with_metadata,
+                    structure_family,
+                ).result()
+            ),
+        )
+
+    def list_groups(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        group_type: str | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        flat: bool = False,
+        parent: str | None = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+    ) -> Pager[Node]:
+        """The groups (containers below the namespaces' root nodes) in the caller's
+        namespaces.
+
+        Args:
+            group_type: only groups with this spec.
+            flat: every group at any depth; by default (``False``) only the top-level ones,
+                directly in a namespace.
+            parent: only the groups directly in the group at this path.
+
+        The other filters are :meth:`list_arrays`'.
+        """
+        return cast(
+            "Pager[Node]",
+            twin(
+                _portal.finished_sync(
+                    self._async.list_groups,
+                    namespace,
+                    permissions,
+                    group_type,
+                    tag,
+                    exclude_tag,
+                    search,
+                    flat,
+                    parent,
+                    page,
+                    per_page,
+                    with_metadata,
+                    file_type,
+                    exclude_file_type,
+                ).result()
+            ),
+        )
+
+    def list_public_groups(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        group_type: str | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        flat: bool = False,
+        parent: str | None = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+    ) -> Pager[Node]:
+        """The public groups (of any namespace); the filters are :meth:`list_groups`'."""
+        return cast(
+            "Pager[Node]",
+            twin(
+                _portal.finished_sync(
+                    self._async.list_public_groups,
+                    namespace,
+                    permissions,
+                    group_type,
+                    tag,
+                    exclude_tag,
+                    search,
+                    flat,
+                    parent,
+                    page,
+                    per_page,
+                    with_metadata,
+                    file_type,
+                    exclude_file_type,
+                ).result()
+            ),
+        )
+
+    def list_shared_groups(
+        self,
+        namespace: str | None = None,
+        permissions: Permission | None = None,
+        group_type: str | None = None,
+        tag: Strings = None,
+        exclude_tag: Strings = None,
+        search: str | None = None,
+        flat: bool = False,
+        parent: str | None = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        with_metadata: bool | None = None,
+        file_type: Strings = None,
+        exclude_file_type: Strings = None,
+    ) -> Pager[Node]:
+        """The groups shared with one of the caller's namespaces and not owned by them; the
+        filters are :meth:`list_groups`'."""
+        return cast(
+            "Pager[Node]",
+            twin(
+                _portal.finished_sync(
+                    self._async.list_shared_groups,
+                    namespace,
+                    permissions,
+                    group_type,
+                    tag,
+                    exclude_tag,
+                    search,
+                    flat,
+                    parent,
+                    page,
+                    per_page,
+                    with_metadata,
+                    file_type,
+                    exclude_file_type,
+                ).result()
+            ),
+        )
 
     def server_info(self) -> ServerInfo:
         """The server's name, version, gRPC endpoint and limits (``GET /api/v1/``)."""

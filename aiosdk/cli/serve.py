@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ from ._common import fail, number, positive_seconds, server_extra_missing, stora
 
 if TYPE_CHECKING:
     from ..server import Server, ServerConfig
+    from ..server.catalog.state import Validator
     from ._common import Subparsers
 
 __all__ = ["ADMIN_TOKEN_ENV", "register", "server_config"]
@@ -55,6 +57,14 @@ def register(commands: Subparsers) -> None:
         "--tls-cert", type=Path, metavar="PEM", help="certificate chain: serve HTTPS and gRPC/TLS"
     )
     serve.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
+    serve.add_argument(
+        "--spec-validator",
+        action="append",
+        default=[],
+        metavar="SPEC=MODULE:FUNCTION",
+        help="validate the metadata of nodes with the spec SPEC with FUNCTION(metadata,"
+        " structure_family, specs), which raises ValueError to refuse a node (repeatable)",
+    )
     serve.add_argument(
         "--log-level",
         default="info",
@@ -178,7 +188,23 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         keyring_file=args.keyring,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        spec_validators=dict(_validator(option) for option in args.spec_validator),
     )
+
+
+def _validator(option: str) -> tuple[str, Validator]:
+    """``SPEC=MODULE:FUNCTION`` as the spec's name and the function, imported."""
+    spec, _, target = option.partition("=")
+    module_name, _, attribute = target.partition(":")
+    if not (spec and module_name and attribute):
+        raise ValueError(f"--spec-validator {option!r}: expected SPEC=MODULE:FUNCTION")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--spec-validator {option!r}: {exc}") from None
+    if not callable(function):
+        raise ValueError(f"--spec-validator {option!r}: {target} is not callable")  # noqa: TRY004
+    return spec, function
 
 
 def _serve(args: argparse.Namespace) -> int:

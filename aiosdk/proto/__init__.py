@@ -5,6 +5,10 @@ Regenerate with ``nox -s codegen`` (or ``python aiosdk/_codegen/protos.py``); ne
 """
 
 from ._generated.aiosdk.v1 import (
+    CatalogEvent,
+    CatalogEventKind,
+    CatalogServiceBase,
+    CatalogServiceStub,
     CreateTokenRequest,
     CreateTokenResponse,
     GetStatusRequest,
@@ -16,10 +20,15 @@ from ._generated.aiosdk.v1 import (
     Token,
     TokenServiceBase,
     TokenServiceStub,
+    WatchRequest,
     WatchStatusRequest,
 )
 
 __all__ = [
+    "CatalogEvent",
+    "CatalogEventKind",
+    "CatalogServiceBase",
+    "CatalogServiceStub",
     "CreateTokenRequest",
     "CreateTokenResponse",
     "GetStatusRequest",
@@ -31,5 +40,6 @@ __all__ = [
     "Token",
     "TokenServiceBase",
     "TokenServiceStub",
+    "WatchRequest",
     "WatchStatusRequest",
 ]

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .catalog.state import Validator
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "AccountSettings", "Limits", "ServerConfig"]
 
@@ -125,6 +130,10 @@ class ServerConfig:
     """The server's secret keys, for several processes that must trust each other (see
     :mod:`aiosdk.server.keyring`); ``None``: ``$AIOSDK_KEYRING`` if set, else
     ``keyring.json`` in ``data_dir``, generated on the first start."""
+    spec_validators: Mapping[str, Validator] = field(default_factory=dict)
+    """Spec name -> a validator run on every create and metadata update of a node that has the
+    spec: called with the metadata, the structure family and the specs, it raises
+    :class:`ValueError` with the reason to refuse the node (answered 422)."""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -21,6 +21,7 @@ import uvicorn
 from .auth import AdminTokenState, ensure_admin_token
 from .authenticator import Authenticator
 from .authorization import Callers
+from .catalog.state import CatalogState, Wakeups
 from .config import Limits, ServerConfig
 from .connections import ConnectionSlots, default_max_connections, log_accept_errors
 from .grpc import GrpcServer
@@ -208,6 +209,10 @@ class Server:
         # (they subscribe to the notifier: before the start)
         authenticator = Authenticator(sessions, notifier, accounts=config.accounts, keyring=keyring)
         callers = Callers(notifier)
+        catalog = CatalogState(
+            Wakeups(notifier, shared=engine.dialect.name == "postgresql"),
+            validators=dict(config.spec_validators),
+        )
         await notifier.start()
         stack.push_async_callback(notifier.aclose)
         stack.push_async_callback(authenticator.aclose)
@@ -216,6 +221,7 @@ class Server:
             sessions=sessions,
             authenticator=authenticator,
             callers=callers,
+            catalog=catalog,
             grpc_host=config.host,
             grpc_port=self._grpc_port,
             grpc_tls=config.tls,

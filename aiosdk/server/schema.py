@@ -4,7 +4,8 @@ Each capability keeps its tables in its own folder; migrations and the server im
 """
 
 from .accounts import models as accounts_models
+from .catalog import models as catalog_models
 from .storage import models as storage_models
 from .storage.models import Base
 
-__all__ = ["Base", "accounts_models", "storage_models"]
+__all__ = ["Base", "accounts_models", "catalog_models", "storage_models"]

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .authenticator import Authenticator
 from .authorization import Callers
+from .catalog.state import CatalogState
 from .config import AccountSettings, Limits
 from .keyring import Keyring
 
@@ -49,3 +50,5 @@ class ServerState:
     callers: Callers = field(default_factory=Callers)
     """Who each request's caller is and what it may do where (see
     :mod:`aiosdk.server.authorization`). A state made without one caches nothing."""
+    catalog: CatalogState = field(default_factory=CatalogState)
+    """The catalog's watchers and spec validators (see :mod:`aiosdk.server.catalog.state`)."""

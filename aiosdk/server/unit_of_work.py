@@ -5,17 +5,67 @@ write through its session and never commit: the layer that owns the request comm
 handler's writes together with the request's idempotency record, in one transaction, and only
 then sends the answer. So a retry can never apply a change twice, and an answer is never sent for
 a change that did not commit.
+
+A handler whose writes depend on what it reads first (a check that a container has no children,
+that a key is free) calls :meth:`UnitOfWork.begin_write` before those reads. On PostgreSQL its
+row locks do the rest. On SQLite, whose driver opens a transaction only at the first write (the
+reads before it see whatever has committed by then, and a concurrent writer may commit between
+the check and the write), it takes the database's write lock at once: the writers of this
+process one after another (in the order they asked), each in ``BEGIN IMMEDIATE``. A lock not got
+within the busy timeout is :class:`DatabaseBusyError`, a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import event
+import anyio
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-__all__ = ["UnitOfWork"]
+from .errors import ApiError
+from .storage import db
+
+__all__ = ["DatabaseBusyError", "UnitOfWork"]
+
+_WRITERS: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
+"""The writers' turn, per SQLite engine (SQLite has one writer at a time anyway)."""
+
+
+class DatabaseBusyError(ApiError):
+    """The database's write lock was not got in time (503, with ``Retry-After``)."""
+
+    status = 503
+    error_type = "unavailable"
+
+    def __init__(self, message: str = "The database is busy; retry") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+_OWNER = "aiosdk_unit_of_work"
+"""Key of a session's ``info``: the unit of work it belongs to."""
+
+
+@event.listens_for(Session, "before_commit")
+def _only_by_owner(session: Session) -> None:
+    # One listener for every session (one per session would cost every request its setup).
+    work = session.info.get(_OWNER)
+    if work is not None and not work._committing:
+        raise RuntimeError(
+            "a request handler committed its own transaction; the unit of work commits it"
+            " with the idempotency record (use flush())"
+        )
+
+
+def _writers(engine: Engine) -> asyncio.Lock:
+    lock = _WRITERS.get(engine)
+    if lock is None:
+        lock = _WRITERS[engine] = asyncio.Lock()
+    return lock
 
 
 class UnitOfWork:
@@ -27,6 +77,8 @@ class UnitOfWork:
         self._committing = False
         self._before_commit: list[Callable[[], Awaitable[object]]] = []
         self._after_commit: list[Callable[[], None]] = []
+        self._writing = False
+        self._turn: asyncio.Lock | None = None
 
     @property
     def opened(self) -> bool:
@@ -38,15 +90,42 @@ class UnitOfWork:
         """The request's session (a handler's writes are flushed, never committed, by it)."""
         if self._session is None:
             self._session = self._sessions()
-            event.listen(self._session.sync_session, "before_commit", self._only_by_owner)
+            self._session.info[_OWNER] = self
         return self._session
 
-    def _only_by_owner(self, session: Session) -> None:
-        if not self._committing:
-            raise RuntimeError(
-                "a request handler committed its own transaction; the unit of work commits it"
-                " with the idempotency record (use flush())"
-            )
+    async def begin_write(self) -> None:
+        """Make what the request reads from now on part of the transaction of its writes (call
+        it before the reads the writes depend on); see the module's docstring."""
+        if self._writing:
+            return
+        session = self.session
+        bind = session.bind
+        if bind is None or bind.dialect.name != "sqlite":
+            self._writing = True
+            return
+        connection = await session.connection()
+        raw = await connection.get_raw_connection()
+        if getattr(raw.driver_connection, "in_transaction", False):
+            self._writing = True  # it has written already: it holds the lock
+            return
+        turn = _writers(connection.engine.sync_engine)
+        try:
+            with anyio.fail_after(db.busy_timeout_seconds()):
+                await turn.acquire()
+        except TimeoutError:
+            raise DatabaseBusyError() from None
+        self._turn = turn
+        try:
+            await session.execute(text("BEGIN IMMEDIATE"))
+        except BaseException:
+            self._end_turn()
+            raise
+        self._writing = True
+
+    def _end_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.release()
 
     def before_commit(self, work: Callable[[], Awaitable[object]]) -> None:
         """Run ``work`` inside the transaction, just before it commits."""
@@ -66,6 +145,8 @@ class UnitOfWork:
                 await self._session.commit()
             finally:
                 self._committing = False
+                self._writing = False
+                self._end_turn()
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()
@@ -74,4 +155,8 @@ class UnitOfWork:
         """End the session; anything not committed is rolled back."""
         if self._session is not None:
             session, self._session = self._session, None
-            await session.close()
+            try:
+                await session.close()
+            finally:
+                self._writing = False
+                self._end_turn()

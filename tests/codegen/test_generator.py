@@ -43,7 +43,7 @@ SAMPLES = Target(
     ],
     package="samples_sync",
     roots=[TESTS],
-    uses=[AIOSDK],
+    uses=[replace(AIOSDK, facades=[f for f in AIOSDK.facades if f.name == "AsyncPager"])],
 )
 ASYNC_CLASSES = (
     nodes.AsyncNode,

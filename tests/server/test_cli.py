@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import signal
 import sys
@@ -153,6 +155,18 @@ async def test_version() -> None:
 def serve_config(*flags: str) -> ServerConfig:
     """What ``aiosdk serve FLAGS`` would run (parsed in-process, not started)."""
     return server_config(build_parser().parse_args(["serve", *flags]))
+
+
+def test_spec_validators_are_imported_by_name() -> None:
+    config = serve_config(
+        "--spec-validator", "xrd=json:loads", "--spec-validator", "b=os.path:join"
+    )
+    assert dict(config.spec_validators) == {"xrd": json.loads, "b": os.path.join}
+    for bad in ("xrd", "xrd=json", "=json:loads", "xrd=no_such_module:f", "xrd=json:nothing"):
+        with pytest.raises(ValueError, match="--spec-validator"):
+            serve_config("--spec-validator", bad)
+    with pytest.raises(ValueError, match="not callable"):
+        serve_config("--spec-validator", "x=json:__name__")
 
 
 def test_account_flags_reach_the_server_config() -> None:

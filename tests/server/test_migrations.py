@@ -44,7 +44,7 @@ pytestmark = pytest.mark.anyio
 
 DATA = Path(__file__).parent / "data"
 PREVIOUS_ADMIN_TOKEN = "aio_previous-main-admin-token"  # see data/make_previous_main.py
-HEAD = "0002"
+HEAD = "0003"
 GUARD_SECONDS = 60  # a hang guard, not a timing assertion
 
 
@@ -404,8 +404,8 @@ async def test_a_postgresql_upgrade_waits_for_the_migration_lock(tmp_path: Path)
 async def test_a_database_made_from_the_models_is_stamped_not_migrated(
     new_database: DatabaseFactory,
 ) -> None:
-    """Tables made by ``create_all`` while 0002 was the newest (development trees between the
-    previous main and migrations): recognised as 0002, nothing applied twice."""
+    """Tables made by ``create_all`` from the models (development trees between the previous
+    main and migrations): recognised as the newest revision, nothing applied twice."""
     from aiosdk.server import schema
 
     async with new_database() as database, database.engine() as engine:
@@ -414,3 +414,59 @@ async def test_a_database_made_from_the_models_is_stamped_not_migrated(
         assert (await database_revision(engine)).unversioned
         assert await upgrade_database(engine) == (HEAD, HEAD)
         assert await schema_differences(engine) == []
+
+
+async def test_0003_gives_every_existing_namespace_a_root_node(
+    new_database: DatabaseFactory,
+) -> None:
+    """Namespaces made before the catalog (users and organizations of 0002) get their root
+    node, as new ones do; the server then serves them."""
+    async with new_database() as database:
+        async with database.engine() as engine:
+            await upgrade_database(engine, "0002")
+        await database.execute(
+            "INSERT INTO namespaces (name, kind, created_at)"
+            " VALUES ('olduser', 'user', '2026-06-01 00:00:00'),"
+            " ('oldorg', 'organization', '2026-06-01 00:00:00')",
+            "INSERT INTO users (id, username, created_at)"
+            " VALUES ('u1', 'olduser', '2026-06-01 00:00:00')",
+            "INSERT INTO organizations (id, name, created_at)"
+            " VALUES ('o1', 'oldorg', '2026-06-01 00:00:00')",
+            "INSERT INTO memberships (organization_id, user_id, role, created_at)"
+            " VALUES ('o1', 'u1', 'owner', '2026-06-01 00:00:00')",
+        )
+        async with database.engine() as engine:
+            assert await upgrade_database(engine) == ("0002", HEAD)
+            async with engine.connect() as connection:
+                rows = (
+                    await connection.execute(
+                        text(
+                            "SELECT path, key, namespace, depth, parent_id, structure_family,"
+                            " revision FROM catalog_nodes ORDER BY path"
+                        )
+                    )
+                ).all()
+            assert [tuple(row) for row in rows] == [
+                ("oldorg", "oldorg", "oldorg", 1, None, "container", 1),
+                ("olduser", "olduser", "olduser", 1, None, "container", 1),
+            ]
+            assert await schema_differences(engine) == []
+        config = ServerConfig(data_dir=database.data_dir, database_url=database.database_url)
+        async with Server(config) as server:
+            headers = {"Authorization": f"Bearer {server.admin_token}"}
+            async with httpx.AsyncClient(
+                base_url=f"{server.http_url}/api/v1", headers=headers
+            ) as http:
+                token = await http.post("/tokens", json={"label": "t", "owner": "olduser"})
+                assert token.status_code == 201, token.text
+                mine = {"Authorization": f"Bearer {token.json()['token']}"}
+                made = await http.post("/catalog/children/oldorg", json={"key": "x"}, headers=mine)
+                assert made.status_code == 201, made.text
+                root = await http.get("/catalog/nodes/olduser", headers=mine)
+                assert root.status_code == 200, root.text
+                assert root.json()["metadata"] == {}
+                roots = await http.get("/catalog/children", headers=mine)
+                assert [item["path"] for item in roots.json()["items"]] == ["oldorg", "olduser"]
+        async with database.engine() as engine:
+            assert await downgrade_database(engine, "0002") == (HEAD, "0002")
+            assert await upgrade_database(engine) == ("0002", HEAD)

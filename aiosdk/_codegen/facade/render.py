@@ -52,10 +52,13 @@ class Renderer:
             classes += ["", "", *self._class(self.catalog.classes[facade], needs)]
         here = {facade.sync_name for facade in facades}
         sources = sorted({self._relative(self.catalog.classes[f].module) for f in facades})
-        names = " and ".join(f":class:`{f.module}.{f.name}`" for f in facades)
+        names = ",\n".join(f":class:`{f.module}.{f.name}`" for f in facades)
+        docstring = (
+            f"Blocking twins of {names}." if len(facades) == 1 else f"Blocking twins of\n{names}.\n"
+        )
         return "\n".join(
             [
-                HEADER.format(source=", ".join(sources)) + f'"""Blocking twins of {names}."""',
+                HEADER.format(source=", ".join(sources)) + f'"""{docstring}"""',
                 "",
                 "from __future__ import annotations",
                 "",

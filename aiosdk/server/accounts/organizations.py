@@ -36,6 +36,7 @@ from ..authorization import (
     cap,
     require,
 )
+from ..catalog.nodes import create_namespace_root
 from ..errors import ConflictError, NotFoundError, PermissionDeniedError
 from ..paging import Position, keyset_page
 from ..storage import utcnow
@@ -182,9 +183,9 @@ async def list_visible(
 async def create_organization(
     work: UnitOfWork, callers: Callers, request: OrganizationCreate
 ) -> OrganizationView:
-    """Create an organization, its namespace, and its owner's membership (as the admin token:
-    the caller checks). :class:`NotFoundError` if the owner is no user,
-    :class:`ConflictError` if the name is taken or reserved."""
+    """Create an organization, its namespace (with the namespace's catalog root node), and its
+    owner's membership (as the admin token: the caller checks). :class:`NotFoundError` if the
+    owner is no user, :class:`ConflictError` if the name is taken or reserved."""
     session = work.session
     owner = await get_user(session, request.owner)
     callers.changed(work, owner.username)
@@ -201,6 +202,7 @@ async def create_organization(
         )
     )
     await session.flush()
+    await create_namespace_root(session, request.name)
     return OrganizationView(organization, None, ALL_ACTIONS, [(owner.username, Role.OWNER)])
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..auth import Principal
 from ..authenticator import Authenticator
 from ..authorization import Callers
+from ..catalog.nodes import create_namespace_root
 from ..errors import NotFoundError
 from ..paging import Position, keyset_page
 from ..storage import Token, utcnow
@@ -113,8 +114,9 @@ async def get_user(session: AsyncSession, username: str, *, for_update: bool = F
 
 
 async def create_user(work: UnitOfWork, callers: Callers, request: UserCreate) -> User:
-    """Create a user and its namespace; :class:`~..errors.ConflictError` if the name is taken
-    (by a user or an organization) or reserved. The password is hashed in a worker thread.
+    """Create a user, its namespace and the namespace's catalog root node;
+    :class:`~..errors.ConflictError` if the name is taken (by a user or an organization) or
+    reserved. The password is hashed in a worker thread.
 
     A token may have been minted for the name before the user existed: what was cached of it
     (no namespace at all) is dropped."""
@@ -133,6 +135,7 @@ async def create_user(work: UnitOfWork, callers: Callers, request: UserCreate) -
     )
     session.add(user)
     await session.flush()
+    await create_namespace_root(session, request.username)
     return user
 
 

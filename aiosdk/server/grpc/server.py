@@ -16,6 +16,7 @@ from ..connections import ConnectionSlots
 from ..state import ServerState
 from .auth import authenticate_calls
 from .calls import track_calls
+from .catalog import CatalogService
 from .connection import LimitedConnection
 from .messages import RequestCodec
 from .status import StatusService
@@ -39,6 +40,7 @@ class GrpcServer(Server):
         services: list[_Service] = [
             StatusService(state.metrics, self._closing),
             TokenService(state),
+            CatalogService(state, self._closing),
         ]
         super().__init__(services, codec=RequestCodec())
         limits = state.limits

@@ -35,6 +35,7 @@ from ..idempotency import (
     apply_once,
 )
 from ..state import ServerState
+from ..storage.db import is_lock_timeout
 from ..unit_of_work import UnitOfWork
 from .auth import Call, current_call
 from .errors import grpc_error
@@ -175,6 +176,8 @@ async def _run(
     except Exception as exc:
         if is_data_error(exc):
             raise GRPCError(Status.INVALID_ARGUMENT, "A value is not acceptable") from exc
+        if is_lock_timeout(exc):
+            raise GRPCError(Status.UNAVAILABLE, "The database stayed locked; retry") from exc
         raise
     if isinstance(answer.value, GRPCError):
         raise answer.value from None

@@ -14,6 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import InvalidRequestError, NotFoundError, PayloadTooLargeError, is_data_error
 from ..logs import choose_request_id, logger
 from ..state import Metrics
+from ..storage.db import is_lock_timeout
+from ..unit_of_work import DatabaseBusyError
 from .errors import api_error_response, data_error_response, error_response
 from .idempotency import MUTATING_METHODS
 from .routing import allowed_methods, is_served
@@ -36,7 +38,8 @@ class RequestContextMiddleware:
     one is generated; either way it is echoed on the response. Unexpected exceptions become a
     500 in the API's error shape and are logged with the request id, never sent to the client;
     except a value the database refuses (:func:`~.errors.is_data_error`), a client's mistake
-    that validation missed, which is a 400.
+    that validation missed, which is a 400; and the database giving up on a lock
+    (:func:`~..storage.db.is_lock_timeout`), which is a 503 with ``Retry-After``.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
@@ -74,6 +77,17 @@ class RequestContextMiddleware:
         except Exception as exc:
             if status is None and is_data_error(exc):
                 await data_error_response(scope, exc)(scope, receive, send_with_request_id)
+                return
+            if status is None and is_lock_timeout(exc):
+                logger.warning(
+                    "The database was busy for %s %s (request %s): %s",
+                    scope["method"],
+                    scope["path"],
+                    request_id,
+                    getattr(exc, "orig", exc),
+                )
+                busy = DatabaseBusyError()
+                await api_error_response(scope, busy)(scope, receive, send_with_request_id)
                 return
             logger.exception(
                 "Unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id

@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from ..openapi import ALLOW, RETRY_AFTER, WWW_AUTHENTICATE, documented_error
-from . import admin, auth, info, organizations, tokens, users
+from . import admin, auth, catalog, info, organizations, tokens, users
 
 __all__ = ["API_PREFIX", "ROUTERS", "include_routes"]
 
@@ -36,7 +36,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     431: documented_error("The request line and header fields exceed limits.max_header_bytes"),
     500: documented_error("Internal server error"),
     503: documented_error(
-        "The server is at its connection limit; retry after Retry-After",
+        "The server is at its connection limit, or the database stayed locked; retry after"
+        " Retry-After",
         {"Retry-After": RETRY_AFTER},
     ),
 }
@@ -49,6 +50,7 @@ ROUTERS = (
     organizations.router,
     admin.router,
     tokens.router,
+    catalog.router,
 )
 """Every router of the API, each mounted under :data:`API_PREFIX`."""
 
