@@ -49,9 +49,10 @@ def codegen(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Side-by-side benchmarks (server in its own process); prints ratios.
 
-    bench_catalog.py compares against Tiled, which it runs from a virtualenv of its own
-    (``AIOSDK_BENCH_TILED_PYTHON``, default /work/tiled-venv/bin/python, else it creates
-    benchmarks/.tiled-venv); Tiled is never installed into this session.
+    bench_catalog.py and bench_data.py compare against Tiled, which they run from a virtualenv
+    of its own (``AIOSDK_BENCH_TILED_PYTHON``, default /work/tiled-venv/bin/python, else
+    benchmarks/.tiled-venv is created); Tiled is never installed into this session.
+    bench_data.py also compares against Arrow Flight and raw aiohttp (both in the dev extra).
     """
     session.install("-e", ".[dev]", "uvloop")  # bench_http.py runs its server on uvloop
     session.run("python", "benchmarks/bench_client.py", *session.posargs)
@@ -59,6 +60,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_server.py", *session.posargs)  # if wrk is there
     session.run("python", "benchmarks/bench_auth.py", *session.posargs)
     session.run("python", "benchmarks/bench_catalog.py", *session.posargs)  # skips Tiled if absent
+    session.run("python", "benchmarks/bench_data.py", *session.posargs)  # skips Tiled if absent
 
 
 @nox.session

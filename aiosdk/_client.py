@@ -39,7 +39,7 @@ __all__ = ["AsyncClient", "ServerInfo"]
 
 # Idle connections expire before common servers' 5 s keep-alive timeout closes them under us.
 DEFAULT_LIMITS = httpx.Limits(
-    max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0
+    max_connections=100, max_keepalive_connections=100, keepalive_expiry=4.0
 )
 
 

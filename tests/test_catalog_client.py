@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _structures import stored, structure
 
 import aiosdk
 from aiosdk import (
@@ -96,7 +97,14 @@ async def test_what_a_user_can_do_runs_as_written() -> None:
                 async for event in grp.watch():  # created / updated / deleted children
                     events.append(event)
                     break
-        await grp.new("array", "run-raw", tags=["raw"], file_type="zarr", metadata={"m": 1})
+        await grp.new(
+            "array",
+            "run-raw",
+            tags=["raw"],
+            file_type="zarr",
+            metadata={"m": 1},
+            structure={"data_type": "<f8", "shape": [2, 2], "chunks": [2, 2]},
+        )
         pager = client.list_arrays(
             namespace="alice",
             tag=["raw"],
@@ -269,7 +277,7 @@ async def test_every_query_operator_end_to_end(aiosdk_accounts: AsyncAccounts) -
     }
     for key, metadata in seeds.items():
         await tree.create_container(key, metadata=metadata, specs=["run"] if key < "c" else [])
-    await tree.new("array", "f", metadata={"color": "red", "n": 2})
+    await tree.new("array", "f", metadata={"color": "red", "n": 2}, structure=structure())
 
     async def keys(*queries: aiosdk.Query) -> list[str]:
         found = tree
@@ -341,8 +349,8 @@ async def test_two_users_see_only_what_is_shared(aiosdk_accounts: AsyncAccounts)
     bob, b = await _user_client(aiosdk_accounts, "bob")
     private = await alice.catalog.create_container(f"{a}/private", metadata={"secret": 1})
     shared = await alice.catalog.create_container(f"{a}/shared", tags=["t"])
-    await shared.new("array", "arr", metadata={"secret": 2}, tags=["raw"])
-    await private.new("array", "hidden", tags=["raw"])
+    await shared.new("array", "arr", metadata={"secret": 2}, tags=["raw"], structure=structure())
+    await private.new("array", "hidden", tags=["raw"], structure=structure())
     for path in (private.path, f"{a}/private/hidden", a):
         with pytest.raises(aiosdk.NodeNotFoundError):
             await bob.catalog.get(path)
@@ -398,8 +406,9 @@ async def test_listings_filter_and_page(aiosdk_accounts: AsyncAccounts) -> None:
             tags=["raw"] + (["old"] if i % 3 == 0 else []),
             file_type="zarr" if i % 2 else "tiff",
             metadata={"i": i},
+            structure=structure(),
         )
-    await sub.new("table", "Table-Run", file_type="parquet")
+    await sub.new("table", "Table-Run", file_type="parquet", structure=structure("table"))
 
     async def paths(pager: aiosdk.AsyncPager[aiosdk.AsyncNode]) -> list[str]:
         return [node.path.removeprefix(f"{ns}/") async for node in pager]
@@ -464,9 +473,9 @@ async def test_nodes_move_rename_delete_and_odd_keys(aiosdk_accounts: AsyncAccou
     )
     assert box.item["path"] == box.path
     assert box.structure() is None
-    child = await box.new("array", "a", structure={"shape": [2]}, file_type="zarr")
-    assert type(child) is aiosdk.AsyncNode
-    assert child.structure() == {"shape": [2]}
+    child = await box.new("array", "a", structure=structure(), file_type="zarr")
+    assert type(child) is aiosdk.AsyncArrayClient  # an AsyncNode of the array family
+    assert child.structure() == stored()
     assert (await box["a"]).file_type == "zarr"
     assert await box.__contains__("a")
     with pytest.raises(aiosdk.ConflictError):

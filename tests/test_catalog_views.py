@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _structures import stored
 from sqlalchemy import insert, select
 
 import aiosdk
@@ -42,7 +43,8 @@ class Recorder(httpx.AsyncBaseTransport):
 
 
 async def seed(server: ServerThread, parent: str, children: Iterable[dict[str, Any]]) -> None:
-    """Insert children of ``parent`` straight into the server's database.
+    """Insert children of ``parent`` straight into the server's database: arrays (with the
+    structure the server would keep) unless a child says its ``structure_family``.
 
     Only the bulk of a big container is made this way, because one request per node would take
     minutes; every node the tests read still comes through the API.
@@ -67,7 +69,9 @@ async def seed(server: ServerThread, parent: str, children: Iterable[dict[str, A
                     "metadata": child.get("metadata", {}),
                     "specs": [],
                     "tags": [],
-                    "structure": None,
+                    "structure": child.get(
+                        "structure", stored() if child.get("structure_family") is None else None
+                    ),
                 }
                 for child in children
             ]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _structures import structure
 
 import aiosdk
 from aiosdk._sync.testing import Accounts
@@ -67,7 +68,7 @@ def tree(
     run1 = experiments["run1"]
     assert isinstance(run1, aiosdk.Container)
     run1.create_container("raw")
-    run1.new("array", "image", tags=["raw"], file_type="zarr", structure={"shape": [2, 2]})
+    run1.new("array", "image", tags=["raw"], file_type="zarr", structure=structure())
     client.catalog.create_container(f"{ns}/empty")
     token = _token(client)
     monkeypatch.setenv("AIOSDK_URL", str(client.url))

@@ -31,6 +31,17 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
                 "'created run4', 'updated run1']",
             ],
         ),
+        (
+            "data.py",
+            [
+                "equal to numpy's: True",
+                "blocks streamed in order: [64, 64, 64, 64]",
+                "extended to (300, 1000)",
+                "exported ['events.parquet', 'frames.npy']",
+                "identical: True, unchanged by a rerun: True",
+                "blocking: [1.0, 5.0, 9.0] ArrayClient",
+            ],
+        ),
     ],
 )
 def test_example_runs(

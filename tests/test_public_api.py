@@ -7,22 +7,23 @@ import traceback
 import aiosdk
 
 EXPECTED = [
-    "ASCENDING", "DESCENDING", "NOT_GIVEN", "Admin", "AiosdkError", "AsyncAdmin", "AsyncClient",
-    "AsyncContainer", "AsyncContainerItems", "AsyncContainerKeys", "AsyncContainerValues",
-    "AsyncNode", "AsyncPager", "AsyncTokens", "AuthenticationError", "BadRequestError",
-    "Cache", "CacheError", "CatalogEvent", "Client", "ClientClosedError", "Comparison",
-    "ConfigurationError",
-    "ConflictError", "ConnectError", "Container", "ContainerItems", "ContainerKeys",
-    "ContainerValues", "Contains", "DeadlineExceededError", "Eq", "FullText",
-    "IdempotencyInProgressError", "In", "InternalServerError", "InvalidTokenError", "Key",
-    "KeyPresent", "Like", "Member", "NewToken", "Node", "NodeNotFoundError", "NotEq",
-    "NotFoundError", "NotGiven", "NotIn", "Organization", "OrganizationMembership", "Page", "Pager",
+    "ASCENDING", "COO", "DESCENDING", "NOT_GIVEN", "Admin", "AiosdkError", "ArrayClient",
+    "AsyncAdmin", "AsyncArrayClient", "AsyncClient", "AsyncContainer", "AsyncContainerItems",
+    "AsyncContainerKeys", "AsyncContainerValues", "AsyncDatasetClient", "AsyncNode", "AsyncPager",
+    "AsyncSparseClient", "AsyncTableClient", "AsyncTokens", "AuthenticationError",
+    "BadRequestError", "Cache", "CacheError", "CatalogEvent", "Client", "ClientClosedError",
+    "Comparison", "ConfigurationError", "ConflictError", "ConnectError", "Container",
+    "ContainerItems", "ContainerKeys", "ContainerValues", "Contains", "DatasetClient",
+    "DeadlineExceededError", "Eq", "FullText", "IdempotencyInProgressError", "In",
+    "InternalServerError", "InvalidTokenError", "Key", "KeyPresent", "Like", "Member",
+    "MissingDependencyError", "NewToken", "Node", "NodeNotFoundError", "NotEq", "NotFoundError",
+    "NotGiven", "NotIn", "Organization", "OrganizationMembership", "Page", "Pager",
     "PermissionDeniedError", "ProtocolError", "Query", "RateLimitError", "Regex", "RequestOptions",
     "RequestTooLargeError", "RetryMode", "RetryPolicy", "Secret", "ServerError", "ServerInfo",
-    "ServerStatus", "ServiceUnavailableError", "Share", "Specs", "StatusError", "StructureFamily",
-    "TimeoutError", "TokenInfo", "Tokens", "TransportError", "UnprocessableEntityError",
-    "UnsupportedBackendError", "User", "WatchGapError", "__version__", "build_metadata_patches",
-    "embedded", "save_profile",
+    "ServerStatus", "ServiceUnavailableError", "Share", "SparseClient", "Specs", "StatusError",
+    "StructureFamily", "TableClient", "TimeoutError", "TokenInfo", "Tokens", "TransportError",
+    "UnprocessableEntityError", "UnsupportedBackendError", "User", "WatchGapError", "__version__",
+    "build_metadata_patches", "copy", "embedded", "save_profile",
 ]  # fmt: skip
 
 

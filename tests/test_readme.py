@@ -24,9 +24,10 @@ def test_the_readme_has_snippets() -> None:
 
 
 @pytest.mark.parametrize("source", SCRIPTS, ids=[f"script{i}" for i in range(len(SCRIPTS))])
-def test_a_readme_script_runs(source: str) -> None:
+def test_a_readme_script_runs(source: str, tmp_path: Path) -> None:
+    # In a directory of its own, as a user's would be: a script may write files there.
     result = subprocess.run(
-        [sys.executable, "-c", source], capture_output=True, text=True, timeout=90
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=90, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout  # each prints what it did

@@ -76,6 +76,10 @@ FACADES = [
     Facade("aiosdk.catalog.views", "AsyncContainerKeys", "views", abc="KeysView[str]"),
     Facade("aiosdk.catalog.views", "AsyncContainerValues", "views", abc="ValuesView[Node]"),
     Facade("aiosdk.catalog.views", "AsyncContainerItems", "views", abc="ItemsView[str, Node]"),
+    Facade("aiosdk.catalog.arrays", "AsyncArrayClient", "arrays"),
+    Facade("aiosdk.catalog.tables", "AsyncTableClient", "tables"),
+    Facade("aiosdk.catalog.sparse", "AsyncSparseClient", "sparse"),
+    Facade("aiosdk.catalog.datasets", "AsyncDatasetClient", "datasets", abc="Mapping[str, Node]"),
     Facade("aiosdk._client", "AsyncClient", "client", constructible=True),
 ]
 """The public facade: each twin is exported from ``aiosdk`` too."""

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from .bulk import Sink
 from .errors import ProtocolError
 from .options import RequestOptions
 from .transport import Transport
@@ -33,11 +34,46 @@ class ClientContext:
         *,
         params: Mapping[str, Any] | None = None,
         json: object = None,
+        content: bytes | bytearray | memoryview | None = None,
+        headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
     ) -> httpx.Response:
-        """An HTTP call through the transport's one request path."""
+        """An HTTP call through the transport's one request path.
+
+        The body is ``json`` or ``content`` (raw bytes from any C-contiguous buffer, sent with
+        ``headers`` such as a ``Content-Type``; see :meth:`Transport.request`).
+        """
         return await self.transport.request(
-            method, path, params=params, json=json, idempotent=idempotent, options=self.options
+            method,
+            path,
+            params=params,
+            json=json,
+            content=content,
+            headers=headers,
+            idempotent=idempotent,
+            options=self.options,
+        )
+
+    async def download(
+        self,
+        method: str,
+        path: str,
+        *,
+        sink: Sink,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        expected_size: int | None = None,
+    ) -> httpx.Response:
+        """An HTTP call whose body goes to ``sink(offset, span)`` span by span, resumed after a
+        broken connection as the retry mode allows (see :meth:`Transport.download`)."""
+        return await self.transport.download(
+            method,
+            path,
+            sink=sink,
+            params=params,
+            headers=headers,
+            expected_size=expected_size,
+            options=self.options,
         )
 
     async def fetch(

@@ -23,6 +23,7 @@ __all__ = [
     "InternalServerError",
     "IdempotencyInProgressError",
     "InvalidTokenError",
+    "MissingDependencyError",
     "NodeNotFoundError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -57,6 +58,11 @@ class ConfigurationError(AiosdkError, ValueError):
 class ClientClosedError(AiosdkError, RuntimeError):
     """The client (or the pool it shares with :meth:`~aiosdk.AsyncClient.with_options` twins)
     was closed; make a new one."""
+
+
+class MissingDependencyError(AiosdkError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the
+    extra that brings it (``pip install 'aiosdk[dataframe]'``). An ``ImportError`` too."""
 
 
 class UnsupportedBackendError(AiosdkError):

@@ -245,22 +245,43 @@ def _wait(
     try:
         waker.wait(done)
     except KeyboardInterrupt:
-        portal.submit(functools.partial(_cancel, started, futures, waker))  # after the start
-        waker.wait_at_most(_INTERRUPT_GRACE, lambda: bool(started) and started[0].done())
-        for future in futures:  # what the unwinding raised is superseded by the interrupt
-            if future.done() and not future.cancelled():
-                future.exception()
+        _interrupt(portal, waker, started, futures)
         raise
 
 
+def _interrupt(
+    portal: _Portal,
+    waker: _Waker,
+    started: list[asyncio.Task[None]],
+    futures: tuple[asyncio.Future[Any], ...],
+) -> bool:
+    """Cancel the call on the loop and wait (a grace period at most) for it to unwind; whether it
+    did. Its start may or may not have been handed to the loop (``started`` is empty until the
+    loop ran it): this is handed over after it, so the loop runs the two in that order."""
+    gone: list[bool] = []
+    portal.submit(functools.partial(_cancel, started, futures, waker, gone))
+    waker.wait_at_most(_INTERRUPT_GRACE, lambda: bool(gone))
+    for future in futures:  # what the unwinding raised is superseded by the interrupt
+        if future.done() and not future.cancelled():
+            future.exception()
+    return bool(gone)
+
+
 def _cancel(
-    started: list[asyncio.Task[None]], futures: tuple[asyncio.Future[Any], ...], waker: _Waker
+    started: list[asyncio.Task[None]],
+    futures: tuple[asyncio.Future[Any], ...],
+    waker: _Waker,
+    gone: list[bool],
 ) -> None:
     def unwound(_: object) -> None:
         for future in futures:  # a task cancelled before it ran settles nothing
             future.cancel()
+        gone.append(True)
         waker.wake()
 
+    if not started:  # interrupted before its start was handed over: nothing runs
+        unwound(None)
+        return
     started[0].cancel()
     started[0].add_done_callback(unwound)
 
@@ -285,20 +306,36 @@ def finished(step: Awaitable[T]) -> asyncio.Future[T]:
     ``finished(coro).result()`` is the blocking call: made in the caller's frame, its failure
     shows no frame of the facade.
     """
-    portal = _reach(step)
-    waker = portal.waker()
-    loop = portal.loop
-    future: asyncio.Future[T] = loop.create_future()
+    run: Coroutine[Any, Any, None] | None = None
     started: list[asyncio.Task[None]] = []
-    run = _run(step, future, waker)
-    portal.submit(functools.partial(_start, loop, _callers_context(), run, started))
-    try:
-        _wait(portal, waker, future.done, started, (future,))
+    handing = False
+    try:  # a Ctrl-C may land anywhere in here, even before the loop has heard of the call
+        portal = _reach(step)
+        waker = portal.waker()
+        loop = portal.loop
+        future: asyncio.Future[T] = loop.create_future()
+        run = _run(step, future, waker)
+        job = functools.partial(_start, loop, _callers_context(), run, started)
+        handing = True
+        portal.submit(job)
+        waker.wait(future.done)
     except BaseException:
-        # Interrupted (Ctrl-C) before the loop ran a step of it: close the coroutine, or
-        # Python warns that it was never awaited.
-        if inspect.iscoroutine(step) and inspect.getcoroutinestate(step) == inspect.CORO_CREATED:
-            step.close()
+        # Interrupted (Ctrl-C). Handed to the loop (perhaps): cancelled there. Never started
+        # there (not handed over, or cancelled before the loop ran a step of it): the coroutines
+        # are closed, or Python warns that they were never awaited.
+        unwound = not handing
+        if handing:
+            try:
+                unwound = _interrupt(portal, waker, started, (future,))
+            except RuntimeError:  # the loop has shut down: nothing will run there
+                unwound = True
+        if unwound:
+            for coroutine in (run, step):
+                if (
+                    inspect.iscoroutine(coroutine)
+                    and inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED
+                ):
+                    coroutine.close()
         raise
     if future.cancelled():
         raise _shutting_down()

@@ -35,6 +35,7 @@ from h2.exceptions import ProtocolError as H2ProtocolError
 from .._version import __version__
 from . import errors, forking
 from .auth import Auth, AuthRequest
+from .bulk import ContentStream, Download, Sink, raw_body
 from .cache import Cache, Stored
 from .config import API_PREFIX
 from .credentials import CredentialStore, TokenCredential
@@ -56,6 +57,7 @@ _DEFAULT_HEADERS = (
     ("Accept", "application/json"),
     ("User-Agent", f"aiosdk/{__version__} httpx/{httpx.__version__}"),
 )
+_OVERRIDABLE = frozenset(name.lower() for name, _ in _DEFAULT_HEADERS)  # a call may send its own
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -480,6 +482,7 @@ class Transport:
         options: RequestOptions,
         params: Mapping[str, Any] | None = None,
         json: object = None,
+        content: bytes | bytearray | memoryview | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
         authenticate: bool = True,
@@ -492,6 +495,11 @@ class Transport:
         token is renewed shortly before it expires, and a request refused with an expired one
         (401) is renewed and sent once more, within the same attempt (see :mod:`.auth`).
 
+        The body is ``json`` (encoded, ``Content-Type: application/json``) or ``content``: raw
+        bytes from any C-contiguous buffer, sent as they are (with the ``headers`` given, such as
+        a ``Content-Type``) and never copied whole; the buffer must not change until the call
+        returns.
+
         With a :attr:`cache`, a ``GET`` whose answer is stored is sent with ``If-None-Match``, and
         a ``304`` is answered with the stored body; a ``200`` with an ``ETag`` is stored. A cache
         failure is logged, never raised: the request goes on uncached.
@@ -502,6 +510,9 @@ class Transport:
             sent_headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
+        if content is not None and json is not None:
+            raise errors.ConfigurationError(f"{method} {path}: pass json= or content=, not both")
+        raw = None if content is None else raw_body(content)
         auth = self.auth
         cache = self.cache if method == "GET" else None
 
@@ -512,9 +523,8 @@ class Transport:
             replayed = False
             while True:
                 generation = auth.generation
-                started = time.perf_counter()
                 request = self._build_request(
-                    method, path, params, json, sent_headers, options, authenticate
+                    method, path, params, json, sent_headers, options, authenticate, raw
                 )
                 # Looked up per request built: the credentials (so the entry) may have changed.
                 stored: Stored | None = None
@@ -522,36 +532,7 @@ class Transport:
                     stored = await cache.lookup(request)
                     if stored is not None:
                         request.headers["If-None-Match"] = stored.etag
-                decoded = True
-                pool.active += 1
-                try:
-                    response = await pool.transport.handle_async_request(request)
-                    response.request = request
-                    try:
-                        await _read(response)
-                    except httpx.DecodingError:
-                        decoded = False  # the status still counts: a 503 is retried all the same
-                        await response.aclose()
-                    except BaseException:
-                        await response.aclose()
-                        raise
-                except httpx.TransportError as exc:
-                    if self._closed:
-                        raise errors.ClientClosedError(f"{method} {path}: {_CLOSED}") from exc
-                    raise _map_httpx_error(exc, method, path) from exc
-                finally:
-                    pool.active -= 1
-                    if pool.retired and not pool.active and self._retired:
-                        await self._close_idle_retired()
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug(
-                        "%s %s -> %d in %.1f ms (request id %s)",
-                        method,
-                        path,
-                        response.status_code,
-                        (time.perf_counter() - started) * 1e3,
-                        response.headers.get("x-request-id"),
-                    )
+                response, decoded = await self._exchange(pool, request, path, _read_decoded)
                 if stored is not None and response.status_code == 304 and cache is not None:
                     response = await cache.revalidated(stored, request, response)
                 if response.status_code >= 300:  # redirects are not followed: none is expected
@@ -576,6 +557,139 @@ class Transport:
             attempt, idempotent=idempotent, options=options, what=f"{method} {path}"
         )
 
+    async def download(
+        self,
+        method: str,
+        path: str,
+        *,
+        options: RequestOptions,
+        sink: Sink,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        expected_size: int | None = None,
+    ) -> httpx.Response:
+        """Send one HTTP request under ``options`` and hand its body to ``sink``, span by span.
+
+        On a 2xx answer, ``sink(offset, span)`` gets every span of the body as the transport
+        read it (never joined; ``offset`` is where the span starts in the body); error statuses
+        raise as :meth:`request` does. The request goes through the same path (auth, retries,
+        deadline, ``Idempotency-Key`` for mutating methods), except the :attr:`cache`.
+
+        A connection that breaks mid-body is retried by the call's retry mode: ``"forceful"``
+        resumes a ``GET`` with ``Range: bytes=<received>-`` and ``If-Range: <ETag>`` when the
+        answer had a strong ``ETag`` and ``Accept-Ranges: bytes`` (a ``206`` goes on at the offset
+        where the body stopped; a ``200`` starts over: the sink gets offset 0 again); otherwise
+        (``"default"``, or a body that cannot be resumed) the request is sent again and the sink
+        gets the body from offset 0 again; ``"disabled"`` raises the
+        :class:`~aiosdk.TransportError`. A request that sends its own ``Range`` is never resumed.
+
+        ``expected_size``: the body's size the caller expects; a body of another size is a
+        :class:`~aiosdk.ProtocolError` (never retried), raised before the sink gets any of it
+        when the answer says its ``Content-Length``.
+
+        Returns the answer whose body began at offset 0, for its status and headers (its
+        ``content`` is empty). Cancelling the call closes its connection at once.
+        """
+        method = method.upper()
+        sent_headers = dict(headers or {})
+        if method in MUTATING_METHODS:
+            sent_headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
+        resumable = (
+            method == "GET"
+            and options.retry.mode is RetryMode.FORCEFUL
+            and not any(name.lower() == "range" for name in sent_headers)
+        )
+        state = Download(sink, resumable=resumable, expected_size=expected_size)
+        auth = self.auth
+
+        async def attempt() -> httpx.Response:
+            pool = await self._http_pool()
+            if auth.renewal_due():
+                await auth.ensure_fresh(self.auth_sender())
+            extra = state.range_headers()
+            resumed_at = state.received if extra else 0
+
+            async def read(response: httpx.Response) -> bool:
+                if response.status_code >= 300:
+                    return await _read_decoded(response)  # an error's small body
+                await state.receive(response, resumed_at)
+                return True
+
+            replayed = False
+            while True:
+                generation = auth.generation
+                request = self._build_request(
+                    method, path, params, None, {**sent_headers, **extra}, options
+                )
+                response, decoded = await self._exchange(pool, request, path, read)
+                if response.status_code >= 300:
+                    if (
+                        response.status_code == 401
+                        and not replayed
+                        and await auth.recover(generation, self.auth_sender())
+                    ):
+                        replayed = True  # refused before it was applied: send it once more
+                        continue
+                    raise _status_error(response, decoded)
+                assert state.response is not None  # (a 2xx answer starts or continues a body)
+                return state.response
+
+        response = await self.call(
+            attempt,
+            idempotent=method in IDEMPOTENT_METHODS,
+            options=options,
+            what=f"{method} {path}",
+        )
+        if state.mismatch is not None:
+            raise errors.ProtocolError(f"{method} {path}: {state.mismatch}")
+        response._content = b""  # (where httpx keeps a read body, as in _read)
+        return response
+
+    async def _exchange(
+        self,
+        pool: _HttpPool,
+        request: httpx.Request,
+        path: str,
+        read: Callable[[httpx.Response], Awaitable[bool]],
+    ) -> tuple[httpx.Response, bool]:
+        """Send ``request`` on ``pool`` and ``read`` its answer; the answer, and whether its body
+        could be decoded.
+
+        Failures on the wire, sending or reading, become the SDK's transport errors; an answer
+        left unread (a failure, a cancellation) is closed at once, so that its connection is
+        never reused.
+        """
+        method = request.method
+        started = time.perf_counter()
+        pool.active += 1
+        try:
+            response = await pool.transport.handle_async_request(request)
+            response.request = request
+            try:
+                decoded = await read(response)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+                raise
+        except httpx.TransportError as exc:
+            if self._closed:
+                raise errors.ClientClosedError(f"{method} {path}: {_CLOSED}") from exc
+            raise _map_httpx_error(exc, method, path) from exc
+        finally:
+            pool.active -= 1
+            if pool.retired and not pool.active and self._retired:
+                await self._close_idle_retired()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %d in %.1f ms (request id %s)",
+                method,
+                path,
+                response.status_code,
+                (time.perf_counter() - started) * 1e3,
+                response.headers.get("x-request-id"),
+            )
+        return response, decoded
+
     def _build_request(
         self,
         method: str,
@@ -585,6 +699,7 @@ class Transport:
         headers: dict[str, str],
         options: RequestOptions,
         authenticate: bool = True,
+        raw: bytes | ContentStream | None = None,
     ) -> httpx.Request:
         # What httpx's build_request does, minus the merging this client never needs (cookies,
         # client-level params) and with each path's URL parsed once: half of httpx's CPU per call.
@@ -598,10 +713,20 @@ class Transport:
         base = self._base_headers
         if base is None:
             base = self._base_headers = self._request_headers(url)
+        if headers:
+            given = {name.lower() for name in headers}
+            if not given.isdisjoint(_OVERRIDABLE):
+                base = [(name, value) for name, value in base if name.lower() not in given]
         credentials = self._auth_headers if authenticate else ()
         request_headers = [*base, *credentials, *headers.items()]
-        content = None
-        if body is not None:
+        content: bytes | None = None
+        stream: ContentStream | None = None
+        if isinstance(raw, ContentStream):  # (httpx adds no Content-Length to a stream)
+            stream = raw
+            request_headers.append(("Content-Length", str(raw.size)))
+        elif raw is not None:
+            content = raw
+        elif body is not None:
             content = jsonlib.dumps(
                 body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             ).encode()
@@ -611,7 +736,12 @@ class Transport:
             "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         }
         return httpx.Request(
-            method, url, headers=request_headers, content=content, extensions=extensions
+            method,
+            url,
+            headers=request_headers,
+            content=content,
+            stream=stream,
+            extensions=extensions,
         )
 
     def _request_headers(self, url: httpx.URL) -> list[tuple[str, str]]:
@@ -850,6 +980,17 @@ class Transport:
             error.message = f"{error.message}: {_NO_CREDENTIALS}"
             error.args = (error.message,)
         return error
+
+
+async def _read_decoded(response: httpx.Response) -> bool:
+    """Read the body (see :func:`_read`); False if it cannot be decoded (the response is
+    closed then, and its status still counts: a 503 is retried all the same)."""
+    try:
+        await _read(response)
+    except httpx.DecodingError:
+        await response.aclose()
+        return False
+    return True
 
 
 async def _read(response: httpx.Response) -> None:

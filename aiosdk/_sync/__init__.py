@@ -3,10 +3,14 @@
 """The generated blocking facade."""
 
 from .admin import Admin
+from .arrays import ArrayClient
 from .client import Client
 from .containers import Container
+from .datasets import DatasetClient
 from .nodes import Node
 from .paging import Pager
+from .sparse import SparseClient
+from .tables import TableClient
 from .testing import Accounts
 from .tokens import Tokens
 from .views import ContainerItems, ContainerKeys, ContainerValues
@@ -14,12 +18,16 @@ from .views import ContainerItems, ContainerKeys, ContainerValues
 __all__ = [
     "Accounts",
     "Admin",
+    "ArrayClient",
     "Client",
     "Container",
     "ContainerItems",
     "ContainerKeys",
     "ContainerValues",
+    "DatasetClient",
     "Node",
     "Pager",
+    "SparseClient",
+    "TableClient",
     "Tokens",
 ]

@@ -12,24 +12,40 @@ if TYPE_CHECKING:
     from aiosdk._client import AsyncClient
     from aiosdk._core.paging import AsyncPager
     from aiosdk._sync.admin import Admin
+    from aiosdk._sync.arrays import ArrayClient
     from aiosdk._sync.client import Client
     from aiosdk._sync.containers import Container
+    from aiosdk._sync.datasets import DatasetClient
     from aiosdk._sync.nodes import Node
     from aiosdk._sync.paging import Pager
+    from aiosdk._sync.sparse import SparseClient
+    from aiosdk._sync.tables import TableClient
     from aiosdk._sync.testing import Accounts
     from aiosdk._sync.tokens import Tokens
     from aiosdk._sync.views import ContainerItems, ContainerKeys, ContainerValues
     from aiosdk.accounts.admin import AsyncAdmin
     from aiosdk.accounts.tokens import AsyncTokens
+    from aiosdk.catalog.arrays import AsyncArrayClient
     from aiosdk.catalog.containers import AsyncContainer
+    from aiosdk.catalog.datasets import AsyncDatasetClient
     from aiosdk.catalog.nodes import AsyncNode
+    from aiosdk.catalog.sparse import AsyncSparseClient
+    from aiosdk.catalog.tables import AsyncTableClient
     from aiosdk.catalog.views import AsyncContainerItems, AsyncContainerKeys, AsyncContainerValues
     from aiosdk.testing.accounts import AsyncAccounts
 
     _T0 = TypeVar("_T0")
 
     @overload
+    def twin(obj: AsyncDatasetClient) -> DatasetClient: ...
+    @overload
     def twin(obj: AsyncContainer) -> Container: ...
+    @overload
+    def twin(obj: AsyncArrayClient) -> ArrayClient: ...
+    @overload
+    def twin(obj: AsyncTableClient) -> TableClient: ...
+    @overload
+    def twin(obj: AsyncSparseClient) -> SparseClient: ...
     @overload
     def twin(obj: AsyncPager[_T0]) -> Pager[_T0]: ...
     @overload
@@ -51,7 +67,15 @@ if TYPE_CHECKING:
     def twin(obj: Any) -> Any: ...
 
     @overload
+    def unwrap(obj: DatasetClient) -> AsyncDatasetClient: ...
+    @overload
     def unwrap(obj: Container) -> AsyncContainer: ...
+    @overload
+    def unwrap(obj: ArrayClient) -> AsyncArrayClient: ...
+    @overload
+    def unwrap(obj: TableClient) -> AsyncTableClient: ...
+    @overload
+    def unwrap(obj: SparseClient) -> AsyncSparseClient: ...
     @overload
     def unwrap(obj: Pager[_T0]) -> AsyncPager[_T0]: ...
     @overload

@@ -18,6 +18,13 @@ from aiosdk.catalog.metadata import JSONDict, JSONObject
 from aiosdk.catalog.queries import Query
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from aiosdk._core.progress import Progress
+    from aiosdk._sync.arrays import ArrayClient
+    from aiosdk._sync.datasets import DatasetClient
+    from aiosdk._sync.sparse import SparseClient
+    from aiosdk._sync.tables import TableClient
     from aiosdk._sync.views import ContainerItems, ContainerKeys, ContainerValues
     from aiosdk.catalog.watch import CatalogEvent
 
@@ -170,6 +177,109 @@ class Container(Node, Mapping[str, "Node"]):
         ``root.create_container("alice/experiments")``)."""
         return twin(
             _portal.finished(self._async.create_container(key, metadata, specs, tags)).result()
+        )
+
+    def write_array(
+        self,
+        array: npt.ArrayLike,
+        *,
+        key: str,
+        chunks: int | Sequence[int] | None = None,
+        metadata: JSONObject | None = None,
+        specs: Sequence[str] | None = None,
+        dims: Sequence[str] | None = None,
+        concurrency: int = 8,
+        progress: Progress = None,
+    ) -> ArrayClient:
+        """Create an array at ``key`` holding ``array`` (numpy, or anything ``numpy.asarray``
+        takes), uploaded block by block, ``concurrency`` blocks at a time. ``chunks``: the block
+        shape; by default blocks of at most 16 MiB. ``dims``: names of the axes. ``progress``:
+        a callable ``(done_bytes, total_bytes)`` or ``True`` (a bar on a terminal)."""
+        return twin(
+            _portal.finished(
+                self._async.write_array(
+                    array,
+                    key=key,
+                    chunks=chunks,
+                    metadata=metadata,
+                    specs=specs,
+                    dims=dims,
+                    concurrency=concurrency,
+                    progress=progress,
+                )
+            ).result()
+        )
+
+    def write_dataframe(
+        self,
+        df: Any,
+        *,
+        key: str,
+        partitions: Any = None,
+        metadata: JSONObject | None = None,
+        specs: Sequence[str] | None = None,
+    ) -> TableClient:
+        """Create a table at ``key`` holding ``df`` (a pandas DataFrame or a pyarrow Table),
+        in ``partitions`` (see :func:`aiosdk.catalog.tables.write_dataframe`)."""
+        return twin(
+            _portal.finished(
+                self._async.write_dataframe(
+                    unwrap(df),
+                    key=key,
+                    partitions=unwrap(partitions),
+                    metadata=metadata,
+                    specs=specs,
+                )
+            ).result()
+        )
+
+    def write_sparse(
+        self,
+        coords: Any,
+        data: Any,
+        *,
+        shape: Sequence[int],
+        key: str,
+        metadata: JSONObject | None = None,
+        specs: Sequence[str] | None = None,
+        dims: Sequence[str] | None = None,
+    ) -> SparseClient:
+        """Create a sparse array (COO) at ``key``: ``coords`` (ndim by nnz ints) and ``data``
+        (nnz values) in an array of ``shape``."""
+        return twin(
+            _portal.finished(
+                self._async.write_sparse(
+                    unwrap(coords),
+                    unwrap(data),
+                    shape=shape,
+                    key=key,
+                    metadata=metadata,
+                    specs=specs,
+                    dims=dims,
+                )
+            ).result()
+        )
+
+    def write_dataset(
+        self,
+        mapping: Mapping[str, Any],
+        *,
+        key: str,
+        metadata: JSONObject | None = None,
+        specs: Sequence[str] | None = None,
+    ) -> DatasetClient:
+        """Create a dataset at ``key``: a container of named arrays sharing dimensions, from
+        ``mapping`` of name to a numpy array or a ``(dims, array)`` pair (like xarray's
+        ``data_vars``)."""
+        return twin(
+            _portal.finished(
+                self._async.write_dataset(
+                    {key_1: unwrap(value_2) for key_1, value_2 in mapping.items()},
+                    key=key,
+                    metadata=metadata,
+                    specs=specs,
+                )
+            ).result()
         )
 
     def watch(self, after: int | None = None) -> Iterator[CatalogEvent]:

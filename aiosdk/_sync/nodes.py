@@ -6,15 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from typing_extensions import Self
 
 from aiosdk._core import portal as _portal
 from aiosdk._core.twins import Twin
+from aiosdk._sync._twins import twin, unwrap
 from aiosdk.catalog import metadata as _metadata
 from aiosdk.catalog.metadata import JSONDict, JSONObject, JSONPatch
 from aiosdk.catalog.nodes import AsyncNode, PatchType, Share
+
+if TYPE_CHECKING:
+    from aiosdk._core.progress import Progress
+    from aiosdk._sync.containers import Container
 
 __tracebackhide__ = True  # facade plumbing: cut from sync callers' tracebacks
 
@@ -132,6 +137,31 @@ class Node(Twin):
     def refresh(self) -> Self:
         """Read the node again (metadata, revision, sharing...); returns the node itself."""
         return type(self)._wrap(_portal.finished(self._async.refresh()).result())
+
+    def formats(self) -> list[str]:
+        """The formats the node's data can be exported in, as MIME types
+        (``"application/x-npy"``, ``"text/csv"``...): what ``export(..., format=)`` takes (or a
+        file suffix of one)."""
+        return _portal.finished(self._async.formats()).result()
+
+    def copy_to(
+        self,
+        destination: Container,
+        *,
+        key: str | None = None,
+        concurrency: int = 8,
+        progress: Progress = False,
+    ) -> Node:
+        """Copy this node (and everything in it) into ``destination``, perhaps on another
+        server: :func:`aiosdk.copy` (``aiosdk.copy(node, destination)``), as a method, so that
+        the blocking facade has it too."""
+        return twin(
+            _portal.finished(
+                self._async.copy_to(
+                    unwrap(destination), key=key, concurrency=concurrency, progress=progress
+                )
+            ).result()
+        )
 
     def metadata_copy(self) -> tuple[JSONDict, list[str]]:
         """Mutable deep copies of ``metadata`` and ``specs``, to change and send back with

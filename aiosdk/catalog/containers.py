@@ -23,6 +23,13 @@ from .queries import Query, check_sorting, encode_filters, encode_sort
 from .views import MAX_PAGE_SIZE, AsyncContainerItems, AsyncContainerKeys, AsyncContainerValues
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .._core.progress import Progress
+    from .arrays import AsyncArrayClient
+    from .datasets import AsyncDatasetClient
+    from .sparse import AsyncSparseClient
+    from .tables import AsyncTableClient
     from .watch import CatalogEvent
 
 __all__ = ["AsyncContainer", "node_from_item"]
@@ -57,11 +64,33 @@ _MISSING: Final = _Missing()
 
 
 def node_from_item(ctx: ClientContext, item: Mapping[str, Any]) -> AsyncNode:
-    """The node a node JSON describes: an :class:`AsyncContainer` for a container."""
+    """The node a node JSON describes, as the class of its structure family: an
+    :class:`AsyncContainer` (an ``AsyncDatasetClient`` if its specs say ``"dataset"``), an
+    ``AsyncArrayClient``, ``AsyncTableClient`` or ``AsyncSparseClient``; an
+    :class:`AsyncNode` for any other family."""
     if not isinstance(item, Mapping):
         raise ProtocolError(f"expected a node in the server's answer, got {type(item).__name__}")
-    if item.get("structure_family") == "container":
+    # The data clients import this module (they are nodes and containers): imported here.
+    family = item.get("structure_family")
+    if family == "container":
+        specs = item.get("specs")
+        if isinstance(specs, list) and "dataset" in specs:
+            from .datasets import AsyncDatasetClient
+
+            return AsyncDatasetClient(ctx, item)
         return AsyncContainer(ctx, item)
+    if family == "array":
+        from .arrays import AsyncArrayClient
+
+        return AsyncArrayClient(ctx, item)
+    if family == "table":
+        from .tables import AsyncTableClient
+
+        return AsyncTableClient(ctx, item)
+    if family == "sparse":
+        from .sparse import AsyncSparseClient
+
+        return AsyncSparseClient(ctx, item)
     return AsyncNode(ctx, item)
 
 
@@ -349,6 +378,87 @@ class AsyncContainer(AsyncNode):
         if not isinstance(node, AsyncContainer):
             raise ProtocolError(f"created {node.path!r} is not a container")
         return node
+
+    async def write_array(
+        self,
+        array: npt.ArrayLike,
+        *,
+        key: str,
+        chunks: int | Sequence[int] | None = None,
+        metadata: JSONObject | None = None,
+        specs: Sequence[str] | None = None,
+        dims: Sequence[str] | None = None,
+        concurrency: int = 8,
+        progress: Progress = None,
+    ) -> AsyncArrayClient:
+        """Create an array at ``key`` holding ``array`` (numpy, or anything ``numpy.asarray``
+        takes), uploaded block by block, ``concurrency`` blocks at a time. ``chunks``: the block
+        shape; by default blocks of at most 16 MiB. ``dims``: names of the axes. ``progress``:
+        a callable ``(done_bytes, total_bytes)`` or ``True`` (a bar on a terminal)."""
+        from .arrays import write_array
+
+        return await write_array(
+            self,
+            array,
+            key=key,
+            chunks=chunks,
+            metadata=metadata,
+            specs=specs,
+            dims=dims,
+            concurrency=concurrency,
+            progress=progress,
+        )
+
+    async def write_dataframe(
+        self,
+        df: Any,
+        *,
+        key: str,
+        partitions: Any = None,
+        metadata: JSONObject | None = None,
+        specs: Sequence[str] | None = None,
+    ) -> AsyncTableClient:
+        """Create a table at ``key`` holding ``df`` (a pandas DataFrame or a pyarrow Table),
+        in ``partitions`` (see :func:`aiosdk.catalog.tables.write_dataframe`)."""
+        from .tables import write_dataframe
+
+        return await write_dataframe(
+            self, df, key=key, partitions=partitions, metadata=metadata, specs=specs
+        )
+
+    async def write_sparse(
+        self,
+        coords: Any,
+        data: Any,
+        *,
+        shape: Sequence[int],
+        key: str,
+        metadata: JSONObject | None = None,
+        specs: Sequence[str] | None = None,
+        dims: Sequence[str] | None = None,
+    ) -> AsyncSparseClient:
+        """Create a sparse array (COO) at ``key``: ``coords`` (ndim by nnz ints) and ``data``
+        (nnz values) in an array of ``shape``."""
+        from .sparse import write_sparse
+
+        return await write_sparse(
+            self, coords, data, shape=shape, key=key, metadata=metadata, specs=specs, dims=dims
+        )
+
+    async def write_dataset(
+        self,
+        mapping: Mapping[str, Any],
+        *,
+        key: str,
+        metadata: JSONObject | None = None,
+        specs: Sequence[str] | None = None,
+    ) -> AsyncDatasetClient:
+        """Create a dataset at ``key``: a container of named arrays sharing dimensions, from
+        ``mapping`` of name to a numpy array or a ``(dims, array)`` pair (like xarray's
+        ``data_vars``)."""
+        from .datasets import write_dataset
+
+        return await write_dataset(self, mapping, key=key, metadata=metadata, specs=specs)
 
     async def watch(self, after: int | None = None) -> AsyncIterator[CatalogEvent]:
         """The changes among the children, as they happen: created, updated and deleted, in

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import Self
 
@@ -29,6 +29,10 @@ from .._core.keys import key_problem as _key_problem
 from .._core.paths import segment
 from . import metadata as _metadata
 from .metadata import JSONDict, JSONObject, JSONPatch
+
+if TYPE_CHECKING:
+    from .._core.progress import Progress
+    from .containers import AsyncContainer
 
 __all__ = [
     "MAX_DEPTH",
@@ -109,16 +113,21 @@ async def call(
     *,
     params: Mapping[str, Any] | None = None,
     json: object = None,
+    content: bytes | bytearray | memoryview | None = None,
+    headers: Mapping[str, str] | None = None,
     lookup: str | None = None,
 ) -> Any:
-    """A catalog call; its decoded JSON answer (``None`` when there is no body).
+    """A catalog call (a JSON body, or raw ``content`` with its ``headers``); its decoded JSON
+    answer (``None`` when there is no body).
 
     A 404 of a call that addresses the node at ``lookup`` is a
     :class:`~aiosdk.NodeNotFoundError` (also a ``KeyError``); a stale revision, a
     :class:`~aiosdk.ConflictError` that says so.
     """
     try:
-        response = await ctx.request(method, path, params=params, json=json)
+        response = await ctx.request(
+            method, path, params=params, json=json, content=content, headers=headers
+        )
     except NotFoundError as exc:
         if lookup is None or isinstance(exc, NodeNotFoundError):
             raise
@@ -310,6 +319,32 @@ class AsyncNode:
             )
             self._apply(_decode(item, f"GET {self.path}"))
         return self
+
+    async def formats(self) -> list[str]:
+        """The formats the node's data can be exported in, as MIME types
+        (``"application/x-npy"``, ``"text/csv"``...): what ``export(..., format=)`` takes (or a
+        file suffix of one)."""
+        self._writable("have data to export")
+        data = await call(self._ctx, "GET", route("/formats", self.path), lookup=self.path)
+        try:
+            return [str(entry["mime"]) for entry in data["formats"]]
+        except (KeyError, TypeError) as exc:
+            raise ProtocolError(f"unexpected formats of {self.path!r}: {data!r}") from exc
+
+    async def copy_to(
+        self,
+        destination: AsyncContainer,
+        *,
+        key: str | None = None,
+        concurrency: int = 8,
+        progress: Progress = False,
+    ) -> AsyncNode:
+        """Copy this node (and everything in it) into ``destination``, perhaps on another
+        server: :func:`aiosdk.copy` (``aiosdk.copy(node, destination)``), as a method, so that
+        the blocking facade has it too."""
+        from .copy import copy
+
+        return await copy(self, destination, key=key, concurrency=concurrency, progress=progress)
 
     # -- metadata ----------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ import importlib
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ._common import fail, number, positive_seconds, server_extra_missing, storage_arguments
@@ -118,6 +119,11 @@ def register(commands: Subparsers) -> None:
 _LIMIT_FLAGS = [
     ("--max-body-bytes", "N", "largest HTTP request body; more is a 413 (default: 16777216)"),
     (
+        "--max-data-body-bytes",
+        "N",
+        "largest body of an array, table or sparse upload; more is a 413 (default: 536870912)",
+    ),
+    (
         "--max-header-bytes",
         "N",
         "most bytes of an HTTP request line and header fields; more is a 431 (default: 65536)",
@@ -153,6 +159,7 @@ _LIMIT_FLAGS = [
 ]
 _LIMIT_FIELDS = {
     "max_body_bytes": "max_request_body_bytes",
+    "max_data_body_bytes": "max_data_body_bytes",
     "max_header_bytes": "max_header_bytes",
     "max_grpc_message_bytes": "max_grpc_message_bytes",
     "max_connections": "max_connections",
@@ -221,10 +228,23 @@ def _serve(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(_serve_until_signalled(config))
+        _run(_serve_until_signalled(config))
     except (KeyringError, OSError) as exc:
         return fail("serve", f"cannot start: {exc}", 1)
     return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (the server extra brings it, except on
+    Windows), else on asyncio's own loop. Measured serving array blocks, uvloop's transports
+    cost the server about a quarter of the CPU per byte: asyncio's copy what a large write
+    leaves unsent into a buffer of their own."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 async def _serve_until_signalled(config: ServerConfig) -> None:

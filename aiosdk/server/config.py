@@ -30,6 +30,9 @@ class Limits:
 
     max_request_body_bytes: int = 16 * 1024 * 1024
     """The largest HTTP request body; a larger one is answered 413."""
+    max_data_body_bytes: int = 512 * 1024 * 1024
+    """The largest request body of the data routes (under ``/api/v1/array/``, ``/table/``,
+    ``/sparse/``: a block, a partition); a larger one is answered 413."""
     max_header_bytes: int = 64 * 1024
     """The most bytes an HTTP request's line and header fields may take; more is answered 431."""
     max_grpc_message_bytes: int = 4 * 1024 * 1024

@@ -126,11 +126,12 @@ class RequestKey:
         """What the record stores for the key (its ``key`` column)."""
         return hmac.new(self._secret, b"lookup", hashlib.sha256).hexdigest()
 
-    def digest(self, purpose: bytes, *parts: bytes) -> str:
+    def digest(self, purpose: bytes, *parts: bytes | bytearray) -> str:
         """An HMAC of ``parts`` for ``purpose``, hex."""
         mac = hmac.new(self._secret, b"mac\0" + purpose + b"\0", hashlib.sha256)
         for part in parts:  # length-prefixed, so that no two different part lists collide
-            mac.update(len(part).to_bytes(8, "big") + part)
+            mac.update(len(part).to_bytes(8, "big"))
+            mac.update(part)
         return mac.hexdigest()
 
     def _box(self) -> AESGCM:
@@ -159,7 +160,12 @@ def request_keys(keyring: Keyring, key: str) -> list[RequestKey]:
 
 
 def _record(
-    request_key: RequestKey, principal: str, method: str, path: str, query: bytes, body: bytes
+    request_key: RequestKey,
+    principal: str,
+    method: str,
+    path: str,
+    query: bytes,
+    body: bytes | bytearray,
 ) -> IdempotencyKey:
     return IdempotencyKey(
         principal=principal,
@@ -207,6 +213,11 @@ class StoredResponse:
     body: bytes
 
 
+_HASHED_IN_LOOP = 1024 * 1024
+"""The largest body :meth:`IdempotencyStore.begin` hashes in the event loop (a data body can
+be hundreds of MiB: a second or so of HMAC)."""
+
+
 class IdempotencyStore:
     """Claims, completes and releases idempotency keys in the database, keyed by ``keyring``."""
 
@@ -215,16 +226,30 @@ class IdempotencyStore:
         self.keyring = keyring
 
     async def begin(
-        self, principal: str, key: str, method: str, path: str, query: bytes, body: bytes
+        self,
+        principal: str,
+        key: str,
+        method: str,
+        path: str,
+        query: bytes,
+        body: bytes | bytearray,
     ) -> Claim | Holder:
         """Claim ``key`` for a request (see :func:`claim_record`), or find who holds it: a
         :class:`Claim` to run the request under, or the :class:`Holder` of the key, found
         under any server key that still verifies. Raises :class:`IdempotencyKeyBusy` if the
-        key keeps changing hands."""
-        variants = [
-            (request_key, _record(request_key, principal, method, path, query, body))
-            for request_key in request_keys(self.keyring, key)
-        ]
+        key keeps changing hands. A body past :data:`_HASHED_IN_LOOP` bytes is hashed in a
+        worker thread."""
+
+        def records() -> list[tuple[RequestKey, IdempotencyKey]]:
+            return [
+                (request_key, _record(request_key, principal, method, path, query, body))
+                for request_key in request_keys(self.keyring, key)
+            ]
+
+        if len(body) > _HASHED_IN_LOOP:
+            variants = await anyio.to_thread.run_sync(records)
+        else:
+            variants = records()
         (current_key, record), *earlier = variants
         holder = await self.claim(record, earlier=[older for _, older in earlier])
         if holder is None:

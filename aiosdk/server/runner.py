@@ -21,9 +21,12 @@ import uvicorn
 from .auth import AdminTokenState, ensure_admin_token
 from .authenticator import Authenticator
 from .authorization import Callers
-from .catalog.state import CatalogState, Wakeups
+from .catalog.state import CatalogState, NodeReads, Wakeups
 from .config import Limits, ServerConfig
 from .connections import ConnectionSlots, default_max_connections, log_accept_errors
+from .data import STRUCTURE_VALIDATORS
+from .data.cleanup import DataCleanup
+from .data.store import BlobStore
 from .grpc import GrpcServer
 from .http import create_app
 from .http.protocol import limited_http_protocol
@@ -40,6 +43,8 @@ __all__ = ["Server", "ServerThread"]
 _HTTP_GRACEFUL_SHUTDOWN_SECONDS = 1
 _GRPC_GRACEFUL_SHUTDOWN_SECONDS = 1.0
 _PURGE_INTERVAL_SECONDS = 3600.0
+BLOBS_DIRECTORY = "blobs"
+"""The data nodes' bytes, in the data directory (see :mod:`aiosdk.server.data.store`)."""
 
 
 class _UvicornServer(uvicorn.Server):
@@ -209,9 +214,15 @@ class Server:
         # (they subscribe to the notifier: before the start)
         authenticator = Authenticator(sessions, notifier, accounts=config.accounts, keyring=keyring)
         callers = Callers(notifier)
+        blobs = await BlobStore.directory(data_dir / BLOBS_DIRECTORY)
+        cleanup = DataCleanup(blobs)
+        stack.push_async_callback(cleanup.wait)  # (run after the servers stop: pushed first)
         catalog = CatalogState(
             Wakeups(notifier, shared=engine.dialect.name == "postgresql"),
             validators=dict(config.spec_validators),
+            reads=NodeReads(notifier),
+            structures=dict(STRUCTURE_VALIDATORS),
+            remove_data=cleanup.remove,
         )
         await notifier.start()
         stack.push_async_callback(notifier.aclose)
@@ -228,6 +239,7 @@ class Server:
             limits=_resolved(config.limits),
             accounts=config.accounts,
             keyring=keyring,
+            blobs=blobs,
         )
         loop = asyncio.get_running_loop()
         stack.enter_context(log_accept_errors(loop, {http_socket: "HTTP", grpc_socket: "gRPC"}))

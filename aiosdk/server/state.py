@@ -11,6 +11,7 @@ from .authenticator import Authenticator
 from .authorization import Callers
 from .catalog.state import CatalogState
 from .config import AccountSettings, Limits
+from .data.store import BlobStore
 from .keyring import Keyring
 
 __all__ = ["Metrics", "ServerState"]
@@ -52,3 +53,6 @@ class ServerState:
     :mod:`aiosdk.server.authorization`). A state made without one caches nothing."""
     catalog: CatalogState = field(default_factory=CatalogState)
     """The catalog's watchers and spec validators (see :mod:`aiosdk.server.catalog.state`)."""
+    blobs: BlobStore = field(default_factory=BlobStore.in_memory)
+    """The bytes of the data nodes (see :mod:`aiosdk.server.data.store`). A state made without
+    one keeps them in memory."""

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from _structures import structure
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -117,6 +118,7 @@ def seed(server: ServerThread, admin: httpx.Client, prefix: str) -> Tree:
             {
                 "key": "a1",
                 "structure_family": "array",
+                "structure": structure(),
                 "metadata": {"color": "blue", "t": 21.5, "tags": ["x", "y"]},
                 "tags": ["raw"],
                 "file_type": "zarr",
@@ -284,7 +286,7 @@ FIELDS: dict[str, Make] = {
     "create-file-type": lambda t: Request(
         "POST",
         "/catalog/children/{c}",
-        {"key": _name(), "structure_family": "array", "file_type": t},
+        {"key": _name(), "structure_family": "array", "structure": structure(), "file_type": t},
     ),
     "create-structure-family": lambda t: Request(
         "POST", "/catalog/children/{c}", {"key": _name(), "structure_family": t}
@@ -292,7 +294,26 @@ FIELDS: dict[str, Make] = {
     "create-structure": lambda t: Request(
         "POST",
         "/catalog/children/{c}",
-        {"key": _name(), "structure_family": "array", "structure": {t: t}},
+        {"key": _name(), "structure_family": "other", "structure": {t: t}},
+    ),
+    "create-array-dims": lambda t: Request(
+        "POST",
+        "/catalog/children/{c}",
+        {
+            "key": _name(),
+            "structure_family": "array",
+            "structure": {**structure(), "dims": [t, "y"]},
+        },
+    ),
+    "create-array-data-type": lambda t: Request(
+        "POST",
+        "/catalog/children/{c}",
+        {"key": _name(), "structure_family": "array", "structure": {**structure(), "data_type": t}},
+    ),
+    "create-table-schema": lambda t: Request(
+        "POST",
+        "/catalog/children/{c}",
+        {"key": _name(), "structure_family": "table", "structure": {"arrow_schema": t}},
     ),
     "patch-metadata": lambda t: Request("PATCH", "/catalog/nodes/{c}/a1", {"metadata": {t: t}}),
     "patch-merge": lambda t: Request(

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from _structures import structure
 
 from aiosdk.server import ServerConfig, ServerThread
 from aiosdk.server.config import AccountSettings, Limits
@@ -190,7 +191,7 @@ def tree(server: ServerThread) -> Tree:
     ) as http:
         for parent, body in [
             (owner, {"key": "exp", "metadata": {"color": "red"}}),
-            (f"{owner}/exp", {"key": "a1", "structure_family": "array"}),
+            (f"{owner}/exp", {"key": "a1", "structure_family": "array", "structure": structure()}),
             (owner, {"key": "big"}),
         ]:
             assert http.post(f"/{parent}", json=body).status_code == 201

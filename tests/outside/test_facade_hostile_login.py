@@ -350,3 +350,75 @@ def test_ctrl_c_as_a_call_starts_leaves_no_coroutine_unawaited(
     never awaited`` on the user's terminal (in a REPL or a notebook, where an interrupt is
     routine). Interrupts within the first 1.5 ms of calls, for a second: it shows every time."""
     assert run_script(EARLY_SIGNALS, server, user, timeout=60).split() == ["ok"]
+
+
+@pytest.mark.parametrize(
+    "where", ["before the call is handed over", "as it is handed over", "just after"]
+)
+def test_ctrl_c_before_the_wait_leaves_no_coroutine_unawaited_and_no_call_running(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Found (``RuntimeWarning: coroutine 'AsyncClient.login' was never awaited``, and in the
+    third case a call that went on running after the interrupt): a Ctrl-C that lands in the
+    facade before it waits for the call, while it makes the call's future, hands it to the loop,
+    or just after, escaped with the coroutines never closed, or the call never cancelled.
+    Deterministic: the interrupt is raised at each of those places."""
+    import asyncio
+    import gc
+    import inspect
+    import warnings
+
+    from aiosdk._core import portal
+
+    portal.call(asyncio.sleep(0))  # the loop is running
+    interrupted = [False]
+
+    def interrupt() -> None:
+        if not interrupted[0]:
+            interrupted[0] = True
+            raise KeyboardInterrupt
+
+    if where == "before the call is handed over":
+        callers_context = portal._callers_context
+
+        def context() -> object:
+            interrupt()
+            return callers_context()
+
+        monkeypatch.setattr(portal, "_callers_context", context)
+    else:
+        submit = portal._Portal.submit
+
+        def submitting(self: object, job: object) -> None:
+            if where == "as it is handed over":
+                interrupt()
+            submit(self, job)  # type: ignore[arg-type]
+            interrupt()
+
+        monkeypatch.setattr(portal._Portal, "submit", submitting)
+
+    log: list[str] = []
+
+    async def step() -> None:
+        log.append("started")
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+        log.append("finished")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coroutine = step()
+        with pytest.raises(KeyboardInterrupt):
+            portal.finished(coroutine)
+        assert interrupted[0]
+        # Never started (and closed), or started and cancelled: over either way, not running.
+        assert log in ([], ["started", "cancelled"]), log
+        assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+        monkeypatch.undo()
+        del coroutine
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)], caught
+    assert portal.call(asyncio.sleep(0, "after")) == "after"  # the facade works on

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _structures import structure
 
 from .conftest import assert_error
 from .test_catalog_nodes import Users, add_member, children, create, get, new_org, url, users
@@ -49,7 +50,14 @@ async def test_others_never_see_private_nodes(users: Users) -> None:
     alice, a = await users.new()
     _bob, b = await users.new()
     await create(a, alice, "private", metadata={"color": "red"})
-    await create(a, f"{alice}/private", "secret", structure_family="array", tags=["raw"])
+    await create(
+        a,
+        f"{alice}/private",
+        "secret",
+        structure_family="array",
+        structure=structure("array"),
+        tags=["raw"],
+    )
     await create(a, alice, "colors", metadata={"color": "red"})
 
     for path in (alice, f"{alice}/private", f"{alice}/private/secret", f"{alice}/nope"):
@@ -89,7 +97,14 @@ async def test_a_share_opens_a_subtree_for_its_actions(users: Users) -> None:
     alice, a = await users.new()
     bob, b = await users.new()
     await create(a, alice, "lab", metadata={"color": "blue"})
-    await create(a, f"{alice}/lab", "scan", structure_family="array", metadata={"color": "red"})
+    await create(
+        a,
+        f"{alice}/lab",
+        "scan",
+        structure_family="array",
+        structure=structure("array"),
+        metadata={"color": "red"},
+    )
     await create(a, alice, "other")
 
     shared = await a.put(
@@ -159,7 +174,14 @@ async def test_public_nodes_are_read_by_everyone(users: Users) -> None:
     alice, a = await users.new()
     _bob, b = await users.new()
     await create(a, alice, "open")
-    await create(a, f"{alice}/open", "data", structure_family="table", file_type="csv")
+    await create(
+        a,
+        f"{alice}/open",
+        "data",
+        structure_family="table",
+        structure=structure("table"),
+        file_type="csv",
+    )
     made = await a.put(f"/catalog/public/{alice}/open", json={"public": True})
     assert made.status_code == 200, made.text
     assert made.json()["public"] is True

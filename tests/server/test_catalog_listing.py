@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _structures import structure
 
 from aiosdk.server.catalog.listings import MAX_OFFSET
 
@@ -35,7 +36,7 @@ async def seeded(users: Users, n: int = 30) -> tuple[str, httpx.AsyncClient, str
             group,
             f"k{i:03d}",
             metadata=metadata,
-            structure_family="array" if i % 2 else "container",
+            **({"structure_family": "array", "structure": structure("array")} if i % 2 else {}),
         )
 
     async with anyio.create_task_group() as tasks:
@@ -216,6 +217,7 @@ async def test_listings_filters_and_pages(users: Users) -> None:
             f"{name}/proj",
             f"run{i:02d}" if i % 2 else f"scan{i:02d}",
             structure_family="array" if i % 3 else "table",
+            structure=structure("array" if i % 3 else "table"),
             tags=["raw"] + (["old"] if i % 4 == 0 else []),
             file_type="zarr" if i % 2 else "csv",
             metadata={"i": i},

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from _structures import stored, structure
 
 from aiosdk.server import Server, ServerConfig
 
@@ -151,9 +152,9 @@ async def test_create_get_list_patch_delete(users: Users) -> None:
         structure_family="array",
         file_type="zarr",
         tags=["raw"],
-        structure={"shape": [2, 2]},
+        structure=structure("array"),
     )
-    assert asset["structure"] == {"shape": [2, 2]}
+    assert asset["structure"] == stored("array")
     assert await get(http, run["path"]) == run
 
     page = await children(http, group["path"], include_count="true")
@@ -206,7 +207,7 @@ async def test_create_get_list_patch_delete(users: Users) -> None:
 async def test_conflicts_and_refusals(users: Users) -> None:
     name, http = await users.new()
     await create(http, name, "a")
-    asset = await create(http, name, "leaf", structure_family="array")
+    asset = await create(http, name, "leaf", structure_family="array", structure=structure("array"))
     assert_error(await http.post(f"/catalog/children/{name}", json={"key": "a"}), 409, "conflict")
     assert_error(
         await http.post(f"/catalog/children/{url(asset['path'])}", json={"key": "x"}),

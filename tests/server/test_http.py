@@ -37,6 +37,7 @@ async def test_info(server: Server, client: httpx.AsyncClient) -> None:
         "limits": {
             "max_page_size": 1000,
             "max_request_body_bytes": 16 * 1024 * 1024,
+            "max_data_body_bytes": 512 * 1024 * 1024,
             "max_header_bytes": 64 * 1024,
             "max_grpc_message_bytes": 4 * 1024 * 1024,
             "http_idle_timeout_seconds": 5.0,

@@ -84,6 +84,7 @@ async def serve(
 
 async def test_the_limit_flags_reach_the_server(tmp_path: Path) -> None:
     flags = ["--max-header-bytes", "2048", "--max-body-bytes", "1000"]
+    flags += ["--max-data-body-bytes", "3000"]
     flags += ["--max-grpc-message-bytes", "5000", "--idle-timeout", "2.5"]
     async with (
         serve(tmp_path, *flags) as served,
@@ -93,6 +94,7 @@ async def test_the_limit_flags_reach_the_server(tmp_path: Path) -> None:
         assert limits == {
             "max_page_size": 1000,
             "max_request_body_bytes": 1000,
+            "max_data_body_bytes": 3000,
             "max_header_bytes": 2048,
             "max_grpc_message_bytes": 5000,
             "http_idle_timeout_seconds": 2.5,

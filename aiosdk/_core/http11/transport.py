@@ -95,7 +95,10 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         head, keep_alive = _encode_head(request)
         stream = request.stream
         body: bytes | None = None
-        if isinstance(stream, httpx.ByteStream):
+        # A ByteStream holds the whole body (as bytes, or as slices of a buffer): it may be sent
+        # again. Any other stream is sent once.
+        replayable = isinstance(stream, httpx.ByteStream)
+        if replayable:
             try:
                 body = request.content
             except httpx.RequestNotRead:
@@ -143,7 +146,7 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                 if (
                     reused
                     and not resent
-                    and body is not None
+                    and replayable
                     and request.method in _IDEMPOTENT_METHODS
                     and not pool.closed
                 ):

@@ -43,6 +43,7 @@ from .access import ShareRow, parse_actions, permitted, share_covers, shares_cov
 from .models import PUBLIC, Node, NodeShare
 from .nodes import CONTAINER, NODE_COLUMNS, NodeRead, NodeView, Viewer, read_node
 from .paths import join, parse_path
+from .state import NodeReads
 
 __all__ = [
     "MAX_OFFSET",
@@ -103,7 +104,9 @@ class _Container:
     scope: str
 
 
-async def _container(session: AsyncSession, viewer: Viewer, path: str) -> _Container:
+async def _container(
+    session: AsyncSession, viewer: Viewer, path: str, reads: NodeReads | None
+) -> _Container:
     keys = parse_path(path)
     if not keys:
         condition = and_(
@@ -111,7 +114,7 @@ async def _container(session: AsyncSession, viewer: Viewer, path: str) -> _Conta
             visible(viewer.caller, allow_anonymous=viewer.allow_anonymous),
         )
         return _Container(condition, [], "")
-    view = await read_node(session, viewer, join(*keys))
+    view = await read_node(session, viewer, join(*keys), reads)
     return _Container(Node.parent_id == view.node.id, view.covering, view.node.id)
 
 
@@ -156,7 +159,13 @@ async def _views(
 _NO_ACCESS: frozenset[str] = frozenset()
 
 
-async def children(session: AsyncSession, viewer: Viewer, path: str, query: ChildrenQuery) -> Page:
+async def children(
+    session: AsyncSession,
+    viewer: Viewer,
+    path: str,
+    query: ChildrenQuery,
+    reads: NodeReads | None = None,
+) -> Page:
     """A page of the children of the container at ``path`` (``""``: the namespaces' root
     nodes) that match ``query``, in its order: one statement for the page (and one for the
     container, one for the children's own shares unless only keys are asked)."""
@@ -166,7 +175,7 @@ async def children(session: AsyncSession, viewer: Viewer, path: str, query: Chil
     parsed = query_filters.parse_filters(query.filters)
     await query_filters.bound_regex_time(session, parsed)
     order = ordering.order_columns(ordering.parse_sort(query.sort), dialect, query.reverse)
-    container = await _container(session, viewer, path)
+    container = await _container(session, viewer, path, reads)
     matching = and_(container.condition, query_filters.where(parsed, dialect))
     columns = _KEY_COLUMNS if query.fields == "keys" else NODE_COLUMNS
     values = ordering.select_values(order)
@@ -201,11 +210,17 @@ async def children(session: AsyncSession, viewer: Viewer, path: str, query: Chil
     return Page(views, token, total)
 
 
-async def count(session: AsyncSession, viewer: Viewer, path: str, filters: str | None) -> int:
+async def count(
+    session: AsyncSession,
+    viewer: Viewer,
+    path: str,
+    filters: str | None,
+    reads: NodeReads | None = None,
+) -> int:
     """How many children of the container at ``path`` match ``filters``."""
     parsed = query_filters.parse_filters(filters)
     await query_filters.bound_regex_time(session, parsed)
-    container = await _container(session, viewer, path)
+    container = await _container(session, viewer, path, reads)
     condition = and_(container.condition, query_filters.where(parsed, _dialect(session)))
     return int(await session.scalar(select(func.count()).select_from(Node).where(condition)) or 0)
 
@@ -222,7 +237,11 @@ class DistinctQuery:
 
 
 async def distinct(
-    session: AsyncSession, viewer: Viewer, path: str, query: DistinctQuery
+    session: AsyncSession,
+    viewer: Viewer,
+    path: str,
+    query: DistinctQuery,
+    reads: NodeReads | None = None,
 ) -> dict[str, Any]:
     """The distinct values of metadata keys, structure families and specs among the children
     of the container at ``path`` that match ``query.filters`` (``GROUP BY`` in the database),
@@ -230,7 +249,7 @@ async def distinct(
     dialect = _dialect(session)
     parsed = query_filters.parse_filters(query.filters)
     await query_filters.bound_regex_time(session, parsed)
-    container = await _container(session, viewer, path)
+    container = await _container(session, viewer, path, reads)
     condition = and_(container.condition, query_filters.where(parsed, dialect))
     return await query_filters.distinct(
         session,

@@ -58,7 +58,7 @@ from .paths import (
     parent_of,
     parse_path,
 )
-from .state import CatalogState
+from .state import CatalogState, NodeReads
 
 __all__ = [
     "CONTAINER",
@@ -86,6 +86,7 @@ __all__ = [
     "move_node",
     "read_node",
     "remove_share",
+    "require",
     "resolve",
     "set_public",
     "set_share",
@@ -370,11 +371,20 @@ class NodeRead:
     """The shares on the node and on its ancestors."""
 
 
-async def read_node(session: AsyncSession, viewer: Viewer, path: str) -> NodeRead:
+async def read_node(
+    session: AsyncSession, viewer: Viewer, path: str, reads: NodeReads | None = None
+) -> NodeRead:
     """The node at ``path`` as ``viewer`` sees it, in one statement (node and shares), for
-    answering: like :func:`resolve`, without an ORM object."""
+    answering: like :func:`resolve`, without an ORM object; from ``reads`` when it has the
+    path's rows (a request that writes must not pass it: it would miss its own writes)."""
     path = _canonical(path)
-    rows = (await session.execute(_READ_NODE, {"path": path, "ancestors": ancestors(path)})).all()
+
+    async def read() -> Sequence[Row[Any]]:
+        parameters = {"path": path, "ancestors": ancestors(path)}
+        rows: Sequence[Row[Any]] = (await session.execute(_READ_NODE, parameters)).all()
+        return rows
+
+    rows = await read() if reads is None else await reads.rows(path, read)
     if not rows:
         raise NodeNotFoundError(path)
     node = rows[0]
@@ -419,7 +429,9 @@ async def resolve(
     return view
 
 
-def _require(viewer: Viewer, view: NodeView, action: str) -> None:
+def require(viewer: Viewer, view: NodeView | NodeRead, action: str) -> None:
+    """:class:`~..errors.PermissionDeniedError` unless ``viewer`` may do ``action`` on the
+    node it sees as ``view`` (saying so when its token is read-only)."""
     if action in view.actions:
         return
     caller = viewer.caller
@@ -430,9 +442,11 @@ def _require(viewer: Viewer, view: NodeView, action: str) -> None:
     raise PermissionDeniedError(f"The {action!r} permission on {view.node.path!r} is required")
 
 
-async def get_node(session: AsyncSession, viewer: Viewer, path: str) -> NodeRead:
+async def get_node(
+    session: AsyncSession, viewer: Viewer, path: str, reads: NodeReads | None = None
+) -> NodeRead:
     """The node at ``path``, for answering (see :func:`read_node`)."""
-    return await read_node(session, viewer, path)
+    return await read_node(session, viewer, path, reads)
 
 
 def _validate(
@@ -448,6 +462,22 @@ def _validate(
             raise InvalidContentError(
                 f"The node does not satisfy the spec {spec!r}: {exc}"
             ) from None
+
+
+def _valid_structure(
+    catalog: CatalogState, structure_family: str, structure: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """``structure`` as the validator of ``structure_family`` normalises it (a data family's
+    node cannot be made without a valid one); as given for a family without a validator."""
+    validator = catalog.structures.get(structure_family)
+    if validator is None:
+        return structure
+    try:
+        normal = validator(structure)
+    except ValueError as exc:
+        raise InvalidContentError(f"Invalid {structure_family} structure: {exc}") from None
+    _check_size("structure", normal)
+    return normal
 
 
 def _check_labels(specs: list[str]) -> list[str]:
@@ -475,7 +505,7 @@ async def create_child(
     # Locked until the transaction ends: the parent can neither move (which would leave the
     # child at a path under its old one) nor go away; the path is built from the locked row.
     parent = await resolve(session, viewer, parent_path, lock="child")
-    _require(viewer, parent, WRITE)
+    require(viewer, parent, WRITE)
     container = parent.node
     if container.structure_family != CONTAINER:
         raise ConflictError(f"{container.path!r} is not a container")
@@ -487,6 +517,7 @@ async def create_child(
         )
     specs = _check_labels(request.specs)
     _validate(catalog, request.metadata, request.structure_family, specs)
+    structure = _valid_structure(catalog, request.structure_family, request.structure)
     taken = await session.scalar(select(exists().where(Node.path == path)))
     if taken:
         raise ConflictError(f"{path!r} exists already")
@@ -502,7 +533,7 @@ async def create_child(
         specs=specs,
         tags=sorted(set(request.tags)),
         file_type=request.file_type,
-        structure=request.structure,
+        structure=structure,
         revision=1,
         child_sequence=0,
         created_at=now,
@@ -518,6 +549,16 @@ async def create_child(
     await events.record(work, catalog.wakeups, container.id, EventKind.CREATED, node)
     # Its own shares: none yet; those above it: its parent's.
     return NodeView(node, parent.actions, [], parent.covering)
+
+
+async def _announce_update(work: UnitOfWork, catalog: CatalogState, node: Node) -> None:
+    """Announce that ``node`` changed: an event of its container; for a namespace's root,
+    which has none, a wake-up of its own watchers. Either empties every process's cache of
+    node reads when ``work`` commits."""
+    if node.parent_id is None:
+        catalog.wakeups.wake(work, node.id)
+    else:
+        await events.record(work, catalog.wakeups, node.parent_id, EventKind.UPDATED, node)
 
 
 def _violates_foreign_key(exc: IntegrityError) -> bool:
@@ -645,7 +686,7 @@ async def update_node(
     await work.begin_write()
     for _attempt in range(_ATTEMPTS):
         view = await resolve(session, viewer, path, lock="update")
-        _require(viewer, view, WRITE)
+        require(viewer, view, WRITE)
         node = view.node
         read_at = node.revision
         if request.revision is not None and request.revision != read_at:
@@ -660,8 +701,7 @@ async def update_node(
             values.get(Node.specs, node.specs),
         )
         if await _bump(session, node, read_at, values):
-            if node.parent_id is not None:
-                await events.record(work, catalog.wakeups, node.parent_id, EventKind.UPDATED, node)
+            await _announce_update(work, catalog, node)
             return view
         if request.revision is not None:
             raise _stale(node.path, node.revision)
@@ -715,7 +755,7 @@ async def move_node(
     session = work.session
     await work.begin_write()
     view = await resolve(session, viewer, path, lock="update")
-    _require(viewer, view, WRITE)
+    require(viewer, view, WRITE)
     node = view.node
     if node.parent_id is None:
         raise PermissionDeniedError("A namespace's root node cannot be moved or renamed")
@@ -729,7 +769,7 @@ async def move_node(
         raise _stale(node.path, node.revision)
     # Locked like a create's parent: it cannot move or go away under the node.
     target = await resolve(session, viewer, parent_of(to), lock="child")
-    _require(viewer, target, WRITE)
+    require(viewer, target, WRITE)
     parent = target.node
     if parent.structure_family != CONTAINER:
         raise ConflictError(f"{parent.path!r} is not a container")
@@ -792,11 +832,13 @@ async def delete_node(
     revision: int | None = None,
 ) -> None:
     """Delete the node at ``path`` (the caller needs ``write`` on it); a container with
-    children only when ``recursive`` (:class:`NotEmptyError` otherwise), with all of them."""
+    children only when ``recursive`` (:class:`NotEmptyError` otherwise), with all of them.
+    The data of the deleted data nodes goes once the delete commits
+    (:attr:`~.state.CatalogState.remove_data`)."""
     session = work.session
     await work.begin_write()
     view = await resolve(session, viewer, path, lock="update")
-    _require(viewer, view, WRITE)
+    require(viewer, view, WRITE)
     node = view.node
     if node.parent_id is None:
         raise PermissionDeniedError(
@@ -813,6 +855,17 @@ async def delete_node(
     if recursive:
         await _lock_subtree(session, node.path)
     await events.record(work, catalog.wakeups, node.parent_id, EventKind.DELETED, node)
+    remove_data = catalog.remove_data
+    if remove_data is not None:
+        data_nodes = list(
+            await session.scalars(
+                select(Node.id).where(
+                    in_subtree(Node.path, node.path), Node.structure_family != CONTAINER
+                )
+            )
+        )
+        if data_nodes:
+            work.after_commit(lambda: remove_data(data_nodes))
     # Children before parents (no reliance on the foreign keys' cascade); shares and events
     # go with their nodes. (A child created below a node the lock did not see, see
     # move_node, goes by the cascade.)
@@ -839,7 +892,7 @@ async def delete_node(
 
 async def _share_target(session: AsyncSession, viewer: Viewer, path: str) -> NodeView:
     view = await resolve(session, viewer, path, lock="update")
-    _require(viewer, view, ADMIN)
+    require(viewer, view, ADMIN)
     return view
 
 
@@ -856,8 +909,7 @@ async def _shared(
         .execution_options(synchronize_session=False)
     )
     await session.refresh(node)
-    if node.parent_id is not None:
-        await events.record(work, catalog.wakeups, node.parent_id, EventKind.UPDATED, node)
+    await _announce_update(work, catalog, node)
     shares = await shares_covering(session, [node.path])
     return view_of(viewer, node, shares)
 

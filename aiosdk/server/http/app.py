@@ -72,7 +72,11 @@ def create_app(state: ServerState) -> FastAPI:
         public_paths={OPENAPI_URL, DOCS_URL, *_LOGIN_PATHS},
         always_allowed={_LOGOUT},
     )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=state.limits.max_request_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=state.limits.max_request_body_bytes,
+        data_max_bytes=state.limits.max_data_body_bytes,
+    )
     app.add_middleware(HeadMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     return app

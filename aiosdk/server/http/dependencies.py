@@ -13,11 +13,12 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..auth import Principal
+from ..catalog.nodes import Viewer
 from ..state import ServerState
 from ..unit_of_work import UnitOfWork
 from .idempotency import unit_of_work
 
-__all__ = ["Current", "RequestCall", "request_call"]
+__all__ = ["Current", "RequestCall", "request_call", "viewer_of"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,9 @@ async def request_call(request: Request) -> RequestCall:
 
 
 Current = Annotated[RequestCall, Depends(request_call)]
+
+
+async def viewer_of(call: RequestCall) -> Viewer:
+    """Who asks, as the catalog sees them."""
+    caller = await call.state.callers.caller(call.session, call.principal)
+    return Viewer(caller, call.state.accounts.allow_anonymous)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import anyio
 from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,6 +43,7 @@ from ..idempotency import (
     apply_once,
 )
 from ..unit_of_work import UnitOfWork
+from .bodies import receive_body
 
 __all__ = ["MUTATING_METHODS", "REPLAYED_HEADER", "IdempotencyMiddleware", "unit_of_work"]
 
@@ -109,7 +109,7 @@ class IdempotencyMiddleware:
             return
         if not VALID_KEY.fullmatch(key):
             raise InvalidRequestError("Idempotency-Key must be 1 to 255 printable ASCII characters")
-        body = await _read_body(receive)
+        body = await receive_body(scope, receive)
         try:
             found = await self.store.begin(
                 principal.name,
@@ -189,18 +189,7 @@ def _answer_repeat(holder: Holder) -> Response:
     return response
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay_body(body: bytes, receive: Receive) -> Receive:
+def _replay_body(body: bytearray, receive: Receive) -> Receive:
     sent = False
 
     async def replay() -> Message:

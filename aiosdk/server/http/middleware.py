@@ -21,6 +21,7 @@ from .idempotency import MUTATING_METHODS
 from .routing import allowed_methods, is_served
 
 __all__ = [
+    "DATA_PATHS",
     "BodySizeLimitMiddleware",
     "HeadMiddleware",
     "RequestContextMiddleware",
@@ -150,20 +151,27 @@ class HeadMiddleware:
         await self.app({**scope, "method": "GET"}, receive, send_headers_only)
 
 
-class BodySizeLimitMiddleware:
-    """Rejects request bodies larger than ``max_bytes`` with 413, declared or streamed."""
+DATA_PATHS = ("/api/v1/array/", "/api/v1/table/", "/api/v1/sparse/")
+"""The paths of the data routes, whose bodies (blocks, partitions) have a limit of their own."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodySizeLimitMiddleware:
+    """Rejects request bodies larger than ``max_bytes`` (``data_max_bytes`` on the
+    :data:`DATA_PATHS`) with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, data_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.data_max_bytes = max_bytes if data_max_bytes is None else data_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.data_max_bytes if scope["path"].startswith(DATA_PATHS) else self.max_bytes
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            raise self._too_large()
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
         received = 0
 
         async def limited_receive() -> Message:
@@ -171,14 +179,15 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large()
+                if received > limit:
+                    raise _too_large(limit)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _too_large(self) -> PayloadTooLargeError:
-        return PayloadTooLargeError(f"Request body exceeds {self.max_bytes} bytes")
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"Request body exceeds {limit} bytes")
 
 
 class UnservedMutationMiddleware:

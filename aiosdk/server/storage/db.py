@@ -82,6 +82,11 @@ def default_database_url(data_dir: Path) -> str:
     return URL.create("sqlite+aiosqlite", database=str(data_dir / "aiosdk.db")).render_as_string()
 
 
+SQLITE_POOL_SIZE = 16
+"""Connections kept open to an SQLite file, with no overflow: each has its own thread, and one
+opened and closed per request under load (the default overflow) costs more than waiting for one."""
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url``; SQLite connections get WAL, a busy timeout and foreign keys.
 
@@ -89,7 +94,10 @@ def create_engine(url: str) -> AsyncEngine:
     to an SQLite file are not (they cannot go away, and the check is a statement per
     request)."""
     parsed = make_url(url)
-    engine = create_async_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_async_engine(parsed, pool_size=SQLITE_POOL_SIZE, max_overflow=0)
+    else:
+        engine = create_async_engine(parsed, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         _create_private(engine.url.database)
         event.listen(engine.sync_engine, "connect", _configure_sqlite)

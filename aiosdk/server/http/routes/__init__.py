@@ -5,7 +5,19 @@ from typing import Any
 from fastapi import FastAPI
 
 from ..openapi import ALLOW, RETRY_AFTER, WWW_AUTHENTICATE, documented_error
-from . import admin, auth, catalog, info, organizations, tokens, users
+from . import (
+    admin,
+    arrays,
+    auth,
+    catalog,
+    formats,
+    info,
+    organizations,
+    sparse,
+    tables,
+    tokens,
+    users,
+)
 
 __all__ = ["API_PREFIX", "ROUTERS", "include_routes"]
 
@@ -26,7 +38,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     405: documented_error(
         "The path does not answer this method; Allow lists those it does", {"Allow": ALLOW}
     ),
-    413: documented_error("The request body exceeds limits.max_request_body_bytes"),
+    413: documented_error(
+        "The request body exceeds limits.max_request_body_bytes (limits.max_data_body_bytes on"
+        " the data routes)"
+    ),
     422: documented_error("Invalid request body or parameters."),
     429: documented_error(
         "Too many failed logins from this account or address (Basic credentials count too);"
@@ -51,6 +66,10 @@ ROUTERS = (
     admin.router,
     tokens.router,
     catalog.router,
+    arrays.router,
+    tables.router,
+    sparse.router,
+    formats.router,
 )
 """Every router of the API, each mounted under :data:`API_PREFIX`."""
 

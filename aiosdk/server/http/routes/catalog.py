@@ -40,7 +40,7 @@ from ...catalog.nodes import (
 )
 from ...catalog.paths import MAX_PATH_LENGTH, parent_of
 from ...errors import InvalidRequestError
-from ..dependencies import Current, RequestCall
+from ..dependencies import Current, RequestCall, viewer_of
 from ..openapi import documented_error
 from ..pagination import MAX_PAGE_TOKEN_LENGTH
 from .organizations import Action, conflict
@@ -245,8 +245,7 @@ def _single_values(request: Request) -> None:
 async def _viewer(call: RequestCall, request: Request | None = None) -> Viewer:
     if request is not None:
         _single_values(request)
-    caller = await call.state.callers.caller(call.session, call.principal)
-    return Viewer(caller, call.state.accounts.allow_anonymous)
+    return await viewer_of(call)
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
@@ -298,7 +297,9 @@ PageToken = Annotated[str | None, Query(max_length=MAX_PAGE_TOKEN_LENGTH * 8)]
 )
 async def get_node(path: str, request: Request, call: Current) -> Response:
     """The node at ``path``."""
-    view = await nodes.get_node(call.session, await _viewer(call, request), path)
+    view = await nodes.get_node(
+        call.session, await _viewer(call, request), path, call.state.catalog.reads
+    )
     return _answer(request, node_item(view.node, view.actions, view.shares))
 
 
@@ -325,7 +326,10 @@ async def _children(
         include_count=include_count,
         fields=fields,
     )
-    page: Page = await listings.children(call.session, await _viewer(call, request), path, query)
+    viewer = await _viewer(call, request)
+    page: Page = await listings.children(
+        call.session, viewer, path, query, call.state.catalog.reads
+    )
     body = {
         "items": _nodes_page(page.views, fields),
         "next_page_token": page.next_page_token,
@@ -410,7 +414,8 @@ async def list_children(
 
 
 async def _count(path: str, request: Request, call: RequestCall, filters: str | None) -> Response:
-    count = await listings.count(call.session, await _viewer(call, request), path, filters)
+    viewer = await _viewer(call, request)
+    count = await listings.count(call.session, viewer, path, filters, call.state.catalog.reads)
     return _answer(request, {"count": count})
 
 
@@ -442,7 +447,8 @@ async def count_children(
 async def _distinct(
     path: str, request: Request, call: RequestCall, query: DistinctQuery
 ) -> Response:
-    found = await listings.distinct(call.session, await _viewer(call, request), path, query)
+    viewer = await _viewer(call, request)
+    found = await listings.distinct(call.session, viewer, path, query, call.state.catalog.reads)
     answer = DistinctAnswer.model_validate(found)
     return _answer(request, answer.model_dump(mode="json", exclude_unset=True))
 

@@ -30,6 +30,9 @@ class ServerLimits(BaseModel):
 
     max_page_size: int
     max_request_body_bytes: int
+    max_data_body_bytes: int
+    """The largest body of a data route (an array block or region, a table partition, a
+    sparse array's entries): 413 past it."""
     max_header_bytes: int
     """The most bytes a request line and its header fields may take (431 past it)."""
     max_grpc_message_bytes: int
@@ -65,6 +68,7 @@ async def get_info(request: Request, call: Current) -> ServerInfo:
         limits=ServerLimits(
             max_page_size=MAX_PAGE_SIZE,
             max_request_body_bytes=limits.max_request_body_bytes,
+            max_data_body_bytes=limits.max_data_body_bytes,
             max_header_bytes=limits.max_header_bytes,
             max_grpc_message_bytes=limits.max_grpc_message_bytes,
             http_idle_timeout_seconds=limits.http_idle_timeout_seconds,

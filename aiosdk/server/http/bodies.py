@@ -1,0 +1,139 @@
+"""The bodies of the data routes: requests received whole into one buffer (what the idempotency
+layer reads a keyed request's body with too), answers sent from their buffers in pieces.
+
+A request body whose size a route expects (``expected``: checked after authorization) is received
+into a buffer allocated once at that size (no list of pieces joined at the end, no buffer
+regrown). Any other body (the idempotency layer's, read before any permission check; a chunked
+one) goes into one buffer grown as its bytes arrive, so that a declared ``Content-Length`` alone
+commits no memory. Either way its size is bounded by the body limit of the layers around
+(:class:`~.middleware.BodySizeLimitMiddleware`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ..catalog.nodes import InvalidContentError
+from ..errors import InvalidRequestError
+
+__all__ = ["PIECE_BYTES", "BodyResponse", "read_body", "receive_body"]
+
+
+async def receive_body(scope: Scope, receive: Receive, expected: int | None = None) -> bytearray:
+    """The body of the request ``scope``, from its ``receive``, in one buffer.
+
+    ``expected``, when given, is the size the body must have: a ``Content-Length`` saying
+    otherwise is refused (:class:`~..catalog.nodes.InvalidContentError`, 422) before the body is
+    read, and a chunked body once it passes it. A body longer or shorter than its
+    ``Content-Length`` is :class:`~..errors.InvalidRequestError` (400). Only with ``expected``
+    is the buffer allocated up front at the body's size; without, it grows as bytes arrive (a
+    ``Content-Length`` is the sender's word, not yet checked against anything). A body that
+    arrives in one ``bytearray`` of its declared size (as the idempotency layer hands on the
+    body it read) is taken as it is, not copied.
+    """
+    declared = Headers(scope=scope).get("content-length")
+    size = int(declared) if declared is not None and declared.isdigit() else None
+    if expected is not None and size is not None and size != expected:
+        raise InvalidContentError(f"The body must be {expected:,} bytes, not {size:,}")
+    if size is None or expected is None:
+        return await _receive_growing(receive, expected, size)
+    body: bytearray | None = None
+    view: memoryview | None = None
+    received = 0
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            if body is None and not more and isinstance(chunk, bytearray) and len(chunk) == size:
+                return chunk
+            if body is None:
+                body = bytearray(size)
+                view = memoryview(body)
+            end = received + len(chunk)
+            if end > size:
+                raise InvalidRequestError("The body is longer than its Content-Length")
+            assert view is not None
+            view[received:end] = chunk
+            received = end
+            if not more:
+                break
+    finally:
+        if view is not None:
+            view.release()
+    if received != size:
+        raise InvalidRequestError("The body is shorter than its Content-Length")
+    assert body is not None
+    return body
+
+
+async def _receive_growing(
+    receive: Receive, expected: int | None, declared: int | None
+) -> bytearray:
+    """A body gathered into one buffer grown (amortised) as its bytes arrive: one sent without
+    a ``Content-Length`` (chunked; refused once it passes ``expected``), or one whose size no
+    route has vouched for yet (``expected`` is None; ``declared`` its ``Content-Length``)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        if not body and not more and isinstance(chunk, bytearray):
+            body = chunk  # the whole body in one buffer already: taken, not copied
+        else:
+            body += chunk
+        if declared is not None and len(body) > declared:
+            raise InvalidRequestError("The body is longer than its Content-Length")
+        if not more or (expected is not None and len(body) > expected):
+            break
+    if declared is not None and len(body) != declared:
+        raise InvalidRequestError("The body is shorter than its Content-Length")
+    if expected is not None and len(body) != expected:
+        raise InvalidContentError(f"The body must be {expected:,} bytes, not {len(body):,}")
+    return body
+
+
+async def read_body(request: Request, expected: int | None = None) -> bytearray:
+    """The body of ``request``, in one buffer (see :func:`receive_body`)."""
+    return await receive_body(request.scope, request.receive, expected)
+
+
+PIECE_BYTES = 1024 * 1024
+"""A body is handed to the server's transport this much at a time: measured cheaper than in
+one piece, which the event loop's transport copies whole into fresh memory of its own."""
+
+
+class BodyResponse(Response):
+    """An answer whose body is ``spans`` one after another (memoryviews, not copied, nor
+    joined), with their total as its ``Content-Length``, going out :data:`PIECE_BYTES` at a
+    time, each piece once the transport has taken the one before."""
+
+    def __init__(
+        self,
+        spans: Sequence[memoryview],
+        status_code: int,
+        headers: dict[str, str],
+        media_type: str,
+    ) -> None:
+        super().__init__(None, status_code, headers, media_type)
+        self.spans = spans
+        self.headers["content-length"] = str(sum(len(span) for span in spans))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        for span in self.spans:
+            for start in range(0, len(span), PIECE_BYTES):
+                piece = span[start : start + PIECE_BYTES]
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,330 @@
+"""``/api/v1/array``: an array node's bytes, block by block or as a selection.
+
+Bodies are raw C-order little-endian bytes. Every answer with data says what it holds:
+``X-Aiosdk-Dtype`` (numpy's ``dtype.str``) and ``X-Aiosdk-Shape`` (``256,8192``; empty for a
+0-d array), with an ``ETag`` of the stored chunks it was read from and ``Accept-Ranges: bytes``:
+a ``Range`` (with ``If-Range``) resumes an interrupted read (see :mod:`...data.ranges`).
+Reads need ``read`` on the node, writes ``write`` (a node the caller may not read is answered
+404 like a missing one). Bodies go up to ``limits.max_data_body_bytes``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from ...authorization import READ, WRITE
+from ...catalog.nodes import InvalidContentError, NodeRead, Viewer
+from ...data import export
+from ...data.arrays import ArrayData, Selection, as_bytes, normalise_selection
+from ...data.ranges import requested_range
+from ...data.structures import ArrayStructure, validate_array_structure
+from ...errors import InvalidRequestError
+from ..bodies import BodyResponse, read_body
+from ..dependencies import Current, RequestCall
+from ..openapi import documented_error
+from .data_nodes import commit_structure, data_node, done_reading, locked_data_node
+from .organizations import conflict
+
+__all__ = [
+    "OCTET_STREAM",
+    "array_node",
+    "data_response",
+    "parse_index",
+    "parse_selection",
+    "router",
+]
+
+router = APIRouter(prefix="/array", tags=["arrays"])
+
+OCTET_STREAM = "application/octet-stream"
+DTYPE_HEADER = "X-Aiosdk-Dtype"
+SHAPE_HEADER = "X-Aiosdk-Shape"
+MAX_SELECTION_BYTES = 1024**3
+"""The largest selection ``GET /array/full`` answers in one body (read larger by blocks)."""
+_MAX_INDEX_TEXT = 32 * 44  # 32 axes of a:b:c with 19-digit numbers
+
+
+async def array_node(
+    call: RequestCall, path: str, action: str = READ
+) -> tuple[NodeRead, Viewer, ArrayStructure]:
+    """The array node at ``path``, which the caller may do ``action`` on, and its structure;
+    :class:`~...errors.InvalidRequestError` (400) if the node is no array."""
+    view, viewer = await data_node(call, path, "array", action)
+    return view, viewer, ArrayStructure.of(view.node.structure)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return ",".join(map(str, shape))
+
+
+def data_response(
+    request: Request,
+    body: memoryview,
+    etag: str | None,
+    headers: dict[str, str],
+    media_type: str = OCTET_STREAM,
+) -> Response:
+    """``body`` as the answer to ``request``: whole (200), the part its ``Range`` asks for
+    (206), or 304 when its ``If-None-Match`` names ``etag``."""
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    if etag is not None:
+        headers["ETag"] = etag
+        wanted = request.headers.get("if-none-match")
+        if wanted is not None and etag in {tag.strip() for tag in wanted.split(",")}:
+            return Response(status_code=304, headers=headers)
+    part = requested_range(request.headers, len(body), etag)
+    if part is None:
+        return BodyResponse([body], 200, headers, media_type)
+    headers["Content-Range"] = part.content_range
+    return BodyResponse([body[part.start : part.stop]], 206, headers, media_type)
+
+
+# --- parameters ------------------------------------------------------------------------------
+
+
+def parse_index(text: str, what: str) -> tuple[int, ...]:
+    """``3,0`` as ``(3, 0)``; ``""`` as ``()`` (the block of a 0-d array)."""
+    if not text:
+        return ()
+    parts = text.split(",")
+    if len(parts) > 32 or not all(_is_digits(part.strip()) for part in parts):
+        raise InvalidRequestError(
+            f"{what} must be up to 32 non-negative integers separated by commas, like 3,0"
+        )
+    return tuple(int(part) for part in parts)
+
+
+def _is_digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits only, at most 19 ("²".isdigit() holds, and int() fails
+    on it)."""
+    return text.isascii() and text.isdigit() and len(text) <= 19
+
+
+def parse_selection(text: str | None) -> Selection:
+    """``10:20,::2,-1`` as ``(slice(10, 20), slice(None, None, 2), -1)``."""
+    if text is None or not text.strip():
+        return ()
+    parts = text.split(",")
+    if len(parts) > 32:
+        raise InvalidRequestError("A selection has at most 32 indices")
+    try:
+        return tuple(_index_item(part) for part in parts)
+    except ValueError:
+        raise InvalidRequestError(
+            "slice must be numpy basic indices separated by commas: integers and start:stop:step"
+            " slices (each part optional, negative values allowed, no step of 0), like 10:20,::2"
+        ) from None
+
+
+def _index_item(part: str) -> int | slice:
+    pieces = part.strip().split(":")
+    if len(pieces) == 1:
+        return _integer(pieces[0])
+    if len(pieces) > 3:
+        raise ValueError(part)
+    start, stop, step = (_integer(p) if p.strip() else None for p in (*pieces, "")[:3])
+    if step == 0:
+        raise ValueError(part)
+    return slice(start, stop, step)
+
+
+def _integer(text: str) -> int:
+    text = text.strip()
+    if not _is_digits(text.removeprefix("-")):
+        raise ValueError(text)
+    return int(text)
+
+
+IndexText = Annotated[str, Query(max_length=_MAX_INDEX_TEXT)]
+
+
+# --- the routes ------------------------------------------------------------------------------
+
+_NODE_404 = documented_error("No node at the path, or none the caller may read")
+_BYTES_200 = {
+    "description": "The data: raw C-order little-endian bytes (or the export asked for)",
+    "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+    "headers": {
+        DTYPE_HEADER: {
+            "description": "numpy's dtype.str of the data",
+            "schema": {"type": "string"},
+        },
+        SHAPE_HEADER: {
+            "description": "The data's shape, lengths separated by commas (empty for 0-d)",
+            "schema": {"type": "string"},
+        },
+        "ETag": {"description": "A tag of the stored chunks read", "schema": {"type": "string"}},
+    },
+}
+_READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _BYTES_200,
+    206: {"description": "The part of the data the Range asked for (Content-Range says which)"},
+    304: {"description": "Not modified: the If-None-Match named the current ETag (no body)"},
+    400: documented_error("Invalid path, block index or selection, or the node is no array"),
+    404: _NODE_404,
+    416: documented_error("The Range asked for is beyond the data's end"),
+    422: documented_error("The node's structure is invalid, or the selection is too large."),
+}
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+_WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: documented_error("Invalid path, block index, offset or shape, or the node is no array"),
+    403: documented_error("The caller may not write the node, or its token is read-only"),
+    404: _NODE_404,
+    413: documented_error("The body exceeds limits.max_data_body_bytes"),
+    422: documented_error(
+        "The body is not the size its block or region needs (the message says how many bytes),"
+        " or the region lies outside the array without extend."
+    ),
+}
+
+
+def _headers(structure: ArrayStructure, shape: tuple[int, ...]) -> dict[str, str]:
+    return {DTYPE_HEADER: structure.dtype.str, SHAPE_HEADER: _shape_text(shape)}
+
+
+@router.get(
+    "/block/{path:path}",
+    summary="Read a block",
+    response_class=Response,
+    responses=_READ_RESPONSES,
+)
+async def get_block(path: str, request: Request, call: Current, block: IndexText = "") -> Response:
+    """The block ``block`` (``3,0``; empty for a 0-d array) of the array at ``path``, in its
+    true shape (edge blocks are smaller than the chunks)."""
+    view, _, structure = await array_node(call, path)
+    index = parse_index(block, "block")
+    structure.check_block(index)
+    await done_reading(call)
+    found = await ArrayData(call.state.blobs, view.node.id, structure).read_block(index)
+    return data_response(request, found.body, found.etag, _headers(structure, found.shape))
+
+
+@router.get(
+    "/full/{path:path}",
+    summary="Read an array or a selection",
+    response_class=Response,
+    responses={
+        **_READ_RESPONSES,
+        406: documented_error("The format asked for is not one of the array's (listed)"),
+    },
+)
+async def get_full(
+    path: str,
+    request: Request,
+    call: Current,
+    slice: Annotated[str | None, Query(max_length=_MAX_INDEX_TEXT)] = None,
+    format: Annotated[str | None, Query(max_length=255)] = None,
+) -> Response:
+    """The array at ``path``, or the part ``slice`` picks (numpy basic indexing: integers and
+    ``start:stop:step``, negative values too, like ``10:20,::2``); exported as ``format`` (a
+    MIME type or a suffix) or as the ``Accept`` header asks, when it asks for another than raw
+    bytes."""
+    view, _, structure = await array_node(call, path)
+    selection = parse_selection(slice)
+    fmt = export.resolve_format("array", structure.to_json(), format, request.headers.get("accept"))
+    await done_reading(call)
+    data = ArrayData(call.state.blobs, view.node.id, structure)
+    size = _selection_nbytes(data, selection)
+    if size > MAX_SELECTION_BYTES:
+        raise InvalidContentError(
+            f"The selection is {size:,} bytes; at most {MAX_SELECTION_BYTES // 2**20} MiB in one"
+            " answer: read it by blocks"
+        )
+    values, etag = await data.read_selection(selection)
+    if fmt is not None:
+        body = await export.render_array(values, fmt)
+        return Response(body, media_type=fmt.mime, headers=_headers(structure, values.shape))
+    return data_response(request, as_bytes(values), etag, _headers(structure, values.shape))
+
+
+def _selection_nbytes(data: ArrayData, selection: Selection) -> int:
+    normal, _ = normalise_selection(selection, data.structure.shape)
+    count = 1
+    for item in normal:
+        if not isinstance(item, int):
+            count *= len(range(item.start, item.stop, item.step))
+    return count * data.structure.dtype.itemsize
+
+
+@router.put(
+    "/block/{path:path}",
+    status_code=204,
+    summary="Write a block",
+    response_class=Response,
+    responses=_WRITE_RESPONSES,
+    openapi_extra=_BODY,
+)
+async def put_block(path: str, request: Request, call: Current, block: IndexText = "") -> Response:
+    """Replace the block ``block`` of the array at ``path`` with the body: the raw bytes of the
+    block's true shape (smaller than the chunks at the edge), exactly."""
+    view, _, structure = await array_node(call, path, WRITE)
+    index = parse_index(block, "block")
+    structure.check_block(index)
+    await done_reading(call)  # no pooled connection held while the body comes in
+    body = await read_body(request, structure.block_nbytes(index))
+    await ArrayData(call.state.blobs, view.node.id, structure).write_block(index, body)
+    return Response(status_code=204)
+
+
+@router.patch(
+    "/full/{path:path}",
+    status_code=204,
+    summary="Write a region",
+    response_class=Response,
+    responses={
+        **_WRITE_RESPONSES,
+        409: conflict("The node was replaced meanwhile: retry"),
+    },
+    openapi_extra=_BODY,
+)
+async def patch_region(
+    path: str,
+    request: Request,
+    call: Current,
+    offset: IndexText,
+    shape: IndexText,
+    extend: bool = False,
+) -> Response:
+    """Write the body (the raw bytes of ``shape``) into the array at ``path`` at ``offset``;
+    with ``extend``, a region past the array's end grows it (its structure's shape changes,
+    its revision goes up), else it is refused."""
+    read, viewer, structure = await array_node(call, path, WRITE)
+    start = parse_index(offset, "offset")
+    lengths = parse_index(shape, "shape")
+    if len(start) != structure.ndim or len(lengths) != structure.ndim:
+        raise InvalidRequestError(
+            f"offset and shape need {structure.ndim} lengths each (the array's dimensions)"
+        )
+    nbytes = structure.dtype.itemsize
+    for length in lengths:
+        nbytes *= length
+    await done_reading(call)  # no pooled connection held while the body comes in
+    body = await read_body(request, nbytes)
+    end = tuple(o + n for o, n in zip(start, lengths, strict=True))
+    if all(e <= n for e, n in zip(end, structure.shape, strict=True)):
+        data = ArrayData(call.state.blobs, read.node.id, structure)
+        await data.write_region(start, lengths, body)
+        return Response(status_code=204)
+    if not extend:
+        raise InvalidContentError(
+            f"The region {_shape_text(start)} + {_shape_text(lengths)} lies outside the array's"
+            f" shape {list(structure.shape)}: write inside it, or extend it (extend=true)"
+        )
+    view = await locked_data_node(call, viewer, path, read)
+    current = ArrayStructure.of(view.node.structure)  # as it is now, locked
+    grown = current.to_json()
+    grown["shape"] = [max(e, n) for e, n in zip(end, current.shape, strict=True)]
+    extended = ArrayStructure.of(validate_array_structure(grown))
+    data = ArrayData(call.state.blobs, view.node.id, extended)
+    await data.write_region(start, lengths, body)
+    if extended.shape != current.shape:
+        await data.save_metadata(always=True)
+        await commit_structure(call, view, extended.to_json())
+    return Response(status_code=204)
