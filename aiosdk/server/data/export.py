@@ -114,6 +114,13 @@ def formats(family: str, structure: Mapping[str, Any] | None) -> list[Format]:
     return []
 
 
+def documented_content(family: str) -> dict[str, Any]:
+    """The OpenAPI ``content`` of a read's 200 for ``family``: its wire form, then each export
+    (for any structure: CSV of an array needs 1 or 2 dimensions)."""
+    every = formats(family, {"shape": [1]})
+    return {fmt.mime: {"schema": {"type": "string", "format": "binary"}} for fmt in every}
+
+
 def formats_answer(family: str, structure: Mapping[str, Any] | None) -> dict[str, Any]:
     """The body of ``GET /formats/{path}``."""
     return {"formats": [fmt.as_json() for fmt in formats(family, structure)]}

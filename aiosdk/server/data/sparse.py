@@ -145,7 +145,7 @@ def checked_coo(
             )
         table = reader.read_all()
         table.validate(full=True)
-    except pyarrow.ArrowException as exc:
+    except (pyarrow.ArrowException, OSError) as exc:  # OSError: an invalid IPC message
         raise InvalidContentError(f"The body is not a valid Arrow IPC stream: {exc}") from None
     for name, length in zip(schema.names, [*structure["shape"], None], strict=False):
         column = table.column(name)

@@ -181,7 +181,7 @@ def refuse_compressed(body: bytes | bytearray | memoryview) -> None:
                 raise InvalidContentError(
                     "Compressed Arrow IPC bodies are not accepted: send the batches uncompressed"
                 )
-    except (pyarrow.ArrowException, struct.error) as exc:
+    except (pyarrow.ArrowException, OSError, struct.error) as exc:  # OSError: invalid IPC
         raise InvalidContentError(f"The body is not a valid Arrow IPC stream: {exc}") from None
 
 
@@ -208,7 +208,7 @@ def checked_stream(body: bytes | bytearray | memoryview, schema: Any) -> tuple[b
                 )
             batch.validate(full=True)
             batches.append(pyarrow.RecordBatch.from_arrays(batch.columns, schema=schema))
-    except pyarrow.ArrowException as exc:
+    except (pyarrow.ArrowException, OSError) as exc:  # OSError: an invalid IPC message
         raise InvalidContentError(f"The body is not a valid Arrow IPC stream: {exc}") from None
     table = pyarrow.Table.from_batches(batches, schema=schema)
     return table_stream(table), int(table.num_rows)

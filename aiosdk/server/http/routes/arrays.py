@@ -212,6 +212,7 @@ async def get_block(path: str, request: Request, call: Current, block: IndexText
     response_class=Response,
     responses={
         **_READ_RESPONSES,
+        200: {**_BYTES_200, "content": export.documented_content("array")},
         406: documented_error("The format asked for is not one of the array's (listed)"),
     },
 )

@@ -34,7 +34,10 @@ _BAD_PATH = documented_error("Invalid path, or the node is not a sparse array")
     summary="Read a sparse array",
     response_class=Response,
     responses={
-        200: {"description": "The COO table as an Arrow IPC stream", "content": {ARROW_STREAM: {}}},
+        200: {
+            "description": "The COO table as an Arrow IPC stream (or the export asked for)",
+            "content": export.documented_content("sparse"),
+        },
         400: _BAD_PATH,
         404: _NODE_404,
         406: documented_error("The format asked for is not one of the sparse array's (listed)"),

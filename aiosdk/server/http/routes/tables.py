@@ -140,7 +140,10 @@ async def get_partition(
     "/full/{path:path}",
     summary="Read a table",
     response_class=Response,
-    responses=_READ_RESPONSES,
+    responses={
+        **_READ_RESPONSES,
+        200: {**_STREAM_200, "content": export.documented_content("table")},
+    },
 )
 async def get_full(
     path: str,
@@ -160,6 +163,9 @@ async def get_full(
         export.check_json_values(sum(node.structure["nrows"]) * width)
     await done_reading(call)
     streams = await _partition_streams(call.state.blobs, node, range(node.structure["npartitions"]))
+    if not streams:  # no partitions yet: the table's schema, without rows
+        schema = tables.decode_schema(node.structure["arrow_schema"])
+        streams = [memoryview(tables.empty_stream(schema))]
     return await _answer(node, streams, column, fmt, sum(node.structure["nrows"]))
 
 
