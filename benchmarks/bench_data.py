@@ -18,8 +18,10 @@ and CPU time per run beside them. Measured (issue 10):
     preallocated array, the requests aiosdk makes;
 (b) the same array with Tiled's default client (``from_uri(...)["array"].read()``; and with
     ``Accept-Encoding: identity``, for information): goal aiosdk >= 20x;
-(c) the table: ``await tbl.read(as_="arrow")`` vs Arrow Flight (benchmarks/_flight_side.py, the
-    table in memory, ``do_get(ticket).read_all()`` in as many batches as aiosdk has partitions;
+(c) the table: ``await tbl.read(as_="arrow")`` (one ``GET /api/v1/table/full``, the
+    partitions' record batches joined, received into one buffer) vs Arrow Flight
+    (benchmarks/_flight_side.py, the table in memory, ``do_get(ticket).read_all()`` in as many
+    batches as aiosdk has partitions;
     one batch for information): goal >= 0.8x; ``await tbl.read()`` (pandas) vs Tiled's
     ``read()`` (pandas; Tiled seeded twice: with the same 16 partitions, and with one, what its
     ``write_table`` of a DataFrame does; the faster is the reference): goal >= 20x; raw aiohttp

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli import ON_A_TERMINAL, cli, isolate, ok, refused, token, unstyled
 from _structures import structure
 
 import aiosdk
@@ -39,24 +40,8 @@ class Tree:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: object) -> None:
-    """The commands' environment: the session's server, nothing remembered, no profile."""
-    monkeypatch.setenv("AIOSDK_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("AIOSDK_PROFILE", raising=False)
-    monkeypatch.delenv("AIOSDK_TOKEN", raising=False)
-    monkeypatch.delenv("AIOSDK_URL", raising=False)
-
-
-def _token(client: aiosdk.Client, scope: str | None = None) -> str:
-    return client.tokens.create("cli", scope=scope).secret.reveal()  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def tree(
-    env: None,
-    aiosdk_accounts_sync: Accounts,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Tree:
+def tree(aiosdk_accounts_sync: Accounts, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Tree:
+    isolate(monkeypatch, tmp_path / "config")
     user: TestUser = aiosdk_accounts_sync.user("alice")
     client = aiosdk_accounts_sync.client(user)
     ns = user.username
@@ -70,39 +55,10 @@ def tree(
     run1.create_container("raw")
     run1.new("array", "image", tags=["raw"], file_type="zarr", structure=structure())
     client.catalog.create_container(f"{ns}/empty")
-    token = _token(client)
+    secret = token(client)
     monkeypatch.setenv("AIOSDK_URL", str(client.url))
-    monkeypatch.setenv("AIOSDK_TOKEN", token)
-    return Tree(ns, token, client)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``aiosdk ARGS`` in this process: its status, stdout and stderr."""
-    capsys.readouterr()
-    try:
-        status = main(list(args))
-    except SystemExit as exc:  # argparse refusing the command line
-        status = exc.code if isinstance(exc.code, int) else 2
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def ok(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    status, out, err = cli(capsys, *args)
-    assert status == 0, err
-    assert err == ""
-    return out
-
-
-def refused(capsys: pytest.CaptureFixture[str], status: int, *args: str) -> str:
-    """The one line a failing command printed on stderr (no traceback, nothing on stdout)."""
-    got, out, err = cli(capsys, *args)
-    assert got == status, (out, err)
-    assert out == ""
-    assert err.count("\n") == 1, err
-    assert "Traceback" not in err
-    assert err.startswith(f"aiosdk {args[0]}")
-    return err.strip()
+    monkeypatch.setenv("AIOSDK_TOKEN", secret)
+    return Tree(ns, secret, client)
 
 
 # --- ls ----------------------------------------------------------------------------------
@@ -405,7 +361,7 @@ def test_errors_are_one_line(
     bob = aiosdk_accounts_sync.user("bob")
     bob_client = aiosdk_accounts_sync.client(bob)
     tree.client.catalog.get(f"{tree.ns}/experiments/run4").share(bob.username, actions=["read"])
-    monkeypatch.setenv("AIOSDK_TOKEN", _token(bob_client))
+    monkeypatch.setenv("AIOSDK_TOKEN", token(bob_client))
     assert refused(capsys, 1, "ls", f"{tree.ns}/experiments").endswith(
         f": No node at '{tree.ns}/experiments'"
     )
@@ -415,7 +371,7 @@ def test_errors_are_one_line(
     assert "'write' permission" in refused(capsys, 1, "meta", "set", shared, "color=black")
 
     # A read-only token of alice's own.
-    monkeypatch.setenv("AIOSDK_TOKEN", _token(tree.client, scope="read"))
+    monkeypatch.setenv("AIOSDK_TOKEN", token(tree.client, scope="read"))
     assert json.loads(ok(capsys, "meta", "show", shared, "--json"))["metadata"] == RUNS["run4"]
     assert "read-only" in refused(capsys, 1, "meta", "set", shared, "color=black")
 
@@ -497,33 +453,12 @@ def test_a_terminal_without_rich_gets_plain_text(
     monkeypatch.setenv("COLUMNS", "120")
     styled = shown()
     assert "\x1b[1mKEY" in styled  # rich: a bold header
-    assert _unstyled(styled).split()[:4] == ["KEY", "FAMILY", "REVISION", "UPDATED"]
+    assert unstyled(styled).split()[:4] == ["KEY", "FAMILY", "REVISION", "UPDATED"]
     monkeypatch.setitem(sys.modules, "rich.console", None)  # as if rich were not installed
     plain = shown()
     assert "\x1b[" not in plain
     assert plain.splitlines()[0] == "KEY   FAMILY     REVISION  UPDATED"
     assert [line.split()[0] for line in plain.splitlines()[1:]] == list(RUNS)
-
-
-ON_A_TERMINAL = r"""
-import os, pty, sys
-pid, fd = pty.fork()
-if pid == 0:
-    os.environ["COLUMNS"] = "120"
-    os.execv(sys.executable, [sys.executable, "-m", "aiosdk.cli", *sys.argv[1:]])
-shown = b""
-while True:
-    try:
-        data = os.read(fd, 4096)
-    except OSError:
-        break
-    if not data:
-        break
-    shown += data
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(shown.decode(errors="replace"))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pty")
@@ -541,21 +476,15 @@ def test_on_a_terminal_the_output_is_rich(tree: Tree) -> None:
 
     table = shown("ls", f"{tree.ns}/experiments")
     assert "\x1b[" in table  # styled: rich wrote it
-    plain = _unstyled(table)
+    plain = unstyled(table)
     for shown_text in ("KEY", "run1", "run4"):
         assert shown_text in plain
-    branches = _unstyled(shown("tree", tree.ns))
+    branches = unstyled(shown("tree", tree.ns))
     for shown_text in ("experiments/", "raw/", "└──"):
         assert shown_text in branches
-    node = _unstyled(shown("meta", "show", f"{tree.ns}/experiments/run1"))
+    node = unstyled(shown("meta", "show", f"{tree.ns}/experiments/run1"))
     assert '"temperature": 21.5' in node
     # --json stays JSON on a terminal too.
     assert (
-        json.loads(_unstyled(shown("meta", "show", f"{tree.ns}/empty", "--json")))["key"] == "empty"
+        json.loads(unstyled(shown("meta", "show", f"{tree.ns}/empty", "--json")))["key"] == "empty"
     )
-
-
-def _unstyled(text: str) -> str:
-    import re
-
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r\n", "\n")

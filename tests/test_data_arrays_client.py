@@ -6,6 +6,7 @@ writers, cancellation, typed errors before any request, progress, and the peak m
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import json
@@ -14,6 +15,7 @@ import random
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,12 @@ import anyio
 import anyio.lowlevel
 import numpy as np
 import pytest
+from faults.scripted import Respond, ScriptedServer, fail
 
 import aiosdk
 from aiosdk._core.concurrency import Prefetch
 from aiosdk.catalog.arrays import AsyncArrayClient, auto_chunks, check_dtype
+from aiosdk.catalog.containers import node_from_item
 from aiosdk.server import ServerThread
 from aiosdk.testing.accounts import AsyncAccounts
 
@@ -209,6 +213,22 @@ async def test_selections_match_numpy(aiosdk_accounts: AsyncAccounts) -> None:
             await arr.read(fancy)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_large_blocks_land_in_the_result_as_numpy_has_them(
+    aiosdk_accounts: AsyncAccounts,
+) -> None:
+    # Blocks of 4 MiB: on asyncio the fast transport receives a piece whose place in the result
+    # is contiguous straight into it (whole blocks, rows of blocks, reversed rows); a piece
+    # that is not (some columns) comes as spans, as every piece does on trio.
+    _, grp = await _group(aiosdk_accounts, "into")
+    data = _sample("f8", (600, 4096), seed=5)
+    arr = await grp.write_array(data, key="a", chunks=(128, 4096))
+    for selection in [None, np.s_[100:500], np.s_[::-1], np.s_[:, 1000:3000], np.s_[-1]]:
+        expected = data if selection is None else data[selection]
+        got = await arr.read(selection, concurrency=3)
+        np.testing.assert_array_equal(got, expected, err_msg=str(selection))
+
+
 # -- streaming blocks ------------------------------------------------------------------------
 
 
@@ -360,6 +380,41 @@ async def test_bad_dtypes_and_shapes_are_refused_before_any_request(
     del client
 
 
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer().start()
+    yield server
+    server.stop()
+
+
+async def test_block_puts_go_without_an_idempotency_key_and_patches_with_one(
+    scripted: ScriptedServer,
+) -> None:
+    # A block's PUT sets its bytes (twice is once), so it carries no key the server would have
+    # to buffer, fingerprint and store; a PATCH (which may extend the array) keeps its key.
+    # Against the scripted server, which records the requests it gets.
+    item = {
+        "id": "1",
+        "key": "a",
+        "path": "u/a",
+        "structure_family": "array",
+        "structure": {"shape": [4, 4], "chunks": [2, 4], "data_type": "<f8"},
+    }
+    node = Respond(200, {"Content-Type": "application/json"}, json.dumps(item).encode())
+    scripted.script(fail(503, retry_after="0"), Respond(204), node)
+    async with aiosdk.AsyncClient(scripted.url, token="t", retry_mode="forceful") as client:
+        arr = node_from_item(client._ctx, item)
+        assert isinstance(arr, AsyncArrayClient)
+        await arr.write_block(np.ones((2, 4)), (1, 0))
+        await arr.patch(np.ones((1, 4)), offset=(0, 0))
+    refused, retried = scripted.seen("PUT")
+    (patched,) = scripted.seen("PATCH")
+    assert refused.body == retried.body == np.ones((2, 4)).tobytes()  # the 503 was retried
+    assert refused.idempotency_key is None
+    assert retried.idempotency_key is None
+    assert patched.idempotency_key is not None
+
+
 # -- export, formats, progress ---------------------------------------------------------------
 
 
@@ -391,6 +446,38 @@ async def test_export_streams_to_files_and_parses_back(
         await arr.export(tmp_path / "a.unknown-format")
     left = await anyio.to_thread.run_sync(lambda: sorted(p.name for p in tmp_path.iterdir()))
     assert left == ["a.npy", "part.csv"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("cancels", ["once", "again-and-again"])
+async def test_an_export_cancelled_by_asyncio_itself_leaves_no_file(
+    aiosdk_accounts: AsyncAccounts, tmp_path: Path, cancels: str
+) -> None:
+    # Task.cancel() goes through anyio's shields, the one around removing the half-written
+    # file too; "again-and-again" cancels on every turn of the loop until the export is done.
+    _, grp = await _group(aiosdk_accounts, "export-cancel")
+    arr = await grp.write_array(np.ones((512, 1024), "f8"), key="a", chunks=(64, 1024))
+    loop = asyncio.get_running_loop()
+    started: list[bool] = []
+    task: asyncio.Task[Any] | None = None
+
+    def cancel() -> None:
+        assert task is not None
+        if not task.done():
+            task.cancel()
+            if cancels == "again-and-again":
+                loop.call_soon(cancel)
+
+    def progress(done: int, total: int | None) -> None:
+        if done and not started:
+            started.append(True)
+            loop.call_soon(cancel)
+
+    task = asyncio.ensure_future(arr.export(tmp_path / "a.npy", progress=progress))
+    await asyncio.wait([task])
+    assert task.cancelled()
+    assert started
+    left = await anyio.to_thread.run_sync(lambda: list(tmp_path.iterdir()))
+    assert left == []  # neither the file nor its temporary part
 
 
 async def test_progress_counts_every_byte_once(aiosdk_accounts: AsyncAccounts) -> None:
@@ -434,6 +521,71 @@ async def test_cancelling_a_big_read_stops_all_its_requests(aiosdk_accounts: Asy
         tg.cancel_scope.cancel()
     assert _busy(client) == 0
     np.testing.assert_array_equal(await arr.read(np.s_[-1]), data[-1])
+
+
+class _Stop(Exception):
+    """What a progress callback raises to make an upload fail after its first block."""
+
+
+@pytest.mark.parametrize("how", ["failure", "anyio-cancel"])
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_failed_or_cancelled_write_array_leaves_no_node(
+    aiosdk_accounts: AsyncAccounts, how: str
+) -> None:
+    _, grp = await _group(aiosdk_accounts, "failed-write")
+    data = np.ones((64, 1024), "f8")  # 16 blocks of 32 KiB
+
+    with anyio.CancelScope() as scope:
+
+        def progress(done: int, total: int | None) -> None:
+            if done:
+                if how == "failure":
+                    raise _Stop
+                scope.cancel()
+
+        if how == "failure":
+            with pytest.raises(_Stop):
+                await grp.write_array(
+                    data, key="a", chunks=(4, 1024), progress=progress, concurrency=2
+                )
+        else:
+            await grp.write_array(data, key="a", chunks=(4, 1024), progress=progress, concurrency=2)
+    assert scope.cancelled_caught == (how == "anyio-cancel")
+    assert await grp.get("a", None) is None
+
+
+@pytest.mark.parametrize("cancels", ["once", "again-and-again"])
+async def test_write_array_cancelled_by_asyncio_itself_leaves_no_node(
+    aiosdk_accounts: AsyncAccounts, cancels: str
+) -> None:
+    # Task.cancel() goes through anyio's shields: a timeout of asyncio's, an asyncio task group,
+    # the blocking facade's Ctrl-C; "again-and-again" cancels the task on every turn of the
+    # loop until it is done, the deletion of the half-made node included.
+    _, grp = await _group(aiosdk_accounts, "native-cancel")
+    data = np.ones((64, 1024), "f8")
+    loop = asyncio.get_running_loop()
+    task: asyncio.Task[Any] | None = None
+
+    def cancel() -> None:
+        assert task is not None
+        if not task.done():
+            task.cancel()
+            if cancels == "again-and-again":
+                loop.call_soon(cancel)
+
+    started: list[bool] = []
+
+    def progress(done: int, total: int | None) -> None:
+        if done and not started:
+            started.append(True)
+            loop.call_soon(cancel)
+
+    task = asyncio.ensure_future(
+        grp.write_array(data, key="a", chunks=(4, 1024), progress=progress, concurrency=2)
+    )
+    await asyncio.wait([task])
+    assert task.cancelled()
+    assert await grp.get("a", None) is None
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])

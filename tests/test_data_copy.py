@@ -36,7 +36,7 @@ async def _seed(client: aiosdk.AsyncClient) -> aiosdk.AsyncContainer:
     await root.write_array(
         rng.standard_normal((300, 70)), key="frames", chunks=(64, 32), metadata={"unit": "V"}
     )
-    inner = await root.create_container("inner", metadata={"depth": 2})
+    inner = await root.create_container("inner", metadata={"depth": 2}, tags=["nested", "b"])
     await inner.write_array(np.arange(10, dtype="<i4"), key="ints", chunks=(4,))
     frame = pd.DataFrame({"t": np.arange(1000), "v": rng.random(1000), "s": ["x"] * 1000})
     await root.write_dataframe(frame, key="events", partitions=3, metadata={"kind": "log"})
@@ -59,6 +59,7 @@ async def _snapshot(node: aiosdk.AsyncNode) -> dict[str, Any]:
             "family": n.structure_family,
             "metadata": dict(n.metadata),
             "specs": list(n.specs),
+            "tags": sorted(n.tags),
             "revision": n.revision,
         }
         if isinstance(n, aiosdk.AsyncContainer):
@@ -183,3 +184,64 @@ async def test_bad_arguments_are_configuration_errors(
         await aiosdk.copy(source, frames)  # type: ignore[arg-type]
     with pytest.raises(aiosdk.ConfigurationError, match="concurrency"):
         await aiosdk.copy(source, await second.catalog.get("alice"), concurrency=0)
+
+
+async def test_a_copy_into_itself_is_refused_before_anything_is_written(
+    two_servers: tuple[aiosdk.AsyncClient, aiosdk.AsyncClient],
+) -> None:
+    first, second = two_servers
+    source = await _seed(first)
+    inner = await source.get("inner")
+    before = [key async for key in source]
+    for into in (inner, source):
+        with pytest.raises(aiosdk.ConfigurationError, match="inside it"):
+            await aiosdk.copy(source, into, key="again")
+    assert [key async for key in source] == before
+    assert "again" not in [key async for key in inner]
+    # The same paths on another server are another tree: copied.
+    await _seed(second)
+    copied = await aiosdk.copy(source, await second.catalog.get(inner.path), key="again")
+    assert copied.path == f"{inner.path}/again"
+
+
+async def test_a_rerun_brings_tags_in_line(
+    two_servers: tuple[aiosdk.AsyncClient, aiosdk.AsyncClient],
+) -> None:
+    first, second = two_servers
+    source = await _seed(first)
+    destination = await second.catalog.get("alice")
+    await aiosdk.copy(source, destination, key="copy")
+    inner = await second.catalog.get("alice/copy/inner")
+    assert sorted(inner.tags) == ["b", "nested"]
+    await inner._ctx.request("PATCH", f"/catalog/nodes/{inner.path}", json={"tags": ["stale"]})
+    before = (await inner.refresh()).revision
+
+    repaired = await aiosdk.copy(source, destination, key="copy")
+
+    assert _without_revisions(await _snapshot(repaired)) == _without_revisions(
+        await _snapshot(source)
+    )
+    after = await second.catalog.get("alice/copy/inner")
+    assert sorted(after.tags) == ["b", "nested"]
+    assert after.revision == before + 1  # one change, not one per field
+
+
+async def test_a_table_with_extra_partitions_at_the_destination_is_made_identical(
+    two_servers: tuple[aiosdk.AsyncClient, aiosdk.AsyncClient],
+) -> None:
+    first, second = two_servers
+    source = await _seed(first)
+    destination = await second.catalog.get("alice")
+    await aiosdk.copy(source, destination, key="copy")
+    events = await second.catalog.get("alice/copy/events")
+    extra = pa.table({"t": [5], "v": [0.25], "s": ["z"]}).cast(events.schema)  # type: ignore[attr-defined]
+    assert await events.append_partition(extra) == 3  # type: ignore[attr-defined]
+
+    repaired = await aiosdk.copy(source, destination, key="copy")
+
+    assert _without_revisions(await _snapshot(repaired)) == _without_revisions(
+        await _snapshot(source)
+    )
+    events = await second.catalog.get("alice/copy/events")
+    assert events.npartitions == 3  # type: ignore[attr-defined]
+    assert events.metadata == {"kind": "log"}

@@ -6,8 +6,10 @@ parsed back, and bad inputs as typed errors."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import numpy as np
@@ -17,12 +19,14 @@ import pyarrow.csv
 import pyarrow.ipc
 import pyarrow.parquet
 import pytest
+from faults.proxy import TcpProxy
 
 import aiosdk
 from aiosdk._sync.testing import Accounts
 from aiosdk.catalog import tables
 from aiosdk.catalog.containers import AsyncContainer
 from aiosdk.catalog.tables import AsyncTableClient
+from aiosdk.server import ServerThread
 from aiosdk.testing.accounts import AsyncAccounts
 
 pytestmark = pytest.mark.anyio
@@ -145,7 +149,7 @@ async def test_partitions_none_splits_a_large_table_near_16_mib(
     table = pa.table({f"c{k}": np.random.default_rng(k).random(rows) for k in range(5)})
     tbl = await grp.write_dataframe(table, key="big")
     assert tbl.npartitions == 2
-    assert (await tbl.read(as_="arrow", concurrency=2)).equals(table)
+    assert (await tbl.read(as_="arrow")).equals(table)
 
 
 async def test_append_and_write_partitions(aiosdk_accounts: AsyncAccounts) -> None:
@@ -172,6 +176,69 @@ async def test_append_and_write_partitions(aiosdk_accounts: AsyncAccounts) -> No
         await tbl.write_partition(df.iloc[:1], 9)  # neither an existing partition nor the next
 
 
+async def test_partitions_with_their_own_categories_read_back_whole(
+    aiosdk_accounts: AsyncAccounts,
+) -> None:
+    grp = await _group(aiosdk_accounts, "cats")
+    df = await _frame(30)
+    tbl = await grp.write_dataframe(df.iloc[:10], key="cats", partitions=2)
+    more = df.iloc[10:].copy()
+    more["c"] = pd.Categorical(["blue", None, "red"] * 6 + ["green"] * 2)  # other categories
+    assert await tbl.append_partition(more) == 2
+    whole = await tbl.read(as_="arrow")
+    expected = pa.concat_tables(
+        [pa.Table.from_pandas(df.iloc[:5]), pa.Table.from_pandas(df.iloc[5:10]),
+         pa.Table.from_pandas(more)]
+    )  # fmt: skip
+    assert whole.to_pylist() == expected.to_pylist()
+    frame = await tbl.read()
+    assert list(frame["c"].astype(object).where(frame["c"].notna(), None)) == [
+        *df["c"].iloc[:10].astype(object).where(df["c"].iloc[:10].notna(), None),
+        *more["c"].astype(object).where(more["c"].notna(), None),
+    ]
+    pd.testing.assert_frame_equal(
+        frame.drop(columns="c"),
+        pd.concat([df.iloc[:10], more]).drop(columns="c").reset_index(drop=True),
+    )
+
+
+# -- a broken connection ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(server: ServerThread) -> Iterator[TcpProxy]:
+    """A loopback relay to the server (in a thread of its own): its ``cut_after`` resets the
+    connection carrying an answer, and ``sent`` keeps the requests (what the client sent), to
+    see whether a retry asked for a ``Range``."""
+    address = urlsplit(server.http_url)
+    relay = TcpProxy(address.hostname or "127.0.0.1", address.port or 80).start()
+    yield relay
+    relay.stop()
+
+
+@pytest.mark.parametrize("mode", ["forceful", "disabled"])
+async def test_a_whole_read_cut_off_resumes_under_forceful(
+    aiosdk_accounts: AsyncAccounts, proxy: TcpProxy, mode: str
+) -> None:
+    user = await aiosdk_accounts.user("cut")
+    owner = await aiosdk_accounts.client(user)
+    grp = await owner.catalog.create_container(f"{user.username}/data")
+    table = pa.table({f"c{k}": np.random.default_rng(k).random(200_000) for k in range(4)})
+    await grp.write_dataframe(table, key="big", partitions=3)
+    async with aiosdk.AsyncClient(proxy.url, retry_mode=mode) as client:
+        await client.login(username=user.username, password=user.password.reveal())
+        tbl = await client.catalog.get(f"{user.username}/data/big")
+        assert isinstance(tbl, AsyncTableClient)
+        proxy.cut_after(2_500_000)  # within the body (6.4 MB), past its head
+        if mode == "disabled":
+            with pytest.raises(aiosdk.TransportError):
+                await tbl.read(as_="arrow")
+        else:
+            assert (await tbl.read(as_="arrow")).equals(table)
+            assert b"\r\nrange: bytes=" in proxy.sent.lower()  # resumed, not sent again
+    assert proxy.cuts == 1
+
+
 # -- prefetch --------------------------------------------------------------------------------
 
 
@@ -183,9 +250,9 @@ async def test_iter_partitions_fetches_at_most_concurrency_ahead(
     started: list[int] = []
     fetch = tables.fetch_arrow
 
-    async def counting(ctx: Any, path: str, params: Any = None) -> Any:
+    async def counting(ctx: Any, path: str, params: Any = None, compression: Any = None) -> Any:
         started.append(params["partition"])
-        return await fetch(ctx, path, params)
+        return await fetch(ctx, path, params, compression)
 
     monkeypatch.setattr(tables, "fetch_arrow", counting)
     taken = []
@@ -277,8 +344,6 @@ async def test_bad_inputs_are_typed_errors(aiosdk_accounts: AsyncAccounts) -> No
         await tbl.read(columns="a")
     with pytest.raises(aiosdk.ConfigurationError, match="as_"):
         await tbl.read(as_="polars")  # type: ignore[call-overload]
-    with pytest.raises(aiosdk.ConfigurationError, match="concurrency"):
-        await tbl.read(concurrency=0)
     with pytest.raises(aiosdk.BadRequestError):
         await tbl.read_partition(5)
     with pytest.raises(aiosdk.ConfigurationError):
@@ -311,3 +376,35 @@ def test_the_blocking_facade_reads_and_writes_tables(aiosdk_accounts_sync: Accou
         assert part.num_rows == 10
         break  # dropping the iterator closes it
     assert len(tbl.read_partition(-1)) == 5
+
+
+def _heads(sent: bytes, start: bytes) -> list[bytes]:
+    """The heads of the requests in ``sent`` that begin with ``start``, lowercased."""
+    heads, at = [], sent.find(start)
+    while at >= 0:
+        heads.append(sent[at : sent.index(b"\r\n\r\n", at)].lower())
+        at = sent.find(start, at + 1)
+    return heads
+
+
+async def test_partition_puts_go_without_an_idempotency_key_and_appends_with_one(
+    aiosdk_accounts: AsyncAccounts, proxy: TcpProxy
+) -> None:
+    user = await aiosdk_accounts.user("keys")
+    owner = await aiosdk_accounts.client(user)
+    await owner.catalog.create_container(f"{user.username}/data")
+    table = pa.table({"x": np.arange(30), "y": np.arange(30) / 3})
+    async with aiosdk.AsyncClient(proxy.url, retry_mode="forceful") as client:
+        await client.login(username=user.username, password=user.password.reveal())
+        grp = await client.catalog.get(f"{user.username}/data")
+        assert isinstance(grp, AsyncContainer)
+        tbl = await grp.write_dataframe(table, key="t", partitions=3)
+        await tbl.write_partition(table.slice(0, 5), 1)
+        assert await tbl.append_partition(table.slice(5, 5)) == 3
+        assert (await tbl.read(as_="arrow")).num_rows == 30  # 10 + 5 + 10 + 5
+    puts = _heads(bytes(proxy.sent), b"PUT /api/v1/table/partition/")
+    posts = _heads(bytes(proxy.sent), b"POST /api/v1/table/partition/")
+    assert len(puts) == 4
+    assert len(posts) == 1
+    assert not any(b"\r\nidempotency-key:" in head for head in puts)
+    assert b"\r\nidempotency-key:" in posts[0]

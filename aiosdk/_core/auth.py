@@ -39,7 +39,6 @@ up to ten seconds and the call's deadline, then fails with an error that says so
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import time
@@ -48,9 +47,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
-import sniffio
 
 from . import credentials as _credentials
+from .concurrency import to_the_end
 from .credentials import (
     LOCK_POLL,
     BasicCredential,
@@ -427,7 +426,7 @@ class Auth:
         if url is None or store is None:
             # Once the server answered, its refresh token is spent: the answer must not be lost
             # to the cancellation of the call that asked (a timeout around it, Ctrl-C).
-            return await _to_the_end(lambda: run(refresh(session), send))
+            return await to_the_end(lambda: run(refresh(session), send))
         taken = await self._lock(store, "the login session is not renewed", url, session)
         if isinstance(taken, SessionCredential):
             return taken  # renewed by whoever held the lock: nothing to send
@@ -439,7 +438,7 @@ class Auth:
             finally:
                 await anyio.to_thread.run_sync(lock.release)
 
-        return await _to_the_end(rotate)
+        return await to_the_end(rotate)
 
     async def _rotate_locked(
         self, session: SessionCredential, send: Send, store: CredentialStore, url: str
@@ -489,7 +488,7 @@ class Auth:
             limit = deadline - max(_LOCK_MARGIN, (deadline - started) / 4)
         while True:
             try:
-                lock, stored = await _to_the_end(
+                lock, stored = await to_the_end(
                     lambda: anyio.to_thread.run_sync(_attempt_lock, store, url)
                 )
             except OSError as exc:
@@ -589,61 +588,6 @@ class Auth:
             await anyio.to_thread.run_sync(store.save, url, credential)
         except OSError as exc:  # the renewed tokens still work in memory
             log.warning("could not write the renewed login to %s: %s", store.directory, exc)
-
-
-async def _to_the_end(work: Callable[[], Awaitable[T]]) -> T:
-    """``await work()``, run to its end whatever cancels the caller meanwhile; a cancellation
-    that came is delivered after it (the caller's next wait raises it).
-
-    An anyio shield holds off anyio's cancellations (a timeout or a task group around the call)
-    but not asyncio's own ``Task.cancel()``, which goes through it: the blocking facade's
-    Ctrl-C, ``asyncio.wait_for``, ``asyncio.timeout``, an asyncio task group. Thrown into a
-    renewal after the server answered, that lost the answer, so the rotated refresh token, and
-    the next renewal sent the spent one, which the server takes for a stolen token's reuse: it
-    ended the session. So on asyncio the work runs in a task of its own, which no cancellation
-    of the caller reaches, and the caller waits for it through any that come.
-    """
-    with anyio.CancelScope(shield=True):
-        if sniffio.current_async_library() == "asyncio":
-            result = await _through_cancellations(asyncio.ensure_future(work()))
-        else:  # (trio: the shield is the whole story)
-            result = await work()
-    return result
-
-
-async def _through_cancellations(task: asyncio.Future[T]) -> T:
-    """Wait for ``task`` however many times the current task is cancelled meanwhile, and make
-    the cancellation, if one came, the next wait's."""
-    interrupted: asyncio.CancelledError | None = None
-    while True:
-        try:
-            result = await asyncio.shield(task)
-        except asyncio.CancelledError as exc:
-            if task.cancelled():  # the work itself was (the loop shuts down)
-                raise
-            interrupted = exc  # the caller's: delivered once the work is done (its result is
-            continue  # taken even if it was done as the cancellation came)
-        except BaseException:
-            if interrupted is not None:
-                _cancel_again(interrupted)
-            raise
-        if interrupted is not None:
-            _cancel_again(interrupted)
-        return result
-
-
-def _cancel_again(cancelled: asyncio.CancelledError) -> None:
-    """Make the current task's next wait raise the cancellation it caught as ``cancelled``.
-
-    The request that came is still counted by the task (``cancelling()``, which
-    ``asyncio.timeout`` reads), and taken back before being made again: counted once."""
-    task = asyncio.current_task()
-    if task is None:
-        return
-    cancelling = getattr(task, "cancelling", None)  # (Python 3.11+: counted requests)
-    if cancelling is not None and cancelling():
-        task.uncancel()  # type: ignore[attr-defined,unused-ignore]
-    task.cancel(cancelled.args[0] if cancelled.args else None)
 
 
 def _attempt_lock(

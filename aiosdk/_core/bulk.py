@@ -2,12 +2,15 @@
 
 A raw request body (``content=``) is sent straight from the caller's buffer, in slices of it,
 never copied whole. A downloaded body is handed span by span to a sink, each span as the
-transport read it, never joined; after a broken connection, a ``"forceful"`` download resumes
-where it stopped with ``Range`` and ``If-Range``.
+transport read it, never joined; a sink that holds one contiguous destination for the whole
+body (a :class:`BufferSink`) has the fast transport receive it there, the socket writing
+into it. After a broken connection, a ``"forceful"`` download resumes where it stopped with
+``Range`` and ``If-Range``.
 """
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import cast
@@ -16,11 +19,38 @@ import anyio
 import httpx
 
 from . import errors
+from .http11.streams import ResponseStream
 
-__all__ = ["ContentStream", "Download", "Sink", "raw_body"]
+__all__ = ["BufferSink", "ContentStream", "Download", "Sink", "raw_body"]
 
 Sink = Callable[[int, bytes], object]
 """Where a download's body goes: ``sink(offset, span)``, once per span, in order."""
+
+
+class BufferSink(abc.ABC):
+    """A sink whose body goes into one writable, C-contiguous buffer, body offset 0 at its
+    start: a transport that can (the fast one, for an identity-encoded body) receives the
+    body straight into :attr:`buffer` and calls :meth:`filled`; any other span still comes
+    through ``sink(offset, span)``. :meth:`begin` is called first, each time a body begins
+    at offset 0, so a sink that learns its size from the answer can make its buffer there."""
+
+    __slots__ = ()
+
+    buffer: memoryview | None
+    """Where the body goes (unsigned bytes), or None: spans only."""
+
+    @abc.abstractmethod
+    def __call__(self, offset: int, span: bytes) -> object:
+        """A span received otherwise, to be copied to ``offset``."""
+
+    @abc.abstractmethod
+    def filled(self, offset: int, size: int) -> object:
+        """``buffer[offset : offset + size]`` was received into the buffer (for progress)."""
+
+    def begin(self, size: int | None) -> None:  # noqa: B027 (a hook: most sinks need none)
+        """A body begins at offset 0 (again, after a restart); ``size`` is its length when the
+        answer says it and is not encoded, else None. :attr:`buffer` is read after this."""
+
 
 _JOIN_BELOW = 64 * 1024  # a smaller body is copied once and sent with the request head
 _SLICE = 1024 * 1024  # a larger one is sent in slices of the caller's buffer
@@ -121,13 +151,21 @@ class Download:
                 return
             encoded = "content-encoding" in response.headers
             stream = response.stream
+            sink = self._sink
+            if not encoded and isinstance(stream, ResponseStream) and isinstance(sink, BufferSink):
+                buffer = sink.buffer
+                while buffer is not None and self.received < len(buffer):
+                    size = await stream.receive_into(buffer[self.received :])
+                    if not size:
+                        break
+                    sink.filled(self.received, size)
+                    self.received += size
             spans = (
                 stream
                 if not encoded and isinstance(stream, httpx.AsyncByteStream)
                 else response.aiter_bytes()
             )
-            sink = self._sink
-            async for span in spans:
+            async for span in spans:  # (all of it, or what did not go into a buffer)
                 sink(self.received, span)
                 self.received += len(span)
         finally:
@@ -160,6 +198,8 @@ class Download:
             and not encoded
             else None
         )
+        if isinstance(self._sink, BufferSink):
+            self._sink.begin(int(length) if length.isdigit() and not encoded else None)
         return True
 
     def _check_continues(self, response: httpx.Response, resumed_at: int) -> None:

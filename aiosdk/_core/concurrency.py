@@ -10,6 +10,8 @@
   (``async for``), or in one task per step (the blocking facade). Breaking out of the loop (the
   iterator dropped), :meth:`Prefetch.aclose`, a failed fetch or a cancelled step cancels every
   fetch in flight at once.
+- :func:`to_the_end` runs an awaitable to its end whatever cancels its caller, asyncio's own
+  ``Task.cancel()`` included (which goes through anyio's shields): for renewals and cleanups.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sniffio
 
 from .errors import ConfigurationError, UnsupportedBackendError
 
-__all__ = ["Prefetch", "check_concurrency", "run_all", "run_bounded"]
+__all__ = ["Prefetch", "check_concurrency", "run_all", "run_bounded", "to_the_end"]
 
 K = TypeVar("K")
 T = TypeVar("T")
@@ -177,3 +179,58 @@ async def _run(job: _Job[T], fetch: Callable[[K], Awaitable[T]], key: K) -> None
 
 _END: Any = object()
 _RUNNING: set[asyncio.Task[None]] = set()
+
+
+async def to_the_end(work: Callable[[], Awaitable[T]]) -> T:
+    """``await work()``, run to its end whatever cancels the caller meanwhile; a cancellation
+    that came is delivered after it (the caller's next wait raises it).
+
+    An anyio shield holds off anyio's cancellations (a timeout or a task group around the call)
+    but not asyncio's own ``Task.cancel()``, which goes through it: the blocking facade's
+    Ctrl-C, ``asyncio.wait_for``, ``asyncio.timeout``, an asyncio task group. Thrown into a
+    renewal after the server answered, that lost the answer, so the rotated refresh token (see
+    :mod:`.auth`); in a cleanup (closing pools, deleting a half-made node, removing a partial
+    file), what it was to clean up. So on asyncio the work runs in a task of its own, which no
+    cancellation of the caller reaches, and the caller waits for it through any that come.
+    """
+    with anyio.CancelScope(shield=True):
+        if sniffio.current_async_library() == "asyncio":
+            result = await _through_cancellations(asyncio.ensure_future(work()))
+        else:  # (trio: the shield is the whole story)
+            result = await work()
+    return result
+
+
+async def _through_cancellations(task: asyncio.Future[T]) -> T:
+    """Wait for ``task`` however many times the current task is cancelled meanwhile, and make
+    the cancellation, if one came, the next wait's."""
+    interrupted: asyncio.CancelledError | None = None
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if task.cancelled():  # the work itself was (the loop shuts down)
+                raise
+            interrupted = exc  # the caller's: delivered once the work is done (its result is
+            continue  # taken even if it was done as the cancellation came)
+        except BaseException:
+            if interrupted is not None:
+                _cancel_again(interrupted)
+            raise
+        if interrupted is not None:
+            _cancel_again(interrupted)
+        return result
+
+
+def _cancel_again(cancelled: asyncio.CancelledError) -> None:
+    """Make the current task's next wait raise the cancellation it caught as ``cancelled``.
+
+    The request that came is still counted by the task (``cancelling()``, which
+    ``asyncio.timeout`` reads), and taken back before being made again: counted once."""
+    task = asyncio.current_task()
+    if task is None:
+        return
+    cancelling = getattr(task, "cancelling", None)  # (Python 3.11+: counted requests)
+    if cancelling is not None and cancelling():
+        task.uncancel()  # type: ignore[attr-defined,unused-ignore]
+    task.cancel(cancelled.args[0] if cancelled.args else None)

@@ -37,11 +37,13 @@ class ClientContext:
         content: bytes | bytearray | memoryview | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        idempotency_key: bool = True,
     ) -> httpx.Response:
         """An HTTP call through the transport's one request path.
 
         The body is ``json`` or ``content`` (raw bytes from any C-contiguous buffer, sent with
         ``headers`` such as a ``Content-Type``; see :meth:`Transport.request`).
+        ``idempotency_key=False`` sends an idempotent method (a data ``PUT``) without its key.
         """
         return await self.transport.request(
             method,
@@ -51,6 +53,7 @@ class ClientContext:
             content=content,
             headers=headers,
             idempotent=idempotent,
+            idempotency_key=idempotency_key,
             options=self.options,
         )
 

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import anyio
 
-from .concurrency import run_all
+from .concurrency import run_all, to_the_end
 from .context import ClientContext
 from .errors import ProtocolError
 from .progress import Progress, tracking
@@ -85,8 +85,9 @@ async def download_to_file(
             await run_all(download, write)
             await anyio.to_thread.run_sync(writer.finish, final)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(writer.abandon)
+            # To the end whatever cancels the caller (asyncio's own Task.cancel() goes through
+            # an anyio shield): a half-written file is never left behind.
+            await to_the_end(lambda: anyio.to_thread.run_sync(writer.abandon))
             raise
 
 

@@ -37,6 +37,7 @@ from . import errors, forking
 from .auth import Auth, AuthRequest
 from .bulk import ContentStream, Download, Sink, raw_body
 from .cache import Cache, Stored
+from .concurrency import to_the_end
 from .config import API_PREFIX
 from .credentials import CredentialStore, TokenCredential
 from .http11 import AsyncioTransport, fast_transport_supported
@@ -312,15 +313,19 @@ class Transport:
             self._channel = None
         pools = [*self._retired, *([self._pool] if self._pool else [])]
         self._pool, self._retired = None, []
-        # Closing runs to the end even when the closer is being cancelled (a timeout around
-        # ``async with``): otherwise pools and the embedded server would outlive the client.
-        with anyio.CancelScope(shield=True):
+
+        async def close() -> None:
             try:
                 for pool in pools:
                     await pool.transport.aclose()
             finally:
                 if self._bootstrap is not None and self._bootstrapped:
                     await self._bootstrap.stop()
+
+        # Closing runs to the end even when the closer is being cancelled (a timeout around
+        # ``async with``, asyncio's own Task.cancel() too): otherwise pools and the embedded
+        # server would outlive the client.
+        await to_the_end(close)
 
     def _get_lock(self) -> anyio.Lock:
         if self._lock is None:
@@ -388,9 +393,13 @@ class Transport:
     async def _close_idle_retired(self) -> None:
         idle = [pool for pool in self._retired if not pool.active]
         self._retired = [pool for pool in self._retired if pool.active]
-        with anyio.CancelScope(shield=True):
+
+        async def close() -> None:
             for pool in idle:
                 await pool.transport.aclose()
+
+        if idle:  # (to the end: no longer listed, a pool left open would never be closed)
+            await to_the_end(close)
 
     def _new_transport(self, fast: bool, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
         """The user's transport, else ours on asyncio, else httpx's (trio, HTTP/2, proxies)."""
@@ -486,11 +495,15 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
         authenticate: bool = True,
+        idempotency_key: bool = True,
     ) -> httpx.Response:
         """Send one HTTP request under ``options`` and return the read response.
 
         Error statuses raise the matching :class:`~aiosdk.StatusError`. Mutating methods carry an
-        ``Idempotency-Key`` that stays the same across every attempt of this call. The request
+        ``Idempotency-Key`` that stays the same across every attempt of this call, unless
+        ``idempotency_key`` is false: for a ``PUT`` or ``DELETE`` whose effect is the same
+        however often it is applied (a block's bytes, say), so that the server need not buffer
+        and fingerprint its body nor store its answer. The request
         carries the client's credentials unless ``authenticate`` is false; a login session's
         token is renewed shortly before it expires, and a request refused with an expired one
         (401) is renewed and sent once more, within the same attempt (see :mod:`.auth`).
@@ -506,7 +519,11 @@ class Transport:
         """
         method = method.upper()
         sent_headers = dict(headers or {})
-        if method in MUTATING_METHODS:
+        if not idempotency_key and method not in IDEMPOTENT_METHODS:
+            raise errors.ConfigurationError(
+                f"{method} {path}: only an idempotent method may go without an Idempotency-Key"
+            )
+        if idempotency_key and method in MUTATING_METHODS:
             sent_headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS

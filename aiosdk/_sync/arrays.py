@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from aiosdk._core import portal as _portal
+from aiosdk._core.compression import Compression
 from aiosdk._core.progress import Progress
 from aiosdk._sync.nodes import Node
 from aiosdk.catalog.arrays import AsyncArrayClient, Selection
@@ -77,7 +78,12 @@ class ArrayClient(Node):
         return _portal.finished_sync(self._async.block_shape, block).result()
 
     def read(
-        self, slice: Selection = None, *, concurrency: int = 8, progress: Progress = None
+        self,
+        slice: Selection = None,
+        *,
+        concurrency: int = 8,
+        progress: Progress = None,
+        compression: Compression = None,
     ) -> numpy.ndarray[Any, Any]:
         """The array, or the part of it that ``slice`` selects (numpy basic indexing:
         ``numpy.s_[10:20, ::2]``, ints, negative values, steps, ``...``; the answer is what
@@ -86,28 +92,37 @@ class ArrayClient(Node):
         The blocks the selection touches are fetched ``concurrency`` at a time (within the
         connection pool's limits) and each is written straight into the result as its bytes
         arrive. ``progress``: a callable ``(done_bytes, total_bytes)`` or ``True`` (a bar on a
-        terminal). Cancelling the read cancels all its requests.
+        terminal). ``compression="zstd"`` lets the server send what compresses as zstd (the
+        ``zstandard`` package decodes it; worth it on a slow network, for data that compresses:
+        random floats come as they are). Cancelling the read cancels all its requests.
         """
         return _portal.finished(
-            self._async.read(slice, concurrency=concurrency, progress=progress)
+            self._async.read(
+                slice, concurrency=concurrency, progress=progress, compression=compression
+            )
         ).result()
 
     def read_block(
-        self, block: Sequence[int], *, slice: Selection = None
+        self, block: Sequence[int], *, slice: Selection = None, compression: Compression = None
     ) -> numpy.ndarray[Any, Any]:
         """Block ``block`` (its index in the grid of blocks: ``(3, 0)``), or the part of it that
-        ``slice`` selects (numpy basic indexing, relative to the block)."""
-        return _portal.finished(self._async.read_block(block, slice=slice)).result()
+        ``slice`` selects (numpy basic indexing, relative to the block); ``compression`` as
+        :meth:`read` has it."""
+        return _portal.finished(
+            self._async.read_block(block, slice=slice, compression=compression)
+        ).result()
 
     def iter_blocks(
-        self, *, concurrency: int = 8
+        self, *, concurrency: int = 8, compression: Compression = None
     ) -> Iterator[tuple[tuple[int, ...], numpy.ndarray[Any, Any]]]:
         """``(block index, block)`` for every block, in C order of the index, fetched up to
         ``concurrency`` ahead: at most that many blocks in flight or waiting to be taken, so a
         slow consumer slows the fetching (back-pressure). Breaking out of the loop cancels the
-        requests in flight."""
+        requests in flight. ``compression`` as :meth:`read` has it."""
         return _portal.iterate(
-            _portal.finished_sync(self._async.iter_blocks, concurrency=concurrency).result()
+            _portal.finished_sync(
+                self._async.iter_blocks, concurrency=concurrency, compression=compression
+            ).result()
         )
 
     def write_block(self, array: npt.ArrayLike, block: Sequence[int]) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, ClassVar, cast, overload
 
 from aiosdk._core import portal as _portal
+from aiosdk._core.compression import Compression
 from aiosdk._core.progress import Progress
 from aiosdk._core.twins import sync_value
 from aiosdk._sync._twins import unwrap
@@ -55,12 +56,12 @@ class TableClient(Node):
         columns: Sequence[str] | None = None,
         *,
         as_: AsPandas = "pandas",
-        concurrency: int = 8,
+        compression: Compression = None,
     ) -> pd.DataFrame: ...
 
     @overload
     def read(
-        self, columns: Sequence[str] | None = None, *, as_: AsArrow, concurrency: int = 8
+        self, columns: Sequence[str] | None = None, *, as_: AsArrow, compression: Compression = None
     ) -> pa.Table: ...
 
     def read(
@@ -68,39 +69,61 @@ class TableClient(Node):
         columns: Sequence[str] | None = None,
         *,
         as_: TableKind = "pandas",
-        concurrency: int = 8,
+        compression: Compression = None,
     ) -> Any:
-        """The whole table (only ``columns``, if given): its partitions fetched concurrently
-        (at most ``concurrency`` at once) and joined in order; a pandas ``DataFrame``, or with
-        ``as_="arrow"`` a pyarrow ``Table``."""
+        """The whole table (only ``columns``, if given), its partitions in order: a pandas
+        ``DataFrame``, or with ``as_="arrow"`` a pyarrow ``Table``. One request brings it as
+        one Arrow IPC stream (the server sends the stored partitions as they are), decoded in
+        place; a broken connection resumes where it stopped under the ``"forceful"`` retry
+        mode. ``compression="zstd"`` lets the server send the stream zstd-encoded when it
+        compresses (the ``zstandard`` package decodes it; an encoded body is received again
+        from its start after a broken connection)."""
         return sync_value(
             cast(
                 "Any",
                 _portal.finished(
-                    self._async.read(columns, as_=as_, concurrency=concurrency)
+                    self._async.read(columns, as_=as_, compression=compression)
                 ).result(),
             )
         )
 
     @overload
     def read_partition(
-        self, partition: int, columns: Sequence[str] | None = None, *, as_: AsPandas = "pandas"
+        self,
+        partition: int,
+        columns: Sequence[str] | None = None,
+        *,
+        as_: AsPandas = "pandas",
+        compression: Compression = None,
     ) -> pd.DataFrame: ...
 
     @overload
     def read_partition(
-        self, partition: int, columns: Sequence[str] | None = None, *, as_: AsArrow
+        self,
+        partition: int,
+        columns: Sequence[str] | None = None,
+        *,
+        as_: AsArrow,
+        compression: Compression = None,
     ) -> pa.Table: ...
 
     def read_partition(
-        self, partition: int, columns: Sequence[str] | None = None, *, as_: TableKind = "pandas"
+        self,
+        partition: int,
+        columns: Sequence[str] | None = None,
+        *,
+        as_: TableKind = "pandas",
+        compression: Compression = None,
     ) -> Any:
         """Partition number ``partition`` (negative counts from the end), only ``columns`` if
-        given; a pandas ``DataFrame``, or with ``as_="arrow"`` a pyarrow ``Table``."""
+        given; a pandas ``DataFrame``, or with ``as_="arrow"`` a pyarrow ``Table``;
+        ``compression`` as :meth:`read` has it."""
         return sync_value(
             cast(
                 "Any",
-                _portal.finished(self._async.read_partition(partition, columns, as_=as_)).result(),
+                _portal.finished(
+                    self._async.read_partition(partition, columns, as_=as_, compression=compression)
+                ).result(),
             )
         )
 
@@ -110,12 +133,17 @@ class TableClient(Node):
         *,
         concurrency: int = 4,
         as_: TableKind = "pandas",
+        compression: Compression = None,
     ) -> Iterator[Any]:
         """Each partition in order (pandas ``DataFrame``\\ s, or pyarrow ``Table``\\ s with
         ``as_="arrow"``), the next ones fetched while the caller works: at most
-        ``concurrency`` in flight or waiting to be taken. Stopping early cancels the rest."""
+        ``concurrency`` in flight or waiting to be taken. Stopping early cancels the rest.
+        ``compression`` as :meth:`read` has it."""
         return _portal.iterate(
-            self._async.iter_partitions(columns, concurrency=concurrency, as_=as_), sync_value
+            self._async.iter_partitions(
+                columns, concurrency=concurrency, as_=as_, compression=compression
+            ),
+            sync_value,
         )
 
     def append_partition(self, df: object) -> int:

@@ -2,9 +2,11 @@
 
 An array node's data is a grid of blocks (``chunks`` along each axis; edge blocks are smaller).
 :meth:`AsyncArrayClient.read` works out which blocks a selection touches, fetches them
-concurrently, and writes each one's body, span by span as the transport reads it, straight into
-one preallocated result: no block is ever joined or copied whole first. A block the selection
-only cuts (a part of it, or with a step) is fetched as just that part (``/array/full?slice=``).
+concurrently, and writes each one's body straight into one preallocated result: on asyncio the
+socket reads a block whose place in the result is contiguous into that place itself (no copy of
+the client's own); any other body goes in span by span as the transport reads it, never joined
+or copied whole first. A block the selection only cuts (a part of it, or with a step) is
+fetched as just that part (``/array/full?slice=``).
 Writes send each block from the caller's array itself when its bytes lie contiguously in
 memory, else from a copy of that block alone.
 
@@ -25,6 +27,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
+from .._core.bulk import BufferSink
+from .._core.compression import Compression, accept_encoding
 from .._core.concurrency import Prefetch, check_concurrency, run_bounded
 from .._core.downloads import download_to_file, file_suffix
 from .._core.errors import ConfigurationError, ProtocolError
@@ -32,6 +36,7 @@ from .._core.optional import require
 from .._core.progress import Progress, Tracker, check_progress, tracking
 from .metadata import JSONObject
 from .nodes import AsyncNode, call, route
+from .tables import discard
 
 if TYPE_CHECKING:
     import numpy
@@ -286,20 +291,24 @@ def _pieces(
 # -- writing bodies into the result ----------------------------------------------------------
 
 
-class _Scatter:
+class _Scatter(BufferSink):
     """A download sink that writes a body (C-order bytes) into ``dst``, a view of the result
-    whose last axis is contiguous: one copy per span, no block-sized buffer."""
+    whose last axis is contiguous: one copy per span, no block-sized buffer. A ``dst`` that is
+    contiguous as a whole (a block that spans whole trailing axes) is also the ``buffer`` the
+    fast transport receives the body into, the socket writing there."""
 
-    __slots__ = ("_flat", "_lead", "_rowbytes", "_rows", "_tracker", "high", "nbytes")
+    __slots__ = ("_flat", "_lead", "_rowbytes", "_rows", "_tracker", "buffer", "high", "nbytes")
 
     def __init__(self, dst: numpy.ndarray[Any, Any], tracker: Tracker) -> None:
         np = _np()
         self.nbytes = dst.nbytes
         self.high = 0
         self._tracker = tracker
+        self.buffer: memoryview | None = None
         if dst.flags.c_contiguous:
             self._flat = dst.reshape(-1).view(np.uint8)
             self._rows = None
+            self.buffer = memoryview(self._flat)
         else:
             self._rows = dst.view(np.uint8)  # last axis contiguous: rows of bytes
             self._rowbytes = self._rows.shape[-1]
@@ -307,8 +316,7 @@ class _Scatter:
 
     def __call__(self, offset: int, span: bytes) -> None:
         np = _np()
-        n = len(span)
-        end = offset + n
+        end = offset + len(span)
         if end > self.nbytes:
             raise ProtocolError(
                 f"the server sent more than the {self.nbytes} bytes expected (did the array"
@@ -320,6 +328,10 @@ class _Scatter:
             self._flat[offset:end] = source
         else:
             self._scatter(rows, offset, source)
+        self.filled(offset, len(span))
+
+    def filled(self, offset: int, size: int) -> None:
+        end = offset + size
         if end > self.high:  # a body received again from 0 counts once
             self._tracker.advance(end - self.high)
             self.high = end
@@ -449,7 +461,12 @@ class AsyncArrayClient(AsyncNode):
     # -- reading -----------------------------------------------------------------------------
 
     async def read(
-        self, slice: Selection = None, *, concurrency: int = 8, progress: Progress = None
+        self,
+        slice: Selection = None,
+        *,
+        concurrency: int = 8,
+        progress: Progress = None,
+        compression: Compression = None,
     ) -> numpy.ndarray[Any, Any]:
         """The array, or the part of it that ``slice`` selects (numpy basic indexing:
         ``numpy.s_[10:20, ::2]``, ints, negative values, steps, ``...``; the answer is what
@@ -458,11 +475,14 @@ class AsyncArrayClient(AsyncNode):
         The blocks the selection touches are fetched ``concurrency`` at a time (within the
         connection pool's limits) and each is written straight into the result as its bytes
         arrive. ``progress``: a callable ``(done_bytes, total_bytes)`` or ``True`` (a bar on a
-        terminal). Cancelling the read cancels all its requests.
+        terminal). ``compression="zstd"`` lets the server send what compresses as zstd (the
+        ``zstandard`` package decodes it; worth it on a slow network, for data that compresses:
+        random floats come as they are). Cancelling the read cancels all its requests.
         """
         np = _np()
         check_concurrency(concurrency)
         check_progress(progress)
+        headers = {**_RAW, **accept_encoding(compression)}
         shape, chunks, _, _ = self._structure()
         axes = _normalize(slice, shape)
         out_shape = tuple(len(a) for a in axes if isinstance(a, range))
@@ -471,13 +491,17 @@ class AsyncArrayClient(AsyncNode):
             async with tracking(progress, result.nbytes, f"read {self.path}") as tracker:
 
                 async def fetch(piece: _Piece) -> None:
-                    await self._fetch_into(result, piece, tracker)
+                    await self._fetch_into(result, piece, tracker, headers)
 
                 await run_bounded(_pieces(axes, shape, chunks), fetch, concurrency)
         return result
 
     async def _fetch_into(
-        self, result: numpy.ndarray[Any, Any], piece: _Piece, tracker: Tracker
+        self,
+        result: numpy.ndarray[Any, Any],
+        piece: _Piece,
+        tracker: Tracker,
+        headers: Mapping[str, str],
     ) -> None:
         dst = result[piece.out] if piece.out else result
         sink = _Scatter(dst, tracker)
@@ -489,32 +513,34 @@ class AsyncArrayClient(AsyncNode):
                 {"slice": _wire_selection(piece.selection)},
             )
         await self._ctx.download(
-            "GET", path, params=params, headers=_RAW, sink=sink, expected_size=sink.nbytes
+            "GET", path, params=params, headers=headers, sink=sink, expected_size=sink.nbytes
         )
 
     async def read_block(
-        self, block: Sequence[int], *, slice: Selection = None
+        self, block: Sequence[int], *, slice: Selection = None, compression: Compression = None
     ) -> numpy.ndarray[Any, Any]:
         """Block ``block`` (its index in the grid of blocks: ``(3, 0)``), or the part of it that
-        ``slice`` selects (numpy basic indexing, relative to the block)."""
+        ``slice`` selects (numpy basic indexing, relative to the block); ``compression`` as
+        :meth:`read` has it."""
         index = self._block_index(block)
         _, chunks, _, _ = self._structure()
         local = _normalize(slice, self.block_shape(index))
         axes = tuple(_shift(axis, i * c) for axis, i, c in zip(local, index, chunks, strict=True))
-        return await self.read(axes, concurrency=1)
+        return await self.read(axes, concurrency=1, compression=compression)
 
     def iter_blocks(
-        self, *, concurrency: int = 8
+        self, *, concurrency: int = 8, compression: Compression = None
     ) -> AsyncIterator[tuple[tuple[int, ...], numpy.ndarray[Any, Any]]]:
         """``(block index, block)`` for every block, in C order of the index, fetched up to
         ``concurrency`` ahead: at most that many blocks in flight or waiting to be taken, so a
         slow consumer slows the fetching (back-pressure). Breaking out of the loop cancels the
-        requests in flight."""
+        requests in flight. ``compression`` as :meth:`read` has it."""
         _np()
         check_concurrency(concurrency)
+        accept_encoding(compression)  # (checked before any request)
 
         async def fetch(index: tuple[int, ...]) -> tuple[tuple[int, ...], Any]:
-            return index, await self.read_block(index)
+            return index, await self.read_block(index, compression=compression)
 
         keys = itertools.product(*(range(n) for n in self.blocks))
         return Prefetch(keys, fetch, concurrency)
@@ -529,6 +555,9 @@ class AsyncArrayClient(AsyncNode):
         await self._put_block(index, data)
 
     async def _put_block(self, index: tuple[int, ...], data: numpy.ndarray[Any, Any]) -> None:
+        # Without an Idempotency-Key: a block's PUT sets its bytes, so applying it twice is
+        # applying it once, and a keyed one costs the server a buffered, fingerprinted body
+        # and a stored answer (it halves the write rate).
         await call(
             self._ctx,
             "PUT",
@@ -537,6 +566,7 @@ class AsyncArrayClient(AsyncNode):
             content=_raw(data),
             headers={"Content-Type": _OCTETS},
             lookup=self.path,
+            idempotency_key=False,
         )
 
     async def patch(
@@ -687,9 +717,8 @@ async def write_array(
     axis); by default :func:`auto_chunks` (blocks of at most 16 MiB, each a contiguous run of
     the array). Big-endian or non-contiguous input is converted block by block.
 
-    The node exists once the upload starts: if it fails, the blocks not written read as the
-    fill value (write them again with :meth:`AsyncArrayClient.write_block`, or delete the
-    node)."""
+    If the upload fails or is cancelled, the new node is deleted (best effort), as a failed
+    :meth:`~aiosdk.AsyncContainer.write_dataframe` deletes its table."""
     np = _np()
     check_concurrency(concurrency)
     check_progress(progress)
@@ -715,5 +744,9 @@ async def write_array(
     node = await container.new("array", key, metadata=metadata, specs=specs, structure=structure)
     if not isinstance(node, AsyncArrayClient):
         raise ProtocolError(f"created {node.path!r} is not an array")
-    await node._upload(data, concurrency, progress)
+    try:
+        await node._upload(data, concurrency, progress)
+    except BaseException:
+        await discard(node)
+        raise
     return node

@@ -7,9 +7,11 @@ across the whole tree.
 
 Re-running a copy resumes it: a node already at the destination is kept if it is of the same
 kind and shape (else the copy stops with :class:`~aiosdk.ConflictError`, overwriting nothing),
-its metadata is brought in line, and each block or partition is compared with the source's and
-written only if it differs. So an interrupted copy, run again, writes only what is missing or
-different.
+its metadata, specs and tags are brought in line, and each block or partition is compared with
+the source's and written only if it differs. So an interrupted copy, run again, writes only
+what is missing or different. A table at the destination with more partitions than the
+source's cannot be made identical in place (partitions are never removed): it is deleted and
+copied anew.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .._core.optional import require
 from .._core.progress import Progress, Tracker, check_progress, tracking
 from .arrays import AsyncArrayClient
 from .containers import AsyncContainer
+from .metadata import check_metadata, check_specs
 from .nodes import AsyncNode
 from .sparse import AsyncSparseClient
 from .tables import AsyncTableClient
@@ -67,9 +70,22 @@ async def copy(
         raise ConfigurationError(
             f"the destination must be a container, not {type(destination).__name__}"
         )
+    if _within(destination, source):
+        raise ConfigurationError(
+            f"cannot copy {source.path or 'the root'!r} into {destination.path or 'the root'!r},"
+            " which is inside it on the same server: the copy would copy itself"
+        )
     async with tracking(progress, None, f"copy {source.path}") as tracker:
         copier = _Copier(anyio.CapacityLimiter(concurrency), tracker)
         return await copier.node(source, destination, key or source.key)
+
+
+def _within(destination: AsyncNode, source: AsyncNode) -> bool:
+    """Whether ``destination`` is ``source`` or below it, on the same server."""
+    if destination._ctx.transport.url != source._ctx.transport.url:
+        return False
+    inner, outer = destination.path, source.path
+    return not outer or inner == outer or inner.startswith(outer + "/")
 
 
 class _Copier:
@@ -79,6 +95,11 @@ class _Copier:
 
     async def node(self, source: AsyncNode, into: AsyncContainer, key: str) -> AsyncNode:
         existing = await into.get(key, None)
+        if existing is not None:
+            _check_same_kind(source, existing)
+            if _more_partitions(existing, source):
+                await existing.delete()  # partitions cannot be removed: the table is made anew
+                existing = None
         if existing is None:
             target = await into.new(
                 source.structure_family,
@@ -90,11 +111,7 @@ class _Copier:
                 structure=source.structure(),
             )
         else:
-            _check_same_kind(source, existing)
-            if dict(existing.metadata) != dict(source.metadata) or list(existing.specs) != list(
-                source.specs
-            ):
-                await existing.replace_metadata(dict(source.metadata), specs=list(source.specs))
+            await _bring_in_line(existing, source)
             target = existing
         fresh = existing is None  # nothing there to compare with
         if isinstance(source, AsyncContainer) and isinstance(target, AsyncContainer):
@@ -149,6 +166,29 @@ class _Copier:
             if fresh or target.nnz != data.nnz or not await _same_coo(data, await target.read()):
                 await target.write(data.coords, data.data)
             self._tracker.advance(data.data.nbytes + data.coords.nbytes)
+
+
+def _more_partitions(existing: AsyncNode, source: AsyncNode) -> bool:
+    """Whether ``existing`` is a table with more partitions than the table ``source``."""
+    return (
+        isinstance(existing, AsyncTableClient)
+        and isinstance(source, AsyncTableClient)
+        and existing.npartitions > source.npartitions
+    )
+
+
+async def _bring_in_line(existing: AsyncNode, source: AsyncNode) -> None:
+    """Give ``existing`` the metadata, specs and tags of ``source``, in one change if any
+    differs (none if all agree: a re-run moves no revision)."""
+    changes: dict[str, Any] = {}
+    if dict(existing.metadata) != dict(source.metadata):
+        changes["metadata"] = check_metadata(dict(source.metadata))
+    if list(existing.specs) != list(source.specs):
+        changes["specs"] = check_specs(list(source.specs))
+    if sorted(existing.tags) != sorted(source.tags):
+        changes["tags"] = list(source.tags)
+    if changes:
+        await existing._patch(changes, "bring the copy in line")
 
 
 def _check_same_kind(source: AsyncNode, existing: AsyncNode) -> None:

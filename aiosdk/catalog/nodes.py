@@ -116,9 +116,11 @@ async def call(
     content: bytes | bytearray | memoryview | None = None,
     headers: Mapping[str, str] | None = None,
     lookup: str | None = None,
+    idempotency_key: bool = True,
 ) -> Any:
     """A catalog call (a JSON body, or raw ``content`` with its ``headers``); its decoded JSON
-    answer (``None`` when there is no body).
+    answer (``None`` when there is no body). ``idempotency_key=False``: a ``PUT`` of data, which
+    is idempotent by itself, goes without an ``Idempotency-Key`` (the server stores no record).
 
     A 404 of a call that addresses the node at ``lookup`` is a
     :class:`~aiosdk.NodeNotFoundError` (also a ``KeyError``); a stale revision, a
@@ -126,7 +128,13 @@ async def call(
     """
     try:
         response = await ctx.request(
-            method, path, params=params, json=json, content=content, headers=headers
+            method,
+            path,
+            params=params,
+            json=json,
+            content=content,
+            headers=headers,
+            idempotency_key=idempotency_key,
         )
     except NotFoundError as exc:
         if lookup is None or isinstance(exc, NodeNotFoundError):

@@ -1,10 +1,11 @@
 """Tables: a node of the ``table`` family, read and written as Arrow IPC streams.
 
 A table is a sequence of partitions that share one Arrow schema (the node's ``structure``
-holds it, with the columns and the rows of each partition). Whole reads fetch the partitions
-concurrently and join them without copying (``pyarrow.concat_tables``); a pandas ``DataFrame``
-is made only at the end, and only when asked for (``as_="pandas"``, the default, like Tiled).
-Bodies are gathered from the transport's spans into one buffer that Arrow decodes in place.
+holds it, with the columns and the rows of each partition). A whole read is one request: the
+server sends the stored partitions one after another as one IPC stream (measured faster than
+a request per partition, whose authenticated round trips cost the server more than the bytes);
+a pandas ``DataFrame`` is made only at the end, and only when asked for (``as_="pandas"``, the
+default, like Tiled). Bodies go into one buffer that Arrow decodes in place.
 Decoding, conversion and encoding of large tables run in a worker thread, never on the loop.
 """
 
@@ -20,7 +21,9 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import anyio
 
-from .._core.concurrency import Prefetch, run_bounded
+from .._core.bulk import BufferSink
+from .._core.compression import Compression, accept_encoding
+from .._core.concurrency import Prefetch, run_bounded, to_the_end
 from .._core.context import ClientContext
 from .._core.downloads import download_to_file, file_suffix
 from .._core.errors import AiosdkError, ConfigurationError, ProtocolError
@@ -82,26 +85,57 @@ async def _in_worker(nbytes: int, fn: Callable[..., T], *args: Any) -> T:
 # -- bodies ----------------------------------------------------------------------------------
 
 
-class _Body:
-    """A download sink that gathers a body's spans; :meth:`buffer` joins them once into one
-    Arrow buffer (no copy at all for a body that came as one span). A restart (a span at offset
+class _Body(BufferSink):
+    """A download sink that gathers a body into one Arrow buffer, decoded in place.
+
+    When the transport says the body's size first (:meth:`begin`), the buffer is allocated
+    once at that size and the body goes straight into it (the fast transport receives it
+    there, the socket writing into it); otherwise its spans are kept and joined once
+    at the end (no copy at all for a body that came as one span). A restart (a body at offset
     0 again, after a broken connection) drops what was gathered."""
+
+    __slots__ = ("_joined", "buffer", "size", "spans")
 
     def __init__(self) -> None:
         self.spans: list[bytes | memoryview] = []
         self.size = 0
+        self.buffer: memoryview | None = None
+        self._joined: Any = None
+
+    def begin(self, size: int | None) -> None:
+        """A body of ``size`` bytes (``None``: not known) starts at offset 0."""
+        self.spans.clear()
+        self.size = 0
+        self.buffer = self._joined = None
+        if size:
+            self._joined = _pyarrow().allocate_buffer(size)
+            self.buffer = memoryview(self._joined).cast("B")
+
+    def filled(self, offset: int, size: int) -> None:
+        """``buffer[offset : offset + size]`` was received."""
+        self.size = offset + size
 
     def __call__(self, offset: int, span: bytes | memoryview) -> None:
         if offset != self.size:
             if offset != 0:
                 raise ProtocolError(f"a body span at offset {offset}, expected {self.size}")
             self.spans.clear()
-            self.size = 0
-        self.spans.append(span)
-        self.size += len(span)
+        end = offset + len(span)
+        if self.buffer is None:
+            self.spans.append(span)
+        elif end <= len(self.buffer):
+            self.buffer[offset:end] = span
+        else:
+            raise ProtocolError(f"the body is longer than the {len(self.buffer)} bytes announced")
+        self.size = end
 
-    def buffer(self) -> Any:
+    def result(self) -> Any:
+        """The body as one Arrow buffer."""
         pa = _pyarrow()
+        if self._joined is not None:
+            if self.size != self._joined.size:
+                raise ProtocolError(f"the body has {self.size} bytes, not {self._joined.size}")
+            return self._joined
         if len(self.spans) == 1:
             return pa.py_buffer(self.spans[0])
         joined = pa.allocate_buffer(self.size)
@@ -123,13 +157,19 @@ def _decode(buffer: Any) -> Any:
 
 
 async def fetch_arrow(
-    ctx: ClientContext, path: str, params: Mapping[str, Any] | None = None
+    ctx: ClientContext,
+    path: str,
+    params: Mapping[str, Any] | None = None,
+    compression: Compression = None,
 ) -> pa.Table:
-    """The Arrow table a ``GET`` of ``path`` answers with (an IPC stream), decoded in place."""
+    """The Arrow table a ``GET`` of ``path`` answers with (an IPC stream), decoded in place;
+    ``compression="zstd"`` lets the server send it zstd-encoded (see
+    :mod:`aiosdk._core.compression`)."""
+    headers = {"Accept": ARROW_STREAM, **accept_encoding(compression)}
     body = _Body()
-    await ctx.download("GET", path, params=params, headers={"Accept": ARROW_STREAM}, sink=body)
+    await ctx.download("GET", path, params=params, headers=headers, sink=body)
     size = body.size
-    return await _in_worker(size, lambda: _decode(body.buffer()))
+    return await _in_worker(size, lambda: _decode(body.result()))
 
 
 def encode_ipc(table: pa.Table) -> pa.Buffer:
@@ -150,11 +190,20 @@ async def send_ipc(
     lookup: str,
 ) -> Any:
     """``table`` sent as an IPC stream to the node at ``lookup``; the server's JSON answer
-    (``None`` if it has none)."""
+    (``None`` if it has none). A ``PUT`` (a partition replaced, or the next one written) is
+    idempotent by itself: it goes without an ``Idempotency-Key``, which would have the server
+    keep a record of the whole body; an append (``POST``) keeps its key."""
     body = await _in_worker(table.nbytes, encode_ipc, table)
     headers = {"Content-Type": ARROW_STREAM}
     return await call(
-        ctx, method, path, params=params, content=memoryview(body), headers=headers, lookup=lookup
+        ctx,
+        method,
+        path,
+        params=params,
+        content=memoryview(body),
+        headers=headers,
+        lookup=lookup,
+        idempotency_key=method != "PUT",
     )
 
 
@@ -309,46 +358,44 @@ class AsyncTableClient(AsyncNode):
         columns: Sequence[str] | None = None,
         *,
         as_: AsPandas = "pandas",
-        concurrency: int = 8,
+        compression: Compression = None,
     ) -> pd.DataFrame: ...
     @overload
     async def read(
-        self, columns: Sequence[str] | None = None, *, as_: AsArrow, concurrency: int = 8
+        self,
+        columns: Sequence[str] | None = None,
+        *,
+        as_: AsArrow,
+        compression: Compression = None,
     ) -> pa.Table: ...
     async def read(
         self,
         columns: Sequence[str] | None = None,
         *,
         as_: TableKind = "pandas",
-        concurrency: int = 8,
+        compression: Compression = None,
     ) -> Any:
-        """The whole table (only ``columns``, if given): its partitions fetched concurrently
-        (at most ``concurrency`` at once) and joined in order; a pandas ``DataFrame``, or with
-        ``as_="arrow"`` a pyarrow ``Table``."""
+        """The whole table (only ``columns``, if given), its partitions in order: a pandas
+        ``DataFrame``, or with ``as_="arrow"`` a pyarrow ``Table``. One request brings it as
+        one Arrow IPC stream (the server sends the stored partitions as they are), decoded in
+        place; a broken connection resumes where it stopped under the ``"forceful"`` retry
+        mode. ``compression="zstd"`` lets the server send the stream zstd-encoded when it
+        compresses (the ``zstandard`` package decodes it; an encoded body is received again
+        from its start after a broken connection)."""
         kind = _check_kind(as_)
-        params = self._params(columns)
-        pa = _pyarrow()
-        fetch = self._fetcher(params)
-        parts: list[Any] = [None] * self.npartitions
-
-        async def one(i: int) -> None:
-            parts[i] = await fetch(i)
-
-        await run_bounded(range(len(parts)), one, concurrency)
-        if parts:
-            table = pa.concat_tables(parts)
-        else:
-            schema = self.schema
-            names = columns if columns is not None else schema.names
-            fields = [schema.field(name) for name in names]
-            table = pa.schema(fields, metadata=schema.metadata).empty_table()
+        table = await fetch_arrow(
+            self._ctx, route("/table/full", self.path), self._params(columns), compression
+        )
         return await _convert(table, kind)
 
-    def _fetcher(self, params: dict[str, Any]) -> Callable[[int], Awaitable[pa.Table]]:
+    def _fetcher(
+        self, params: dict[str, Any], compression: Compression
+    ) -> Callable[[int], Awaitable[pa.Table]]:
         path = route("/table/partition", self.path)
+        accept_encoding(compression)  # (checked before any request)
 
         def fetch(i: int) -> Awaitable[pa.Table]:
-            return fetch_arrow(self._ctx, path, {"partition": i, **params})
+            return fetch_arrow(self._ctx, path, {"partition": i, **params}, compression)
 
         return fetch
 
@@ -359,18 +406,31 @@ class AsyncTableClient(AsyncNode):
         columns: Sequence[str] | None = None,
         *,
         as_: AsPandas = "pandas",
+        compression: Compression = None,
     ) -> pd.DataFrame: ...
     @overload
     async def read_partition(
-        self, partition: int, columns: Sequence[str] | None = None, *, as_: AsArrow
+        self,
+        partition: int,
+        columns: Sequence[str] | None = None,
+        *,
+        as_: AsArrow,
+        compression: Compression = None,
     ) -> pa.Table: ...
     async def read_partition(
-        self, partition: int, columns: Sequence[str] | None = None, *, as_: TableKind = "pandas"
+        self,
+        partition: int,
+        columns: Sequence[str] | None = None,
+        *,
+        as_: TableKind = "pandas",
+        compression: Compression = None,
     ) -> Any:
         """Partition number ``partition`` (negative counts from the end), only ``columns`` if
-        given; a pandas ``DataFrame``, or with ``as_="arrow"`` a pyarrow ``Table``."""
+        given; a pandas ``DataFrame``, or with ``as_="arrow"`` a pyarrow ``Table``;
+        ``compression`` as :meth:`read` has it."""
         kind = _check_kind(as_)
-        table = await self._fetcher(self._params(columns))(self._index(partition))
+        fetch = self._fetcher(self._params(columns), compression)
+        table = await fetch(self._index(partition))
         return await _convert(table, kind)
 
     async def iter_partitions(
@@ -379,12 +439,14 @@ class AsyncTableClient(AsyncNode):
         *,
         concurrency: int = 4,
         as_: TableKind = "pandas",
+        compression: Compression = None,
     ) -> AsyncIterator[Any]:
         """Each partition in order (pandas ``DataFrame``\\ s, or pyarrow ``Table``\\ s with
         ``as_="arrow"``), the next ones fetched while the caller works: at most
-        ``concurrency`` in flight or waiting to be taken. Stopping early cancels the rest."""
+        ``concurrency`` in flight or waiting to be taken. Stopping early cancels the rest.
+        ``compression`` as :meth:`read` has it."""
         kind = _check_kind(as_)
-        fetch = self._fetcher(self._params(columns))
+        fetch = self._fetcher(self._params(columns), compression)
         parts = Prefetch(iter(range(self.npartitions)), fetch, concurrency)
         try:
             async for part in parts:
@@ -484,10 +546,12 @@ async def write_dataframe(
 
 
 async def discard(node: AsyncNode) -> None:
-    """Delete ``node``, just created by a write that failed: best effort, shielded, bounded."""
-    with (
-        anyio.CancelScope(shield=True),
-        anyio.move_on_after(10),
-        contextlib.suppress(AiosdkError),
-    ):
-        await node.delete(recursive=True)
+    """Delete ``node``, just created by a write that failed: best effort, bounded, run to its
+    end whatever cancels the caller (anyio's cancellations and asyncio's own
+    ``Task.cancel()``, which an anyio shield alone lets through)."""
+
+    async def delete() -> None:
+        with anyio.move_on_after(10), contextlib.suppress(AiosdkError):
+            await node.delete(recursive=True)
+
+    await to_the_end(delete)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,18 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ._common import fail
+from ._connect import (
+    UsageError,
+    bounded,
+    command,
+    connection_arguments,
+    container_at,
+    nested,
+    node_at,
+    pair,
+    path_argument,
+    raw_pair,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -48,7 +58,7 @@ def register(commands: Subparsers) -> None:
         description="List the children of PATH (default: the root, whose children are the"
         " namespaces you may read): key, structure family, revision and last update.",
     )
-    _path_argument(ls, optional=True)
+    path_argument(ls, optional=True)
     ls.add_argument(
         "-l",
         "--long",
@@ -57,7 +67,7 @@ def register(commands: Subparsers) -> None:
     )
     _limit_argument(ls)
     _json_argument(ls, "print a JSON array of node objects")
-    _connection_arguments(ls)
+    connection_arguments(ls)
     ls.set_defaults(run=_command("ls", _ls))
 
     tree = commands.add_parser(
@@ -65,17 +75,17 @@ def register(commands: Subparsers) -> None:
         help="show a catalog container and what is below it, as a tree",
         description="Show PATH (default: the root) and its descendants down to --depth levels.",
     )
-    _path_argument(tree, optional=True)
+    path_argument(tree, optional=True)
     tree.add_argument(
         "-d",
         "--depth",
-        type=_bounded(1, _MAX_DEPTH),
+        type=bounded(1, _MAX_DEPTH),
         default=3,
         metavar="N",
         help=f"how many levels below PATH to show (1-{_MAX_DEPTH}, default: 3)",
     )
     _json_argument(tree, "print the node as JSON, containers with their nested 'children'")
-    _connection_arguments(tree)
+    connection_arguments(tree)
     tree.set_defaults(run=_command("tree", _tree))
 
     meta = commands.add_parser(
@@ -92,9 +102,9 @@ def register(commands: Subparsers) -> None:
         description="Show the node at PATH: family, namespace, revision, times, specs, tags"
         " and its metadata.",
     )
-    _path_argument(show)
+    path_argument(show)
     _json_argument(show, "print the node object as JSON")
-    _connection_arguments(show)
+    connection_arguments(show)
     show.set_defaults(run=_command("meta show", _meta_show))
 
     set_ = actions.add_parser(
@@ -105,15 +115,15 @@ def register(commands: Subparsers) -> None:
         ' it is JSON (42, 1.5, true, null, [1, 2], {"a": 1}, "quoted"), else as a string.'
         " A dotted KEY (a.b=1) sets a nested key.",
     )
-    _path_argument(set_)
-    set_.add_argument("pairs", nargs="*", metavar="KEY=VALUE", type=_pair, help="the keys to set")
+    path_argument(set_)
+    set_.add_argument("pairs", nargs="*", metavar="KEY=VALUE", type=pair, help="the keys to set")
     set_.add_argument(
         "--replace",
         action="store_true",
         help="replace the whole metadata with the pairs given (none: empty it)",
     )
     _json_argument(set_, "print the updated node as JSON")
-    _connection_arguments(set_)
+    connection_arguments(set_)
     set_.set_defaults(run=_command("meta set", _meta_set, _prepare_set))
 
     patch = actions.add_parser(
@@ -122,12 +132,12 @@ def register(commands: Subparsers) -> None:
         description="Apply a JSON Patch (RFC 6902: an array of operations) or a JSON merge"
         " patch (RFC 7386: an object; null removes a key) read from FILE, or stdin for '-'.",
     )
-    _path_argument(patch)
+    path_argument(patch)
     form = patch.add_mutually_exclusive_group(required=True)
     form.add_argument("--json-patch", metavar="FILE", help="an RFC 6902 patch ('-': stdin)")
     form.add_argument("--merge", metavar="FILE", help="an RFC 7386 merge patch ('-': stdin)")
     _json_argument(patch, "print the updated node as JSON")
-    _connection_arguments(patch)
+    connection_arguments(patch)
     patch.set_defaults(run=_command("meta patch", _meta_patch, _prepare_patch))
 
     search = commands.add_parser(
@@ -139,14 +149,14 @@ def register(commands: Subparsers) -> None:
         " keys or _key, _created_at, _updated_at, _structure_family, _revision; a '-' prefix"
         " sorts descending (write --sort=-FIELD, so that it is not read as an option).",
     )
-    _path_argument(search)
+    path_argument(search)
     conditions = search.add_argument_group("conditions (each may be repeated; all must hold)")
     for flag, meaning in _COMPARISONS.items():
         conditions.add_argument(
             f"--{flag}",
             action="append",
             default=[],
-            type=_pair,
+            type=pair,
             metavar="KEY=VALUE",
             help=meaning,
         )
@@ -154,7 +164,7 @@ def register(commands: Subparsers) -> None:
         "--contains",
         action="append",
         default=[],
-        type=_pair,
+        type=pair,
         metavar="KEY=VALUE",
         help="KEY is a list holding VALUE",
     )
@@ -162,7 +172,7 @@ def register(commands: Subparsers) -> None:
         "--regex",
         action="append",
         default=[],
-        type=_raw_pair,
+        type=raw_pair,
         metavar="KEY=PATTERN",
         help="KEY is a string matching the regular expression PATTERN (taken as is)",
     )
@@ -182,7 +192,7 @@ def register(commands: Subparsers) -> None:
     )
     _limit_argument(search)
     _json_argument(search, "print a JSON array of node objects")
-    _connection_arguments(search)
+    connection_arguments(search)
     search.set_defaults(run=_command("search", _search, _prepare_search))
 
 
@@ -199,27 +209,11 @@ _COMPARISONS = {
 # --- arguments ---------------------------------------------------------------------------
 
 
-def _path_argument(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
-    if optional:
-        parser.add_argument(
-            "path",
-            nargs="?",
-            default="",
-            type=_catalog_path,
-            metavar="PATH",
-            help="a catalog path such as alice/experiments (default: the root)",
-        )
-    else:
-        parser.add_argument(
-            "path", type=_catalog_path, metavar="PATH", help="a catalog path: alice/experiments"
-        )
-
-
 def _limit_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-n",
         "--limit",
-        type=_bounded(1, None),
+        type=bounded(1, None),
         metavar="N",
         help="show at most N entries (default: all)",
     )
@@ -229,148 +223,27 @@ def _json_argument(parser: argparse.ArgumentParser, meaning: str) -> None:
     parser.add_argument("--json", action="store_true", help=meaning)
 
 
-def _connection_arguments(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_argument_group("server")
-    where.add_argument(
-        "--url", help="the server, e.g. http://127.0.0.1:8000 (default: $AIOSDK_URL)"
-    )
-    where.add_argument(
-        "--profile", help="a profile of profiles.toml to connect with (default: $AIOSDK_PROFILE)"
-    )
-
-
-def _catalog_path(text: str) -> str:
-    """A path as typed, with the slashes around it (``/alice/x/``) dropped."""
-    return text.strip("/")
-
-
-def _bounded(low: int, high: int | None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < low or (high is not None and value > high):
-            span = f"{low}-{high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"{value} is out of range ({span})")
-        return value
-
-    return parse
-
-
-def _raw_pair(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
-    return key, value
-
-
-def _pair(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as JSON when it is JSON, else taken as a string."""
-    key, value = _raw_pair(text)
-    return key, _json_or_string(value)
-
-
-def _json_or_string(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 # --- running a command -------------------------------------------------------------------
 
-Work = Callable[["AsyncClient", argparse.Namespace, "_Output"], Awaitable[int]]
-
-
-class _UsageError(Exception):
-    """A mistake on the command line found after parsing: status 2."""
+CatalogWork = Callable[["AsyncClient", argparse.Namespace, "_Output"], Awaitable[int]]
 
 
 def _command(
-    name: str, work: Work, prepare: Callable[[argparse.Namespace], None] | None = None
+    name: str, work: CatalogWork, prepare: Callable[[argparse.Namespace], None] | None = None
 ) -> Callable[[argparse.Namespace], int]:
-    """The ``run`` of a command: ``prepare`` checks the arguments and reads files (before the
-    event loop starts), then ``work`` runs with a connected client; errors become one line."""
+    """A catalog command: :func:`command`, with ``work`` also given where to print."""
 
-    def run(args: argparse.Namespace) -> int:
-        if not (
-            args.url
-            or args.profile
-            or os.environ.get("AIOSDK_URL")
-            or os.environ.get("AIOSDK_PROFILE")
-        ):
-            return fail(name, "no server URL: give --url or --profile, or set AIOSDK_URL")
-        import aiosdk
+    async def printing(client: AsyncClient, args: argparse.Namespace) -> int:
+        return await work(client, args, _Output(args))
 
-        try:
-            if prepare is not None:
-                prepare(args)
-            # Made before the loop: it reads profiles.toml, a blocking read.
-            client = aiosdk.AsyncClient(args.url, profile=args.profile)
-        except (_UsageError, aiosdk.ConfigurationError) as exc:
-            return fail(name, exc)
-        try:
-            return asyncio.run(_connected(name, client, args, work))
-        except KeyboardInterrupt:
-            print(file=sys.stderr)
-            return fail(name, "interrupted", 130)
-        except BrokenPipeError:
-            # The reader (| head) went away: say nothing more, and let Python's final flush of
-            # stdout not fail either.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return 1
-
-    return run
-
-
-async def _connected(name: str, client: AsyncClient, args: argparse.Namespace, work: Work) -> int:
-    import aiosdk
-
-    try:
-        async with client:
-            return await work(client, args, _Output(args))
-    except aiosdk.ConfigurationError as exc:
-        return fail(name, exc)
-    except aiosdk.AuthenticationError as exc:
-        return fail(name, f"{exc.message} (log in with `aiosdk login URL`, or set AIOSDK_TOKEN)", 1)
-    except aiosdk.ConflictError as exc:
-        return fail(name, f"{exc.message} (changed since it was read: run the command again)", 1)
-    except aiosdk.ServerError as exc:
-        return fail(name, exc, 1)  # with the request id, for the server's logs
-    except aiosdk.StatusError as exc:
-        return fail(name, exc.message, 1)
-    except aiosdk.AiosdkError as exc:
-        return fail(name, exc, 1)
-
-
-async def _node_at(client: AsyncClient, path: str) -> AsyncNode:
-    root = client.catalog
-    return await root.get(path) if path else root
-
-
-async def _container_at(client: AsyncClient, path: str) -> AsyncContainer:
-    from ..catalog import AsyncContainer
-
-    node = await _node_at(client, path)
-    if not isinstance(node, AsyncContainer):
-        raise _NotAContainer(f"{path} is not a container (it is {node.structure_family})")
-    return node
-
-
-class _NotAContainer(Exception):
-    pass
+    return command(name, printing, prepare)
 
 
 # --- ls ----------------------------------------------------------------------------------
 
 
 async def _ls(client: AsyncClient, args: argparse.Namespace, out: _Output) -> int:
-    try:
-        container = await _container_at(client, args.path)
-    except _NotAContainer as exc:
-        return fail("ls", exc, 1)
+    container = await container_at(client, args.path)
     await _listing(out, container, args, long=args.long, extra=())
     return 0
 
@@ -459,7 +332,7 @@ class _Branch:
 
 
 async def _tree(client: AsyncClient, args: argparse.Namespace, out: _Output) -> int:
-    start = await _node_at(client, args.path)
+    start = await node_at(client, args.path)
     top = _Branch(None if not args.path else start)
     lookups = asyncio.Semaphore(8)  # sibling containers are listed concurrently, a few at a time
     await _grow(top, start, args.depth, lookups)
@@ -505,7 +378,7 @@ def _label(node: AsyncNode) -> str:
 
 
 async def _meta_show(client: AsyncClient, args: argparse.Namespace, out: _Output) -> int:
-    node = await _node_at(client, args.path)
+    node = await node_at(client, args.path)
     if args.json:
         out.json(_node_json(node))
     else:
@@ -514,7 +387,7 @@ async def _meta_show(client: AsyncClient, args: argparse.Namespace, out: _Output
 
 
 async def _meta_set(client: AsyncClient, args: argparse.Namespace, out: _Output) -> int:
-    node = await _node_at(client, args.path)
+    node = await node_at(client, args.path)
     if args.replace:
         await node.replace_metadata(args.metadata)
     else:
@@ -525,37 +398,16 @@ async def _meta_set(client: AsyncClient, args: argparse.Namespace, out: _Output)
 
 def _prepare_set(args: argparse.Namespace) -> None:
     if not args.pairs and not args.replace:
-        raise _UsageError("nothing to set: give KEY=VALUE pairs (or --replace to empty it)")
+        raise UsageError("nothing to set: give KEY=VALUE pairs (or --replace to empty it)")
     if not args.path:
-        raise _UsageError("the catalog root has no metadata: give the PATH of a node")
-    args.metadata = _nested(args.pairs)
-
-
-def _nested(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """``[("a.b", 1), ("c", 2)]`` as ``{"a": {"b": 1}, "c": 2}``; a key given twice, or both a
-    key and one below it, is refused."""
-    out: dict[str, Any] = {}
-    given: list[tuple[str, ...]] = []
-    for key, value in pairs:
-        parts = tuple(key.split("."))
-        if not all(parts):
-            raise _UsageError(f"{key!r} is not a metadata key (an empty part between dots)")
-        for other in given:
-            shorter = min(len(parts), len(other))
-            if parts[:shorter] == other[:shorter]:
-                raise _UsageError(f"{key!r} and {'.'.join(other)!r} set the same key")
-        given.append(parts)
-        place = out
-        for part in parts[:-1]:
-            place = place.setdefault(part, {})
-        place[parts[-1]] = value
-    return out
+        raise UsageError("the catalog root has no metadata: give the PATH of a node")
+    args.metadata = nested(args.pairs)
 
 
 async def _meta_patch(client: AsyncClient, args: argparse.Namespace, out: _Output) -> int:
     from ..catalog.metadata import MERGE_PATCH
 
-    node = await _node_at(client, args.path)
+    node = await node_at(client, args.path)
     if args.json_patch is not None:
         await node.patch_metadata(args.patch)
     else:
@@ -566,23 +418,23 @@ async def _meta_patch(client: AsyncClient, args: argparse.Namespace, out: _Outpu
 
 def _prepare_patch(args: argparse.Namespace) -> None:
     if not args.path:
-        raise _UsageError("the catalog root has no metadata: give the PATH of a node")
+        raise UsageError("the catalog root has no metadata: give the PATH of a node")
     source = args.json_patch if args.json_patch is not None else args.merge
     where = "stdin" if source == "-" else source
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
-        raise _UsageError(f"cannot read {where}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read {where}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise _UsageError(f"{where} is not UTF-8 text") from None
+        raise UsageError(f"{where} is not UTF-8 text") from None
     try:
         patch = json.loads(text)
     except ValueError as exc:
-        raise _UsageError(f"{where} is not JSON: {exc}") from None
+        raise UsageError(f"{where} is not JSON: {exc}") from None
     if args.json_patch is not None and not isinstance(patch, list):
-        raise _UsageError(f"a JSON Patch is an array of operations; {where} holds no array")
+        raise UsageError(f"a JSON Patch is an array of operations; {where} holds no array")
     if args.merge is not None and not isinstance(patch, dict):
-        raise _UsageError(f"a merge patch is a JSON object; {where} holds no object")
+        raise UsageError(f"a merge patch is a JSON object; {where} holds no object")
     args.patch = patch
 
 
@@ -597,10 +449,7 @@ def _report_write(out: _Output, args: argparse.Namespace, node: AsyncNode) -> No
 
 
 async def _search(client: AsyncClient, args: argparse.Namespace, out: _Output) -> int:
-    try:
-        found = await _container_at(client, args.path)
-    except _NotAContainer as exc:
-        return fail("search", exc, 1)
+    found = await container_at(client, args.path)
     for query in args.queries:
         found = found.search(query)
     if args.order:
@@ -628,7 +477,7 @@ def _prepare_search(args: argparse.Namespace) -> None:
             shown.append(key)
         queries += [FullText(words) for words in args.text]
     except ValueError as exc:  # a key or value the client refuses (ConfigurationError)
-        raise _UsageError(exc) from None
+        raise UsageError(exc) from None
     args.queries = queries
     args.order = _sorting(args.sort)
     shown += [name for name, _ in args.order if not name.startswith("_")]
@@ -643,7 +492,7 @@ def _sorting(fields: Iterable[str]) -> list[tuple[str, int]]:
     for text in fields:
         name = text.removeprefix("-")
         if not name:
-            raise _UsageError("--sort needs a field name")
+            raise UsageError("--sort needs a field name")
         order.append((name, DESCENDING if text.startswith("-") else ASCENDING))
     return order
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException
 
 __all__ = [
+    "AnswerCutShort",
     "ApiError",
     "ConflictError",
     "ErrorType",
@@ -120,6 +121,12 @@ class IdempotencyKeyReusedError(ApiError):
 
     status = 422
     error_type = "idempotency_key_reused"
+
+
+class AnswerCutShort(Exception):
+    """An answer already begun that must not be completed (what it would send changed while it
+    was sent): the connection is closed mid-body, so the client sees it incomplete and may
+    resume. Expected, not a fault of the server: logged without a traceback."""
 
 
 def is_data_error(exc: BaseException) -> bool:

@@ -215,8 +215,9 @@ class Server:
         authenticator = Authenticator(sessions, notifier, accounts=config.accounts, keyring=keyring)
         callers = Callers(notifier)
         blobs = await BlobStore.directory(data_dir / BLOBS_DIRECTORY)
-        cleanup = DataCleanup(blobs)
+        cleanup = DataCleanup(blobs, sessions)
         stack.push_async_callback(cleanup.wait)  # (run after the servers stop: pushed first)
+        cleanup.start_sweeping()
         catalog = CatalogState(
             Wakeups(notifier, shared=engine.dialect.name == "postgresql"),
             validators=dict(config.spec_validators),

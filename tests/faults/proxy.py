@@ -1,10 +1,12 @@
 """A loopback TCP proxy that can lose a response (the server applied the request, the client
-sees its connection reset) or hold one back (a loaded server answering late)."""
+sees its connection reset), hold one back (a loaded server answering late) or cut one in the
+middle of its body (a connection broken mid-download)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from urllib.parse import urlsplit
 
 from ._loop_thread import LoopServer, abort_with_reset
@@ -28,6 +30,10 @@ class TcpProxy(LoopServer):
     their request asked for: the proxy reads the request lines a client sends on a connection,
     and the next bytes the upstream sends on it are the answer (a client sends its next request
     on a connection only once it has read the answer to the last one).
+
+    :meth:`cut_after` and :meth:`cut_response_to` cut a response short: the bytes before the
+    cut are relayed, then both connections are reset (``cuts`` counts them). ``sent`` keeps
+    every byte the clients sent (since the last :meth:`cut_after`), to see what a retry asked.
     """
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
@@ -37,11 +43,16 @@ class TcpProxy(LoopServer):
         self._grpc_drop_armed = False
         self._drops: list[str] = []  # paths whose next response is lost, one each
         self._delays: dict[str, float] = {}  # paths whose responses are held back, in seconds
+        self._cut_at: int | None = None  # the byte of all relayed to clients to cut at
+        self._relayed = 0  # bytes relayed to clients since cut_after
+        self._body_cuts: dict[str, int] = {}  # path prefixes: cut after this many body bytes
         self.blackholed = False
         self._stopping = asyncio.Event()
         self.dropped = 0
         self.delayed = 0
         self.connections = 0
+        self.cuts = 0
+        self.sent = bytearray()
 
     def drop_next_response(self) -> None:
         """Lose the next response that comes back from the upstream."""
@@ -62,6 +73,24 @@ class TcpProxy(LoopServer):
     def drop_next_grpc_reply(self) -> None:
         """Lose the next gRPC reply: reset both connections at its HEADERS frame."""
         self._grpc_drop_armed = True
+
+    def cut_after(self, nbytes: int) -> None:
+        """Cut the connection that carries byte ``nbytes`` of all the proxy relays to its
+        clients from now on (once), after relaying the bytes before it; ``sent`` starts over."""
+        self._relayed = 0
+        self._cut_at = nbytes
+        self.sent = bytearray()
+
+    def cut_response_to(self, prefix: str, nbytes: int) -> None:
+        """Cut the first response to an HTTP/1.1 request for a path under ``prefix`` (its
+        query aside) whose body (of a ``Content-Length``) is longer than ``nbytes``, after
+        relaying its head and ``nbytes`` of its body."""
+        self._body_cuts[prefix] = nbytes
+
+    def range_starts(self) -> list[int]:
+        """The first byte of every ``Range`` in ``sent`` (what the clients asked for)."""
+        found = re.findall(rb"(?i)\r\nrange: *bytes=(\d+)-", bytes(self.sent))
+        return [int(start) for start in found]
 
     def blackhole(self) -> None:
         """From now on, silently drop every byte both ways (connections stay open)."""
@@ -122,17 +151,51 @@ class TcpProxy(LoopServer):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 if self._stopping.is_set():
                     return
+            cut = self._cut_in(data, exchange)
+            if cut is not None:
+                data = data[:cut]
+            self._relayed += len(data)
             client_w.write(data)
             with contextlib.suppress(OSError):
                 await client_w.drain()
+            if cut is not None:
+                self.cuts += 1
+                abort_with_reset(client_w)
+                abort_with_reset(upstream_w)
+                return
         if self.blackholed:  # a vanished peer sends no FIN either
             await self._stopping.wait()
+
+    def _cut_in(self, data: bytes, exchange: _Exchange) -> int | None:
+        """Where in ``data`` (the next bytes for a client) to cut, or None."""
+        if self._cut_at is not None and self._relayed + len(data) >= self._cut_at:
+            cut, self._cut_at = self._cut_at - self._relayed, None
+            return cut
+        if exchange.cut_prefix is None:
+            return None
+        body = 0  # where the body begins in data
+        if exchange.cut_after is None:  # its head is not complete yet
+            found = exchange.body_in(data)
+            if found is None:
+                return None
+            body = found
+            armed = self._body_cuts.get(exchange.cut_prefix)
+            if armed is None or exchange.length <= armed:
+                exchange.cut_prefix = None  # not the one to cut
+                return None
+            del self._body_cuts[exchange.cut_prefix]  # (the first such response only)
+            exchange.cut_after = armed
+        if exchange.body + len(data) - body >= exchange.cut_after:
+            return body + exchange.cut_after - exchange.body
+        exchange.body += len(data) - body
+        return None
 
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, exchange: _Exchange
     ) -> None:
         requests = _Http11Requests()
         while data := await _read(reader):
+            self.sent += data
             if self.blackholed:
                 continue
             for path in requests.feed(data):  # armed before the request reaches the upstream
@@ -140,6 +203,7 @@ class TcpProxy(LoopServer):
                     self._drops.remove(path)
                     exchange.drop = True
                 exchange.delay = self._delays.get(path, 0.0)
+                exchange.watch(next((p for p in self._body_cuts if path.startswith(p)), None))
             writer.write(data)
             await writer.drain()
         if self.blackholed:
@@ -155,11 +219,34 @@ class TcpProxy(LoopServer):
 class _Exchange:
     """What to do with the next response on one proxied connection."""
 
-    __slots__ = ("delay", "drop")
+    __slots__ = ("_head", "body", "cut_after", "cut_prefix", "delay", "drop", "length")
 
     def __init__(self) -> None:
         self.drop = False  # lose it
         self.delay = 0.0  # relay it this many seconds late
+        self.watch(None)
+
+    def watch(self, prefix: str | None) -> None:
+        """Follow the next response, to cut it if it answers a request for a path under
+        ``prefix`` (None: not to)."""
+        self.cut_prefix = prefix
+        self.cut_after: int | None = None  # the body bytes to relay, once decided
+        self._head = b""
+        self.length = 0  # of its body, once its head is complete
+        self.body = 0  # body bytes relayed so far
+
+    def body_in(self, data: bytes) -> int | None:
+        """Take the next bytes of the response's head: where its body begins in ``data``, if
+        they complete the head (then ``length`` is known), or None."""
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        for line in self._head[:end].split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length" and value.strip().isdigit():
+                self.length = int(value)
+        return len(data) - (len(self._head) - end - 4)
 
 
 class _Http11Requests:

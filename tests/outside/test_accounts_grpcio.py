@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import secrets
 import socket
 import struct
 import time
@@ -24,10 +23,9 @@ import h2.events
 import httpx
 import pytest
 
-from aiosdk.server import ServerConfig, ServerThread
-from aiosdk.server.config import AccountSettings
+from aiosdk.server import ServerThread
+from outside._tools import PASSWORD, new_user
 
-PASSWORD = "correct horse battery staple"
 OK = grpc.StatusCode.OK
 
 
@@ -48,31 +46,10 @@ def grpcio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Modul
         yield modules
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    config = ServerConfig(accounts=AccountSettings(login_failures_per_address=1_000_000))
-    with ServerThread(config) as thread:
-        yield thread
-
-
-@pytest.fixture(scope="module")
-def admin(server: ServerThread) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
-    with httpx.Client(base_url=f"{server.http_url}/api/v1", headers=headers, timeout=30) as http:
-        yield http
-
-
 @pytest.fixture
 def channel(server: ServerThread) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"{server.grpc_host}:{server.grpc_port}") as opened:
         yield opened
-
-
-def new_user(admin: httpx.Client) -> str:
-    username = f"gr-{secrets.token_hex(5)}"
-    response = admin.post("/admin/users", json={"username": username, "password": PASSWORD})
-    assert response.status_code == 201, response.text
-    return username
 
 
 def log_in(server: ServerThread, **body: str) -> dict[str, str]:
@@ -139,8 +116,8 @@ def stubs(grpcio: dict[str, ModuleType], channel: grpc.Channel) -> Stubs:
 def test_each_credential_on_each_service(
     server: ServerThread, admin: httpx.Client, stubs: Stubs, kind: str
 ) -> None:
-    username = new_user(admin)
-    other = new_user(admin)
+    username = new_user(admin, "gr")
+    other = new_user(admin, "gr")
     if kind == "session":
         grant = log_in(server, username=username, password=PASSWORD)
         authorization = f"Bearer {grant['access_token']}"
@@ -183,7 +160,7 @@ def test_each_credential_on_each_service(
 def test_after_logout_the_same_channel_is_refused_at_once(
     server: ServerThread, admin: httpx.Client, stubs: Stubs
 ) -> None:
-    username = new_user(admin)
+    username = new_user(admin, "gr")
     grant = log_in(server, username=username, password=PASSWORD)
     bearer = f"Bearer {grant['access_token']}"
     for _ in range(3):  # cached by now
@@ -207,7 +184,7 @@ def test_after_logout_the_same_channel_is_refused_at_once(
 def test_a_token_revoked_over_grpc_is_refused_on_the_same_channel_at_once(
     server: ServerThread, admin: httpx.Client, stubs: Stubs
 ) -> None:
-    username = new_user(admin)
+    username = new_user(admin, "gr")
     made = api_token(admin, username)
     bearer = f"Bearer {made['token']}"
     for _ in range(2):
@@ -222,7 +199,7 @@ def test_an_open_watch_ends_with_its_session(
     """Found: a WatchStatus stream opened before the logout went on streaming after it, for
     as long as the client cared to read (only new calls were refused): a logout did not end
     everything the session had opened."""
-    username = new_user(admin)
+    username = new_user(admin, "gr")
     bearer = f"Bearer {log_in(server, username=username, password=PASSWORD)['access_token']}"
     stub = grpcio["status_pb2_grpc"].StatusServiceStub(channel)
     request = grpcio["status_pb2"].WatchStatusRequest(interval_seconds=0.1, max_updates=0)

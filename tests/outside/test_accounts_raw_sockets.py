@@ -12,7 +12,6 @@ answer read until the server closes, within a deadline: a hang is a failure, not
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import secrets
@@ -22,79 +21,26 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-import aiosdk
-from aiosdk.server import ServerConfig, ServerThread
-from aiosdk.server.config import AccountSettings, Limits
+from aiosdk.server import ServerThread
+from aiosdk.server.config import AccountSettings
+from outside._tools import (
+    HEAD_TIMEOUT,
+    IDLE,
+    PASSWORD,
+    Answer,
+    RemoteServer,
+    exchange,
+    impatient_server,
+    serve,
+)
 
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
-PASSWORD = "correct horse battery staple"
-IDLE = 1.0  # the module server's http_idle_timeout_seconds (a stalled body is cut off after it)
-HEAD_TIMEOUT = 2.0  # its header_timeout_seconds
 PER_ACCOUNT = 3  # its login_failures_per_account
-
-
-@dataclass
-class Answer:
-    status: int | None  # None: the server closed without answering
-    headers: dict[str, str]
-    body: bytes
-    seconds: float
-
-    def json(self) -> dict[str, object]:
-        decoded: dict[str, object] = json.loads(self.body)
-        return decoded
-
-
-def exchange(port: int, request: bytes, *, deadline: float = 10.0, pace: float = 0.0) -> Answer:
-    """Send ``request`` (its body in pieces of 8 bytes ``pace`` seconds apart, if ``pace``), read
-    until the server closes, and parse the answer. Raises ``TimeoutError`` past ``deadline``."""
-    started = time.monotonic()
-    received = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=deadline) as sock:
-        try:
-            if pace:
-                head, _, body = request.partition(b"\r\n\r\n")
-                sock.sendall(head + b"\r\n\r\n")
-                for i in range(0, len(body), 8):
-                    sock.sendall(body[i : i + 8])
-                    time.sleep(pace)
-            else:
-                sock.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # answered (413, 400...) and closed before all of it was sent
-        while True:
-            left = deadline - (time.monotonic() - started)
-            if left <= 0:
-                raise TimeoutError(f"no end of the answer in {deadline} s: {received[:200]!r}")
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            except TimeoutError:
-                raise TimeoutError(
-                    f"no end of the answer in {deadline} s: {received[:200]!r}"
-                ) from None
-            if not chunk:
-                break
-            received += chunk
-    seconds = time.monotonic() - started
-    if not received:
-        return Answer(None, {}, b"", seconds)
-    head, _, body = received.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return Answer(int(lines[0].split()[1]), headers, body, seconds)
 
 
 def post(path: str, body: bytes, content_type: str | None = "application/json") -> bytes:
@@ -146,15 +92,12 @@ def port_of(server: ServerThread) -> int:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    """A server that cuts stalled bodies off after 1 s and stalled heads after 2 s, whose
-    accounts lock after 3 failures (addresses practically never: every test is 127.0.0.1)."""
-    config = ServerConfig(
-        limits=Limits(http_idle_timeout_seconds=IDLE, header_timeout_seconds=HEAD_TIMEOUT),
-        accounts=AccountSettings(
-            login_failures_per_account=PER_ACCOUNT, login_failures_per_address=1_000_000
-        ),
+    """An impatient server whose accounts lock after 3 failures (addresses practically never:
+    every test is 127.0.0.1)."""
+    accounts = AccountSettings(
+        login_failures_per_account=PER_ACCOUNT, login_failures_per_address=1_000_000
     )
-    with ServerThread(config) as thread:
+    with impatient_server(accounts) as thread:
         yield thread
 
 
@@ -472,29 +415,6 @@ def test_parallel_logins_with_the_right_password_are_never_refused(server: Serve
 # -- a burst of logins, on each database -------------------------------------------------------
 
 
-@dataclass
-class RemoteServer:
-    """A server in a process of its own: what it leaks or stalls stays there."""
-
-    http_url: str
-    admin_token: str
-    port: int
-
-
-_SERVE = """
-import json, sys
-from aiosdk.server import ServerConfig, ServerThread
-from aiosdk.server.config import AccountSettings
-config = ServerConfig(
-    database_url=sys.argv[1] or None,
-    accounts=AccountSettings(login_failures_per_address=1_000_000),
-)
-with ServerThread(config) as thread:
-    print(json.dumps([thread.http_url, thread.admin_token, thread.server.http_port]), flush=True)
-    sys.stdin.read()  # until the test closes it
-"""
-
-
 def _postgres(sql: str) -> None:
     """Run ``sql`` on the test PostgreSQL server, from a subprocess (out of every event loop)."""
     base = os.environ["AIOSDK_TEST_DATABASE_URL"].replace("postgresql+asyncpg", "postgresql")
@@ -509,34 +429,6 @@ def _postgres(sql: str) -> None:
     subprocess.run([sys.executable, "-c", script, base, sql], check=True, timeout=60)
 
 
-@contextlib.contextmanager
-def _serve(database_url: str) -> Iterator[RemoteServer]:
-    env = {**os.environ, "PYTHONPATH": str(Path(aiosdk.__file__).parents[1])}
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SERVE, database_url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdin is not None
-        line = process.stdout.readline()
-        assert line, "the server process did not start"
-        url, token, port = json.loads(line)
-        yield RemoteServer(url, token, port)
-        process.stdin.close()
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                stream.close()
-
-
 @pytest.fixture(
     scope="module",
     params=[pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)],
@@ -544,7 +436,7 @@ def _serve(database_url: str) -> Iterator[RemoteServer]:
 def burst_server(request: pytest.FixtureRequest) -> Iterator[RemoteServer]:
     """A server of its own, in a process of its own, for the burst."""
     if request.param == "sqlite":
-        with _serve("") as remote:
+        with serve("") as remote:
             yield remote
         return
     base = os.environ.get("AIOSDK_TEST_DATABASE_URL")
@@ -553,7 +445,7 @@ def burst_server(request: pytest.FixtureRequest) -> Iterator[RemoteServer]:
     name = f"aiosdk_outside_{secrets.token_hex(6)}"
     _postgres(f'CREATE DATABASE "{name}"')
     try:
-        with _serve(base.rsplit("/", 1)[0] + "/" + name) as remote:
+        with serve(base.rsplit("/", 1)[0] + "/" + name) as remote:
             yield remote
     finally:
         _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

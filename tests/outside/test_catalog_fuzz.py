@@ -11,12 +11,7 @@ body as declared. Meanwhile the server (in this process) must log no unhandled e
 
 from __future__ import annotations
 
-import itertools
 import json
-import logging
-import secrets
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,69 +21,13 @@ from urllib.parse import quote
 import httpx
 import pytest
 from _structures import structure
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
 
-from aiosdk.server import ServerConfig, ServerThread
-from aiosdk.server.config import AccountSettings
+from aiosdk.server import ServerThread
+from outside._tools import Schemathesis, Unhandled, fresh_name, log_in, new_user, on_any_text
 
-PASSWORD = "correct horse battery staple"
 CATALOG_ROUTES = r"^/api/v1/catalog"
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"
-
-
-class Unhandled(logging.Handler):
-    """Every error the server logs (an unhandled exception is logged before its 500)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record.getMessage())
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    config = ServerConfig(accounts=AccountSettings(login_failures_per_address=1_000_000))
-    with ServerThread(config) as thread:
-        yield thread
-
-
-@pytest.fixture
-def unhandled() -> Iterator[Unhandled]:
-    logger = logging.getLogger("aiosdk.server")
-    handler = Unhandled()
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-
-
-@pytest.fixture(scope="module")
-def admin(server: ServerThread) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
-    with httpx.Client(base_url=f"{server.http_url}/api/v1", headers=headers, timeout=30) as http:
-        yield http
-
-
-def new_user(admin: httpx.Client, prefix: str = "cf") -> str:
-    username = f"{prefix}-{secrets.token_hex(5)}"
-    response = admin.post("/admin/users", json={"username": username, "password": PASSWORD})
-    assert response.status_code == 201, response.text
-    return username
-
-
-def log_in(server: ServerThread, username: str) -> str:
-    response = httpx.post(
-        f"{server.http_url}/api/v1/auth/login",
-        json={"username": username, "password": PASSWORD},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
+SCHEMATHESIS = Schemathesis(CATALOG_ROUTES, CHECKS, max_examples=3, seed=9)
 
 
 @dataclass
@@ -157,41 +96,11 @@ def schemathesis_config(tree: Tree) -> str:
     )
 
 
-def schemathesis(
-    server: ServerThread,
-    workdir: Path,
-    *arguments: str,
-    config: str | None = None,
-) -> str:
-    """Run schemathesis on the live document; its output, after checking it passed."""
-    command = [sys.executable, "-m", "schemathesis.cli"]
-    if config is not None:
-        (workdir / "schemathesis.toml").write_text(config)
-        command += ["--config-file", str(workdir / "schemathesis.toml")]
-    command += [
-        "run",
-        f"{server.http_url}/api/v1/openapi.json",
-        f"--checks={CHECKS}",
-        f"--include-path-regex={CATALOG_ROUTES}",
-        "--max-examples=3",
-        "--seed=9",
-        "--generation-database=none",
-        "--request-timeout=10",
-        "--workers=1",
-        "--no-color",
-        *arguments,
-    ]
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=150)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    return output
-
-
 def test_a_user_owning_a_tree_meets_no_5xx_and_only_what_is_declared(
     server: ServerThread, admin: httpx.Client, tmp_path: Path, unhandled: Unhandled
 ) -> None:
     tree = seed(server, admin, "cfu")
-    output = schemathesis(
+    output = SCHEMATHESIS.run(
         server,
         tmp_path,
         f"--header=Authorization: Bearer {tree.token}",
@@ -212,7 +121,7 @@ def test_the_admin_meets_no_5xx_and_only_what_is_declared(
     server: ServerThread, admin: httpx.Client, tmp_path: Path, unhandled: Unhandled
 ) -> None:
     tree = seed(server, admin, "cfa")
-    output = schemathesis(
+    output = SCHEMATHESIS.run(
         server,
         tmp_path,
         f"--header=Authorization: Bearer {server.admin_token}",
@@ -223,23 +132,6 @@ def test_the_admin_meets_no_5xx_and_only_what_is_declared(
 
 
 # -- text and JSON schemathesis cannot send -----------------------------------------------------
-
-# Lone surrogates are valid in JSON text (as escapes) and reach the routes as Python strings
-# that no UTF-8 encoder takes; weighted up, with controls (NUL among them), among all others.
-ANY_TEXT = st.text(
-    st.one_of(
-        st.characters(categories=["Cs"]),
-        st.characters(categories=["Cc"]),
-        st.characters(),
-    ),
-    min_size=1,
-    max_size=24,
-)
-_names = itertools.count()
-
-
-def _name(prefix: str = "k") -> str:
-    return f"{prefix}-{next(_names)}-{secrets.token_hex(3)}"
 
 
 def q(text: str) -> str:
@@ -269,38 +161,43 @@ Make = Callable[[str], Request]
 FIELDS: dict[str, Make] = {
     "create-key": lambda t: Request("POST", "/catalog/children/{c}", {"key": t}),
     "create-metadata-value": lambda t: Request(
-        "POST", "/catalog/children/{c}", {"key": _name(), "metadata": {"v": t}}
+        "POST", "/catalog/children/{c}", {"key": fresh_name(), "metadata": {"v": t}}
     ),
     "create-metadata-key": lambda t: Request(
-        "POST", "/catalog/children/{c}", {"key": _name(), "metadata": {t: 1}}
+        "POST", "/catalog/children/{c}", {"key": fresh_name(), "metadata": {t: 1}}
     ),
     "create-nested-metadata-key": lambda t: Request(
-        "POST", "/catalog/children/{c}", {"key": _name(), "metadata": {"a": [{t: [t]}]}}
+        "POST", "/catalog/children/{c}", {"key": fresh_name(), "metadata": {"a": [{t: [t]}]}}
     ),
     "create-specs": lambda t: Request(
-        "POST", "/catalog/children/{c}", {"key": _name(), "specs": [t]}
+        "POST", "/catalog/children/{c}", {"key": fresh_name(), "specs": [t]}
     ),
     "create-tags": lambda t: Request(
-        "POST", "/catalog/children/{c}", {"key": _name(), "tags": [t]}
+        "POST", "/catalog/children/{c}", {"key": fresh_name(), "tags": [t]}
     ),
     "create-file-type": lambda t: Request(
         "POST",
         "/catalog/children/{c}",
-        {"key": _name(), "structure_family": "array", "structure": structure(), "file_type": t},
+        {
+            "key": fresh_name(),
+            "structure_family": "array",
+            "structure": structure(),
+            "file_type": t,
+        },
     ),
     "create-structure-family": lambda t: Request(
-        "POST", "/catalog/children/{c}", {"key": _name(), "structure_family": t}
+        "POST", "/catalog/children/{c}", {"key": fresh_name(), "structure_family": t}
     ),
     "create-structure": lambda t: Request(
         "POST",
         "/catalog/children/{c}",
-        {"key": _name(), "structure_family": "other", "structure": {t: t}},
+        {"key": fresh_name(), "structure_family": "other", "structure": {t: t}},
     ),
     "create-array-dims": lambda t: Request(
         "POST",
         "/catalog/children/{c}",
         {
-            "key": _name(),
+            "key": fresh_name(),
             "structure_family": "array",
             "structure": {**structure(), "dims": [t, "y"]},
         },
@@ -308,12 +205,16 @@ FIELDS: dict[str, Make] = {
     "create-array-data-type": lambda t: Request(
         "POST",
         "/catalog/children/{c}",
-        {"key": _name(), "structure_family": "array", "structure": {**structure(), "data_type": t}},
+        {
+            "key": fresh_name(),
+            "structure_family": "array",
+            "structure": {**structure(), "data_type": t},
+        },
     ),
     "create-table-schema": lambda t: Request(
         "POST",
         "/catalog/children/{c}",
-        {"key": _name(), "structure_family": "table", "structure": {"arrow_schema": t}},
+        {"key": fresh_name(), "structure_family": "table", "structure": {"arrow_schema": t}},
     ),
     "patch-metadata": lambda t: Request("PATCH", "/catalog/nodes/{c}/a1", {"metadata": {t: t}}),
     "patch-merge": lambda t: Request(
@@ -456,21 +357,7 @@ def sender(server: ServerThread, admin: httpx.Client) -> Iterator[Sender]:
 def test_any_text_in_any_catalog_input_is_never_a_5xx(
     sender: Sender, unhandled: Unhandled, field: str
 ) -> None:
-    @settings(
-        max_examples=3,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
-    @given(text=ANY_TEXT)
-    @example(text="\ud800")
-    @example(text="\udc80\udcff")
-    @example(text="x\udfff\ud800y")
-    @example(text="\x00")
-    @example(text="a\x00b")
-    @example(text="..")
-    @example(text="\u202e\ufeff")
+    @on_any_text(3, "a\x00b", "..", "\u202e\ufeff")
     def check(text: str) -> None:
         assert_declared_answer(sender.send(FIELDS[field](text)))
 
@@ -710,7 +597,7 @@ def _structured_body(case: str, raw: str | None) -> tuple[str | None, str | None
         raw = raw % _nested(depth, arrays=case == "metadata-arrays-100000-deep")
     elif "%s" in raw:
         raw = raw % HUGE
-    return None, raw.replace("@", _name())
+    return None, raw.replace("@", fresh_name())
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,7 @@ answer read until the server closes, within a deadline: a hang is a failure, not
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -27,77 +24,21 @@ import httpx
 import pytest
 from _structures import structure
 
-from aiosdk.server import ServerConfig, ServerThread
-from aiosdk.server.config import AccountSettings, Limits
+from aiosdk.server import ServerThread
+from outside._tools import (
+    HEAD_TIMEOUT,
+    IDLE,
+    Unhandled,
+    admin_client,
+    assert_4xx_or_closed,
+    exchange,
+    impatient_server,
+    log_in,
+    new_user,
+)
 
-PASSWORD = "correct horse battery staple"
-IDLE = 1.0  # the module server's http_idle_timeout_seconds
-HEAD_TIMEOUT = 2.0  # its header_timeout_seconds
 MB = 1024 * 1024
 CHILDREN = 300  # children of the big container (a listing of them is about 200 KB)
-
-
-@dataclass
-class Answer:
-    status: int | None  # None: the server closed without answering
-    headers: dict[str, str]
-    body: bytes
-    seconds: float
-
-    def json(self) -> dict[str, object]:
-        decoded: dict[str, object] = json.loads(self.body)
-        return decoded
-
-
-def exchange(port: int, request: bytes, *, deadline: float = 10.0) -> Answer:
-    """Send ``request``, read until the server closes, and parse the answer. Raises
-    ``TimeoutError`` past ``deadline``."""
-    started = time.monotonic()
-    received = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=deadline) as sock:
-        # Answered (413, 431...) and closed before all of it was sent: read the answer.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(request)
-        while True:
-            left = deadline - (time.monotonic() - started)
-            if left <= 0:
-                raise TimeoutError(f"no end of the answer in {deadline} s: {received[:200]!r}")
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            except TimeoutError:
-                raise TimeoutError(
-                    f"no end of the answer in {deadline} s: {received[:200]!r}"
-                ) from None
-            if not chunk:
-                break
-            received += chunk
-    seconds = time.monotonic() - started
-    if not received:
-        return Answer(None, {}, b"", seconds)
-    head, _, body = received.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding") == "chunked":
-        body = _dechunk(body)
-    return Answer(int(lines[0].split()[1]), headers, body, seconds)
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size, _, rest = body.partition(b"\r\n")
-        n = int(size.split(b";")[0], 16)
-        if n == 0:
-            break
-        out += rest[:n]
-        body = rest[n + 2 :]
-    return out
 
 
 @dataclass
@@ -129,65 +70,22 @@ class Tree:
         return head + b"\r\n" + (body or b"")
 
 
-def assert_4xx_or_closed(answer: Answer) -> None:
-    """A client error in the API's error shape, or the connection closed unanswered."""
-    if answer.status is None:
-        return
-    assert 400 <= answer.status < 500, (answer.status, answer.body[:300])
-    if answer.headers.get("content-type") == "application/json":
-        error = answer.json()["error"]
-        assert isinstance(error, dict)
-        assert set(error) == {"type", "message", "request_id"}, error
-
-
-class Unhandled(logging.Handler):
-    """Every error the server logs (an unhandled exception is logged before its 500)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record.getMessage())
-
-
-@pytest.fixture
-def unhandled() -> Iterator[Unhandled]:
-    logger = logging.getLogger("aiosdk.server")
-    handler = Unhandled()
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    """A server that cuts stalled bodies off after 1 s and stalled heads after 2 s."""
-    config = ServerConfig(
-        limits=Limits(http_idle_timeout_seconds=IDLE, header_timeout_seconds=HEAD_TIMEOUT),
-        accounts=AccountSettings(login_failures_per_address=1_000_000),
-    )
-    with ServerThread(config) as thread:
+    """An impatient server (:func:`~outside._tools.impatient_server`)."""
+    with impatient_server() as thread:
         yield thread
 
 
 @pytest.fixture(scope="module")
 def tree(server: ServerThread) -> Tree:
     """``{owner}/exp`` (metadata), its array ``a1``, and ``{owner}/big`` of 300 children."""
-    owner = f"rs-{secrets.token_hex(5)}"
-    api = f"{server.http_url}/api/v1"
-    response = httpx.post(
-        f"{api}/admin/users",
-        json={"username": owner, "password": PASSWORD},
-        headers={"Authorization": f"Bearer {server.admin_token}"},
-    )
-    assert response.status_code == 201, response.text
-    login = httpx.post(f"{api}/auth/login", json={"username": owner, "password": PASSWORD})
-    token = login.json()["access_token"]
+    with admin_client(server) as admin:
+        owner = new_user(admin, "rs")
+    token = log_in(server, owner)
     with httpx.Client(
-        base_url=f"{api}/catalog/children", headers={"Authorization": f"Bearer {token}"}
+        base_url=f"{server.http_url}/api/v1/catalog/children",
+        headers={"Authorization": f"Bearer {token}"},
     ) as http:
         for parent, body in [
             (owner, {"key": "exp", "metadata": {"color": "red"}}),

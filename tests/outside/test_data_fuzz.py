@@ -18,8 +18,6 @@ import io
 import json
 import random
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,18 +28,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from aiosdk.server import ServerConfig, ServerThread
-from aiosdk.server.config import AccountSettings
-from outside.test_catalog_fuzz import Unhandled, log_in, new_user, unhandled
-from outside.test_catalog_raw_sockets import exchange
-
-__all__ = ["unhandled"]  # (a fixture, imported: pytest finds it here)
+from aiosdk.server import ServerThread
+from outside._tools import Schemathesis, Unhandled, exchange, log_in, new_user
 
 DATA_ROUTES = r"^/api/v1/(array|table|sparse|formats)/"
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
     "response_schema_conformance"
 )
+SCHEMATHESIS = Schemathesis(DATA_ROUTES, CHECKS, max_examples=4, seed=10, workers=2, timeout=120)
 SHAPE = (6, 5)
 CHUNKS = (4, 4)
 VALUES = np.arange(30, dtype="<f8").reshape(SHAPE) * 1.5 - 7
@@ -57,20 +52,6 @@ COO = pa.table(
 )
 ARROW = "application/vnd.apache.arrow.stream"
 OCTETS = "application/octet-stream"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    config = ServerConfig(accounts=AccountSettings(login_failures_per_address=1_000_000))
-    with ServerThread(config) as thread:
-        yield thread
-
-
-@pytest.fixture(scope="module")
-def admin(server: ServerThread) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
-    with httpx.Client(base_url=f"{server.http_url}/api/v1", headers=headers, timeout=30) as http:
-        yield http
 
 
 def ipc_stream(table: pa.Table) -> bytes:
@@ -167,42 +148,17 @@ def schemathesis_config(tree: Tree) -> str:
     return config
 
 
-def run_schemathesis(server: ServerThread, workdir: Path, tree: Tree) -> str:
-    """schemathesis on the live document's data routes; its output, after checking it passed.
-
-    (``outside.test_catalog_fuzz.schemathesis`` fixes its routes and checks to the catalog's.)
-    """
-    (workdir / "schemathesis.toml").write_text(schemathesis_config(tree))
-    command = [
-        sys.executable,
-        "-m",
-        "schemathesis.cli",
-        "--config-file",
-        str(workdir / "schemathesis.toml"),
-        "run",
-        f"{server.http_url}/api/v1/openapi.json",
-        f"--checks={CHECKS}",
-        f"--include-path-regex={DATA_ROUTES}",
-        f"--header=Authorization: Bearer {tree.token}",
-        "--max-examples=4",
-        "--seed=10",
-        "--generation-database=none",
-        "--request-timeout=10",
-        "--workers=2",
-        "--no-color",
-    ]
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=120)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    return output
-
-
 def test_a_user_owning_data_meets_no_5xx_and_only_what_is_declared(
     server: ServerThread, admin: httpx.Client, tmp_path: Path, unhandled: Unhandled
 ) -> None:
     tree = seed(server, admin, "dfu")
     try:
-        output = run_schemathesis(server, tmp_path, tree)
+        output = SCHEMATHESIS.run(
+            server,
+            tmp_path,
+            f"--header=Authorization: Bearer {tree.token}",
+            config=schemathesis_config(tree),
+        )
         assert tree.token not in output
         assert not unhandled.records, unhandled.records[:5]
         assert tree.http.get(f"/formats/{tree.container}/a").status_code == 200

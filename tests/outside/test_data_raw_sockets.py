@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -25,20 +24,20 @@ import numpy as np
 import pytest
 
 from aiosdk.server import ServerThread
-from outside.test_accounts_raw_sockets import RemoteServer, _serve
-from outside.test_catalog_raw_sockets import (
+from outside._tools import (
     IDLE,
+    RemoteServer,
     Unhandled,
+    admin_client,
     assert_4xx_or_closed,
+    connections_to,
     exchange,
-    server,
-    unhandled,
+    impatient_server,
+    log_in,
+    new_user,
+    serve,
 )
-from outside.test_facade_hostile_catalog import _connections_to
 
-__all__ = ["server", "unhandled"]  # (fixtures, imported: pytest finds them here)
-
-PASSWORD = "correct horse battery staple"
 MB = 1024 * 1024
 ROWS, COLUMNS = 256, 512  # two blocks of 128 x 512 float64: 512 KiB each
 BLOCK_BYTES = 128 * COLUMNS * 8
@@ -79,17 +78,11 @@ class Tree:
         return response.content
 
 
-def _make_tree(url: str, admin_token: str, port: int, prefix: str) -> Tree:
-    owner = f"{prefix}-{secrets.token_hex(5)}"
-    api = f"{url}/api/v1"
-    response = httpx.post(
-        f"{api}/admin/users",
-        json={"username": owner, "password": PASSWORD},
-        headers={"Authorization": f"Bearer {admin_token}"},
-    )
-    assert response.status_code == 201, response.text
-    login = httpx.post(f"{api}/auth/login", json={"username": owner, "password": PASSWORD})
-    token = login.json()["access_token"]
+def _make_tree(server: ServerThread | RemoteServer, port: int, prefix: str) -> Tree:
+    with admin_client(server) as admin:
+        owner = new_user(admin, prefix)
+    token = log_in(server, owner)
+    api = f"{server.http_url}/api/v1"
     http = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert http.post(f"/catalog/children/{owner}", json={"key": "d"}).status_code == 201
     return Tree(owner, token, port, http)
@@ -112,9 +105,16 @@ def _create_array(tree: Tree, key: str, values: np.ndarray, chunks: tuple[int, .
 
 
 @pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    """An impatient server (:func:`~outside._tools.impatient_server`)."""
+    with impatient_server() as thread:
+        yield thread
+
+
+@pytest.fixture(scope="module")
 def tree(server: ServerThread) -> Iterator[Tree]:
     """``{owner}/d/a``: ``OLD``, in two blocks of 512 KiB."""
-    made = _make_tree(server.http_url, server.admin_token, server.server.http_port, "drs")
+    made = _make_tree(server, server.server.http_port, "drs")
     _create_array(made, "a", OLD, (128, COLUMNS))
     yield made
     made.http.close()
@@ -365,8 +365,8 @@ def _rss(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def remote() -> Iterator[tuple[RemoteServer, Tree, int]]:
-    with _serve("") as served:
-        made = _make_tree(served.http_url, served.admin_token, served.port, "drb")
+    with serve("") as served:
+        made = _make_tree(served, served.port, "drb")
         values = np.arange(BIG_ROWS * 1024, dtype="<f8").reshape(BIG_ROWS, 1024)
         _create_array(made, "big", values, (BIG_ROWS, 1024))
         try:
@@ -386,7 +386,7 @@ def test_downloads_nobody_reads_give_back_their_connection_and_memory(
     assert len(whole.body) == 32 * MB
     time.sleep(0.3)
     baseline_rss = _rss(pid)
-    baseline_connections = _connections_to(served.port)
+    baseline_connections = connections_to(served.port)
     socks = []
     try:
         for _ in range(STALLED):
@@ -409,9 +409,9 @@ def test_downloads_nobody_reads_give_back_their_connection_and_memory(
         for sock in socks:
             sock.close()
     deadline = time.monotonic() + 8
-    while _connections_to(served.port) > baseline_connections and time.monotonic() < deadline:
+    while connections_to(served.port) > baseline_connections and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _connections_to(served.port) <= baseline_connections, "stalled downloads kept"
+    assert connections_to(served.port) <= baseline_connections, "stalled downloads kept"
     time.sleep(0.5)
     after_rss = _rss(pid)
     assert after_rss < baseline_rss + 64 * MB, (baseline_rss, stalled_rss, after_rss)

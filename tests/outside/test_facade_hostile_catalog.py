@@ -18,9 +18,6 @@ import gc
 import os
 import secrets
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -31,19 +28,10 @@ import pytest
 
 import aiosdk
 from aiosdk._core import portal
-from aiosdk.server import ServerConfig, ServerThread
-from aiosdk.server.config import AccountSettings
+from aiosdk.server import ServerThread
+from outside._tools import PASSWORD, connections_to, run_script
 
-PASSWORD = "correct horse battery staple"
 N = 250  # children of the big container: 3 pages of 100 when iterated
-REPOSITORY = Path(aiosdk.__file__).parents[1]  # the aiosdk under test, for the subprocesses
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    config = ServerConfig(accounts=AccountSettings(login_failures_per_address=1_000_000))
-    with ServerThread(config) as thread:
-        yield thread
 
 
 @pytest.fixture(scope="module")
@@ -202,24 +190,6 @@ def test_threads_pulling_from_one_shared_iterator_get_each_key_once(
     assert sorted(got) == expected, (len(got), len(set(got)))
 
 
-def _connections_to(port: int) -> int:
-    """Established TCP connections whose one end is ``port`` on this machine (both ends of a
-    loopback connection are listed: the server's and the client's)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, remote, state = fields[1], fields[2], fields[3]
-            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
-                count += 1
-            del remote
-    return count
-
-
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc/net/tcp")
 def test_breaking_out_and_dropping_iterators_leaks_no_connection(
     server: ServerThread, client: aiosdk.Client, user: str, expected: list[str]
@@ -249,11 +219,11 @@ def test_breaking_out_and_dropping_iterators_leaks_no_connection(
     abandon(4)
     gc.collect()
     time.sleep(0.2)
-    before = _connections_to(port)
+    before = connections_to(port)
     abandon(24)
     gc.collect()
     time.sleep(0.2)
-    after = _connections_to(port)
+    after = connections_to(port)
     assert after <= before + 2, (before, after)  # what a dropped listing held, it gave back
     assert list(big) == expected  # and the client still lists everything
 
@@ -352,25 +322,9 @@ def test_a_blocking_call_from_a_thread_running_its_own_loop_works(
     assert result == [[expected[-1], *expected[:2], str(N)]]
 
 
-def run_script(source: str, server: ServerThread, user: str, timeout: float = 60) -> str:
-    """Run ``source`` in a fresh interpreter (argv: the URL, the user and the password); its
-    output, after checking that it succeeded and warned of nothing."""
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
-    result = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", textwrap.dedent(source), server.http_url, user],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**env, "AIOSDK_TEST_PASSWORD": PASSWORD},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Warning" not in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stdout
-
-
 FORK = """
-import os, signal, sys, aiosdk
+import os, sys, aiosdk
+from outside._in_scripts import exit_status_of, in_a_forked_child
 
 url, user = sys.argv[1:3]
 password = os.environ["AIOSDK_TEST_PASSWORD"]
@@ -390,33 +344,24 @@ def check(container):
     assert container.values()[-1].key == expected[-1]
     assert list(container) == expected
 
-pid = os.fork()
-if pid == 0:
-    signal.alarm(20)  # a hang is exit status -SIGALRM, not a stuck test
+def child():
     status = 0
-    try:
-        check(big)  # the inherited client's container
-        try:  # the listing in flight: its next pages, or a clean error
-            rest = list(in_flight)
-            assert rest == expected[50:], (len(rest), rest[:3])
-        except aiosdk.AiosdkError as exc:
-            print("child in-flight:", repr(exc), file=sys.stderr)
-            status = 3
-        check(client.catalog[f"{{user}}/big"])
+    check(big)  # the inherited client's container
+    try:  # the listing in flight: its next pages, or a clean error
+        rest = list(in_flight)
+        assert rest == expected[50:], (len(rest), rest[:3])
     except aiosdk.AiosdkError as exc:
-        status = 3  # failing cleanly is allowed
-        print("child:", repr(exc), file=sys.stderr)
-    except BaseException as exc:
-        status = 1
-        print("child:", repr(exc), file=sys.stderr)
-    finally:
-        os._exit(status)
+        print("child in-flight:", repr(exc), file=sys.stderr)
+        status = 3
+    check(client.catalog[f"{{user}}/big"])
+    return status
+
+pid = in_a_forked_child(child, alarm=20)
 check(big)  # while the child runs
 assert list(in_flight) == expected[50:]
-status = os.waitpid(pid, 0)[1]
-assert os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 3), status
+status = exit_status_of(pid)
 check(big)  # and after it is gone
-print("parent ok, child", os.WEXITSTATUS(status))
+print("parent ok, child", status)
 client.close()
 """
 
@@ -425,12 +370,15 @@ client.close()
 def test_a_forked_child_uses_the_inherited_container_and_the_parent_goes_on(
     server: ServerThread, user: str
 ) -> None:
-    out = run_script(FORK.format(n=N), server, user)
+    out = run_script(
+        FORK.format(n=N), server.http_url, user, env={"AIOSDK_TEST_PASSWORD": PASSWORD}
+    )
     assert "parent ok" in out, out
 
 
 SIGNALS = """
-import os, signal, sys, threading, time, aiosdk
+import os, sys, time, aiosdk
+from outside._in_scripts import interrupted_runs
 
 url, user = sys.argv[1:3]
 password = os.environ["AIOSDK_TEST_PASSWORD"]
@@ -444,33 +392,15 @@ started = time.monotonic()
 assert list(big.values()) and time.monotonic() - started < 10
 full = time.monotonic() - started
 
-interrupted = 0
-for i in range(16):
-    fired = []
-    def fire():
-        fired.append(time.monotonic())
-        os.kill(os.getpid(), signal.SIGINT)
-    timer = threading.Timer(full * (i + 1) / 18, fire)
-    seen = 0
-    try:
-        timer.start()
-        for node in big.values():  # a long listing, with full metadata
-            seen += 1
-        timer.join()  # finished first: the interrupt lands here (or below)
-    except KeyboardInterrupt:
-        if seen < N:
-            interrupted += 1
-            assert time.monotonic() - fired[0] < 5, "Ctrl-C took more than 5 s"
-    finally:
-        try:
-            timer.join()
-            time.sleep(0.01)
-        except KeyboardInterrupt:
-            pass
-    # After any interrupt: the client lists, indexes and counts as before.
+def as_before():  # after any interrupt: the client lists, indexes and counts as before
     assert list(big) == expected
     assert big.values()[-1].key == expected[-1]
     assert len(big) == N
+
+# A long listing, with full metadata, to the end.
+interrupted = interrupted_runs(
+    lambda: list(big.values()), runs=16, seconds=full, parts=18, then=as_before
+)
 assert interrupted >= 3, interrupted
 import gc
 gc.collect()
@@ -483,5 +413,11 @@ client.close()
 def test_ctrl_c_during_a_long_listing_raises_and_leaves_the_client_usable(
     server: ServerThread, user: str
 ) -> None:
-    out = run_script(SIGNALS.format(n=N), server, user, timeout=90)
+    out = run_script(
+        SIGNALS.format(n=N),
+        server.http_url,
+        user,
+        env={"AIOSDK_TEST_PASSWORD": PASSWORD},
+        timeout=90,
+    )
     assert out.split()[0] == "ok", out

@@ -11,15 +11,10 @@ tests/test_fork.py does) against this module's server.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
-import re
 import secrets
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -27,16 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults._loop_thread import abort_with_reset
 from faults.proxy import TcpProxy
 
 import aiosdk
-from aiosdk.server import ServerConfig, ServerThread
-from aiosdk.server.config import AccountSettings
-from outside.test_catalog_fuzz import log_in
-from outside.test_facade_hostile_catalog import REPOSITORY, _connections_to
+from aiosdk.server import ServerThread
+from outside._tools import PASSWORD, connections_to, log_in, run_script
 
-PASSWORD = "correct horse battery staple"
 MB = 1024 * 1024
 BIG_SHAPE = (4096, 1024)  # float64: 32 MiB, in 16 blocks of 2 MiB
 BIG_CHUNKS = (256, 1024)
@@ -55,13 +46,6 @@ def small_values() -> np.ndarray:
 
 def one_block_values() -> np.ndarray:
     return np.random.default_rng(5).standard_normal(ONE_BLOCK_SHAPE)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    config = ServerConfig(accounts=AccountSettings(login_failures_per_address=1_000_000))
-    with ServerThread(config) as thread:
-        yield thread
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +79,7 @@ def _array(client: aiosdk.Client, path: str) -> aiosdk.ArrayClient:
 
 def _settle(port: int, at_most: int, seconds: float = 5.0) -> int:
     deadline = time.monotonic() + seconds
-    while (count := _connections_to(port)) > at_most and time.monotonic() < deadline:
+    while (count := connections_to(port)) > at_most and time.monotonic() < deadline:
         gc.collect()
         time.sleep(0.05)
     return count
@@ -116,7 +100,7 @@ def test_breaking_out_of_iter_blocks_in_threads_leaks_no_connection(
     np.testing.assert_array_equal(small.read(), expected)  # the pool warmed up
     gc.collect()
     time.sleep(0.2)
-    before = _connections_to(port)
+    before = connections_to(port)
     failures: list[str] = []
     handed: list[Iterator[tuple[tuple[int, ...], np.ndarray]]] = []
     lock = threading.Lock()
@@ -206,90 +190,11 @@ def test_eight_threads_read_one_array_client_at_once(client: aiosdk.Client, user
 # -- a connection killed mid-download, through a real proxy -----------------------------------
 
 
-class _CutWriter:
-    """The proxy's writer to its client: relays, counting, and resets both connections once
-    the byte ``proxy.cut_at`` of all relayed since :meth:`CuttingProxy.cut_after` is out."""
-
-    def __init__(
-        self, proxy: CuttingProxy, writer: asyncio.StreamWriter, upstream: asyncio.StreamWriter
-    ):
-        self._proxy = proxy
-        self._writer = writer
-        self._upstream = upstream
-        self._cut = False
-
-    def write(self, data: bytes) -> None:
-        proxy = self._proxy
-        if self._cut:
-            return
-        if proxy.cut_at is not None and proxy.relayed + len(data) >= proxy.cut_at:
-            data = data[: proxy.cut_at - proxy.relayed]
-            proxy.cut_at = None
-            proxy.cuts += 1
-            self._cut = True
-        proxy.relayed += len(data)
-        self._writer.write(data)
-
-    async def drain(self) -> None:
-        await self._writer.drain()
-        if self._cut:
-            abort_with_reset(self._writer)
-            abort_with_reset(self._upstream)
-
-
-class _Recording:
-    """The proxy's reader of its client: reads, keeping a copy of what the client sent."""
-
-    def __init__(self, reader: asyncio.StreamReader, proxy: CuttingProxy) -> None:
-        self._reader = reader
-        self._proxy = proxy
-
-    async def read(self, n: int = -1) -> bytes:
-        data = await self._reader.read(n)
-        self._proxy.sent += data
-        return data
-
-
-class CuttingProxy(TcpProxy):
-    """A :class:`~faults.proxy.TcpProxy` that can also reset a connection in the middle of a
-    response body: :meth:`cut_after` ``n`` bytes relayed to clients from now on."""
-
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        super().__init__(upstream_host, upstream_port)
-        self.cut_at: int | None = None
-        self.relayed = 0
-        self.cuts = 0
-        self.sent = bytearray()
-
-    def cut_after(self, nbytes: int) -> None:
-        self.relayed = 0
-        self.cut_at = nbytes
-        self.sent = bytearray()
-
-    async def _pump(  # type: ignore[override]
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, exchange: object
-    ) -> None:
-        await super()._pump(_Recording(reader, self), writer, exchange)  # type: ignore[arg-type]
-
-    def range_starts(self) -> list[int]:
-        """The first byte of every ``Range`` the clients asked for since :meth:`cut_after`."""
-        found = re.findall(rb"(?i)\r\nrange: *bytes=(\d+)-", bytes(self.sent))
-        return [int(start) for start in found]
-
-    async def _download(  # type: ignore[override]
-        self,
-        upstream_r: asyncio.StreamReader,
-        client_w: asyncio.StreamWriter,
-        upstream_w: asyncio.StreamWriter,
-        exchange: object,
-    ) -> None:
-        cutting = _CutWriter(self, client_w, upstream_w)
-        await super()._download(upstream_r, cutting, upstream_w, exchange)  # type: ignore[arg-type]
-
-
 @pytest.fixture
-def proxy(server: ServerThread) -> Iterator[CuttingProxy]:
-    started = CuttingProxy("127.0.0.1", server.server.http_port).start()
+def proxy(server: ServerThread) -> Iterator[TcpProxy]:
+    """A :class:`~faults.proxy.TcpProxy` to the server: its ``cut_after`` resets a connection
+    in the middle of a response body."""
+    started = TcpProxy("127.0.0.1", server.server.http_port).start()
     try:
         yield started
     finally:
@@ -307,7 +212,7 @@ SIZE = ONE_BLOCK_SHAPE[0] * ONE_BLOCK_SHAPE[1] * 8
 
 @pytest.mark.parametrize("cut", [SIZE // 2, SIZE - 100, 3 * MB + 17])
 def test_forceful_resumes_a_killed_download_and_returns_the_exact_data(
-    proxy: CuttingProxy, user: str, token: str, cut: int
+    proxy: TcpProxy, user: str, token: str, cut: int
 ) -> None:
     with aiosdk.Client(proxy.url, token=token, retry_mode="forceful", timeout=20) as client:
         one = _array(client, f"{user}/d/one")
@@ -322,9 +227,7 @@ def test_forceful_resumes_a_killed_download_and_returns_the_exact_data(
     assert 0 < starts[0] <= cut, (starts, cut)
 
 
-def test_forceful_resumes_killed_block_reads_too(
-    proxy: CuttingProxy, user: str, token: str
-) -> None:
+def test_forceful_resumes_killed_block_reads_too(proxy: TcpProxy, user: str, token: str) -> None:
     """Cut in the middle of one of 16 blocks read 4 at a time, then again in ``iter_blocks``."""
     with aiosdk.Client(proxy.url, token=token, retry_mode="forceful", timeout=20) as client:
         big = _array(client, f"{user}/d/big")
@@ -340,7 +243,7 @@ def test_forceful_resumes_killed_block_reads_too(
 
 
 def test_disabled_raises_a_transport_error_on_a_killed_download(
-    proxy: CuttingProxy, user: str, token: str
+    proxy: TcpProxy, user: str, token: str
 ) -> None:
     with aiosdk.Client(proxy.url, token=token, retry_mode="disabled", timeout=20) as client:
         one = _array(client, f"{user}/d/one")
@@ -355,29 +258,11 @@ def test_disabled_raises_a_transport_error_on_a_killed_download(
 # -- fork and Ctrl-C, in fresh interpreters ------------------------------------------------------
 
 
-def run_script(
-    source: str, server: ServerThread, user: str, token: str, timeout: float = 60
-) -> str:
-    """Run ``source`` in a fresh interpreter (argv: the URL and the user; the token in the
-    environment); its output, after checking it succeeded and warned of nothing."""
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), "AIOSDK_TEST_TOKEN": token}
-    result = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", textwrap.dedent(source), server.http_url, user],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Warning" not in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stdout
-
-
 COMMON = """
-import gc, os, signal, sys, threading, time
+import gc, os, sys, time
 import numpy as np
 import aiosdk
+from outside._in_scripts import exit_status_of, in_a_forked_child, interrupted_runs
 
 url, user = sys.argv[1:3]
 token = os.environ["AIOSDK_TEST_TOKEN"]
@@ -401,31 +286,20 @@ client = aiosdk.Client(url, token=token, timeout=20, retry_mode="disabled")
 big = client.catalog[f"{{user}}/d/big"]
 assert (big.read(slice=np.s_[:8]) == expected[:8]).all()
 
-pid = os.fork()
-if pid == 0:
-    signal.alarm(30)  # a hang is exit status -SIGALRM, not a stuck test
-    status = 0
-    try:
-        got = big.read()  # the inherited client's array
-        assert (got == expected).all()
-        again = client.catalog[f"{{user}}/d/big"].read(slice=np.s_[-3:, ::7])
-        assert (again == expected[-3:, ::7]).all()
-        blocks = sum(1 for _ in big.iter_blocks(concurrency=4))
-        assert blocks == 16, blocks
-    except aiosdk.AiosdkError as exc:
-        status = 3  # failing cleanly is allowed
-        print("child:", repr(exc), file=sys.stderr)
-    except BaseException as exc:
-        status = 1
-        print("child:", repr(exc), file=sys.stderr)
-    finally:
-        os._exit(status)
+def child():
+    got = big.read()  # the inherited client's array
+    assert (got == expected).all()
+    again = client.catalog[f"{{user}}/d/big"].read(slice=np.s_[-3:, ::7])
+    assert (again == expected[-3:, ::7]).all()
+    blocks = sum(1 for _ in big.iter_blocks(concurrency=4))
+    assert blocks == 16, blocks
+
+pid = in_a_forked_child(child, alarm=30)
 got = big.read()  # while the child reads
 assert (got == expected).all()
-status = os.waitpid(pid, 0)[1]
-assert os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 3), status
+status = exit_status_of(pid)
 assert (big.read() == expected).all()  # and after it is gone
-print("parent ok, child", os.WEXITSTATUS(status))
+print("parent ok, child", status)
 client.close()
 """
 )
@@ -435,7 +309,9 @@ client.close()
 def test_a_forked_child_reads_the_inherited_array_and_the_parent_goes_on(
     server: ServerThread, user: str, token: str
 ) -> None:
-    out = run_script(FORK.format(shape=BIG_SHAPE), server, user, token)
+    out = run_script(
+        FORK.format(shape=BIG_SHAPE), server.http_url, user, env={"AIOSDK_TEST_TOKEN": token}
+    )
     assert out.startswith("parent ok, child 0"), out
 
 
@@ -450,30 +326,10 @@ full = time.monotonic() - started
 gc.collect()
 baseline = sockets()
 
-interrupted = 0
-for i in range(10):
-    fired = []
-    def fire():
-        fired.append(time.monotonic())
-        os.kill(os.getpid(), signal.SIGINT)
-    timer = threading.Timer(full * (i + 1) / 12, fire)
-    got = None
-    try:
-        timer.start()
-        got = big.read()
-        timer.join()  # finished first: the interrupt lands here (or below)
-    except KeyboardInterrupt:
-        if got is None:
-            interrupted += 1
-            assert time.monotonic() - fired[0] < 5, "Ctrl-C took more than 5 s"
-    finally:
-        try:
-            timer.join()
-            time.sleep(0.01)
-        except KeyboardInterrupt:
-            pass
-    # After any interrupt: the client reads the whole array, exactly, again.
+def as_before():  # after any interrupt: the client reads the whole array, exactly, again
     assert (big.read() == expected).all()
+
+interrupted = interrupted_runs(big.read, runs=10, seconds=full, parts=12, then=as_before)
 assert interrupted >= 3, interrupted
 gc.collect()
 time.sleep(0.3)
@@ -489,5 +345,11 @@ client.close()
 def test_ctrl_c_during_a_large_read_leaves_a_working_client_and_no_connection(
     server: ServerThread, user: str, token: str
 ) -> None:
-    out = run_script(SIGNALS.format(shape=BIG_SHAPE), server, user, token, timeout=90)
+    out = run_script(
+        SIGNALS.format(shape=BIG_SHAPE),
+        server.http_url,
+        user,
+        env={"AIOSDK_TEST_TOKEN": token},
+        timeout=90,
+    )
     assert out.split()[0] == "ok", out

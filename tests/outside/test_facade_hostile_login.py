@@ -15,9 +15,6 @@ import os
 import re
 import secrets
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -28,11 +25,10 @@ import pytest
 import aiosdk
 from aiosdk.server import ServerConfig, ServerThread
 from aiosdk.server.config import AccountSettings
+from outside._tools import PASSWORD, run_script
 
-PASSWORD = "correct horse battery staple"
 TTL = 1  # seconds an access token lives; the client renews at 0.9 s
 REFRESH = "POST /api/v1/auth/refresh"
-REPOSITORY = Path(aiosdk.__file__).parents[1]  # the aiosdk under test, for the subprocesses
 
 
 class AccessLog(logging.Handler):
@@ -144,27 +140,9 @@ def test_eight_threads_share_one_client_across_expiries_with_one_renewal_each(
     assert refused <= 8 * renewals, counts  # at most each thread once per expiry
 
 
-def run_script(
-    source: str, server: ServerThread, user: str, timeout: float = 60, *, quiet: bool = True
-) -> str:
-    """Run ``source`` in a fresh interpreter (argv: the URL, the user and the password); its
-    output, after checking that it succeeded (and, if ``quiet``, warned of nothing)."""
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(source), server.http_url, user, PASSWORD],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    if quiet:
-        assert "Warning" not in result.stderr, result.stderr
-    return result.stdout
-
-
 FORK = """
-import os, sys, time, aiosdk
+import sys, time, aiosdk
+from outside._in_scripts import exit_status_of, in_a_forked_child
 
 CHILD_USES, REMEMBER = {child_uses}, {remember}
 url, user, password = sys.argv[1:4]
@@ -180,25 +158,17 @@ def use(client, seconds):
 client = aiosdk.Client(url, timeout=5, retry_mode="disabled")
 client.login(username=user, password=password, remember=REMEMBER)
 use(client, 0.2)
-pid = os.fork()
-if pid == 0:
-    status = 0
-    try:
-        if CHILD_USES:
-            use(client, 1.2)
-    except aiosdk.AiosdkError as exc:
-        status = 3  # the child may be told to log in again: the parent's session is not its own
-        print("child:", repr(exc), file=sys.stderr)
-    except BaseException as exc:
-        status = 1
-        print("child:", repr(exc), file=sys.stderr)
-    finally:
-        os._exit(status)
+
+def child():
+    if CHILD_USES:
+        use(client, 1.2)
+
+# (Exit status 3: the child may be told to log in again, the parent's session is not its own.)
+pid = in_a_forked_child(child)
 use(client, 1.2)  # while the child runs
-status = os.waitpid(pid, 0)[1]
-assert os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 3), status
+status = exit_status_of(pid)
 use(client, 1.0)  # and after it is gone
-print("parent ok, child", os.WEXITSTATUS(status))
+print("parent ok, child", status)
 client.close()
 """
 
@@ -217,7 +187,14 @@ def test_a_forked_child_leaves_the_parent_s_session_working(
     reuse of a used refresh token, which revokes the session: the parent's calls (and the
     child's) failed with InvalidTokenError from then on. A remembered login (whose renewals go
     through the store, under its lock) is shared safely."""
-    out = run_script(FORK.format(child_uses=child_uses, remember=remember), server, user)
+    out = run_script(
+        FORK.format(child_uses=child_uses, remember=remember),
+        server.http_url,
+        user,
+        PASSWORD,
+        dev_mode=False,
+        absent=("Warning",),
+    )
     assert "parent ok" in out
     if remember:  # coordinated through the store: both go on
         assert out.split()[-1] == "0"
@@ -299,7 +276,9 @@ def test_ctrl_c_during_logins_and_renewals_leaves_a_working_client(
     server: ServerThread, user: str, config_dir: Path
 ) -> None:
     # (Warnings are the next test's business.)
-    assert run_script(SIGNALS, server, user, timeout=90, quiet=False).split() == ["ok"]
+    assert run_script(
+        SIGNALS, server.http_url, user, PASSWORD, timeout=90, dev_mode=False, absent=()
+    ).split() == ["ok"]
 
 
 EARLY_SIGNALS = """
@@ -349,7 +328,15 @@ def test_ctrl_c_as_a_call_starts_leaves_no_coroutine_unawaited(
     never awaited, and Python prints ``RuntimeWarning: coroutine 'AsyncClient.server_info' was
     never awaited`` on the user's terminal (in a REPL or a notebook, where an interrupt is
     routine). Interrupts within the first 1.5 ms of calls, for a second: it shows every time."""
-    assert run_script(EARLY_SIGNALS, server, user, timeout=60).split() == ["ok"]
+    assert run_script(
+        EARLY_SIGNALS,
+        server.http_url,
+        user,
+        PASSWORD,
+        timeout=60,
+        dev_mode=False,
+        absent=("Warning",),
+    ).split() == ["ok"]
 
 
 @pytest.mark.parametrize(

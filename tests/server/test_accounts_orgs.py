@@ -3,7 +3,6 @@ real server. (Who may do what is the permission matrix's subject: test_permissio
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import anyio
@@ -12,35 +11,17 @@ import pytest
 
 from aiosdk.server import Server
 
-from .conftest import assert_error, create_token, make_client
+from .conftest import (
+    add_member,
+    assert_error,
+    create_token,
+    make_client,
+    new_org,
+    new_user,
+    unique,
+)
 
 pytestmark = pytest.mark.anyio
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def new_user(admin: httpx.AsyncClient) -> str:
-    name = unique("u")
-    assert (await admin.post("/admin/users", json={"username": name})).status_code == 201
-    return name
-
-
-async def new_org(admin: httpx.AsyncClient, owner: str, **fields: object) -> str:
-    name = unique("org")
-    response = await admin.post(
-        "/admin/organizations", json={"name": name, "owner": owner, **fields}
-    )
-    assert response.status_code == 201, response.text
-    return name
-
-
-async def add(admin: httpx.AsyncClient, org: str, username: str, role: str) -> None:
-    response = await admin.post(
-        f"/organizations/{org}/members", json={"username": username, "role": role}
-    )
-    assert response.status_code == 201, response.text
 
 
 async def members(admin: httpx.AsyncClient, org: str) -> list[dict[str, str]]:
@@ -83,8 +64,8 @@ async def test_a_member_sees_its_organization(
 ) -> None:
     alice, bob, zed = await new_user(client), await new_user(client), await new_user(client)
     org = await new_org(client, alice, display_name="Lab")
-    await add(client, org, zed, "read_only")
-    await add(client, org, bob, "member")
+    await add_member(client, org, zed, "read_only")
+    await add_member(client, org, bob, "member")
 
     http = await as_user(bob)
     response = await http.get(f"/organizations/{org}")
@@ -113,7 +94,7 @@ async def test_the_profile_lists_every_organization_by_name(
     owners = [await new_user(client) for _ in range(3)]
     names = [await new_org(client, owner) for owner in owners]
     for org, role in zip(names, ["admin", "member", "read_only"], strict=True):
-        await add(client, org, user, role)
+        await add_member(client, org, user, role)
     actions = {
         "admin": ["read", "write", "admin"],
         "member": ["read", "write"],
@@ -255,7 +236,7 @@ async def test_an_organization_always_keeps_an_owner(client: httpx.AsyncClient) 
         assert "owner" in error["message"]
     assert await members(client, org) == [{"username": alice, "role": "owner"}]
 
-    await add(client, org, bob, "owner")
+    await add_member(client, org, bob, "owner")
     assert (await client.patch(alone, json={"role": "member"})).status_code == 200
     last = f"/organizations/{org}/members/{bob}"
     assert_error(await client.delete(last), 409, "conflict")
@@ -271,7 +252,7 @@ async def test_two_owners_demoting_each_other_at_once_leave_one(
     for _ in range(5):
         alice, bob = await new_user(client), await new_user(client)
         org = await new_org(client, alice)
-        await add(client, org, bob, "owner")
+        await add_member(client, org, bob, "owner")
         as_alice, as_bob = await as_user(alice), await as_user(bob)
         statuses: list[int] = []
 

@@ -11,120 +11,42 @@ Statements are counted with a ``before_cursor_execute`` listener on the engine i
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-import anyio
 import httpx
 import pytest
-from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aiosdk.server import Server, ServerConfig, notify, runner
+from aiosdk.server import Server, ServerConfig, notify
 from aiosdk.server.accounts import organizations
 from aiosdk.server.accounts.organizations import MemberCreate
 from aiosdk.server.auth import Principal
 from aiosdk.server.authorization import ADMIN, READ, WRITE, Caller, Callers
 from aiosdk.server.notify import Notifier
-from aiosdk.server.storage import create_engine
 from aiosdk.server.unit_of_work import UnitOfWork
 
-from .conftest import POSTGRES_URL_ENV, fresh_postgres_database, make_client
+from ._observed import (
+    Observed,
+    Statements,
+    observed,
+    observed_server,
+    second_server,
+    server,
+    terminate_listeners,
+    until,
+)
+from .conftest import POSTGRES_URL_ENV, fresh_postgres_database, make_client, unique
 from .test_sessions import PASSWORD, login, new_user
 
 pytestmark = pytest.mark.anyio
 
+__all__ = ["observed", "second_server", "server"]  # the fixtures, for pytest
+
 R, RW, RWA = ["read"], ["read", "write"], ["read", "write", "admin"]
 ALL = frozenset({READ, WRITE, ADMIN})
 MEMBER = frozenset({READ, WRITE})
-SOON = 5.0
-"""How long a notification may take to reach another process: far below the cache's minute, so
-that an entry that is never dropped fails the test."""
-
-T = TypeVar("T")
-
-
-async def until(look: Callable[[], Awaitable[T]], expected: T) -> None:
-    """Look again and again, for :data:`SOON` at most, until ``look()`` gives ``expected``."""
-    for _ in range(int(SOON / 0.01)):
-        if await look() == expected:
-            return
-        await anyio.sleep(0.01)
-    assert await look() == expected
-
-
-class Statements:
-    """Counts the statements an engine sends."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def listen(self, engine: AsyncEngine) -> None:
-        def counted(*_: Any) -> None:
-            self.count += 1
-
-        event.listen(engine.sync_engine, "before_cursor_execute", counted)
-
-
-@dataclass
-class Observed:
-    """A running server, and the statements its engine has sent."""
-
-    server: Server
-    statements: Statements
-
-
-@asynccontextmanager
-async def observed_server(config: ServerConfig) -> AsyncIterator[Observed]:
-    """A server whose engine's statements are counted."""
-    statements = Statements()
-
-    def counting_engine(url: str) -> AsyncEngine:
-        engine = create_engine(url)
-        statements.listen(engine)
-        return engine
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "create_engine", counting_engine)
-        server = Server(config)
-        await server.start()
-    try:
-        yield Observed(server, statements)
-    finally:
-        await server.stop()
-
-
-@pytest.fixture(scope="module")
-async def observed(
-    database_url: str | None, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Observed]:
-    config = ServerConfig(data_dir=tmp_path_factory.mktemp("data"), database_url=database_url)
-    async with observed_server(config) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def server(observed: Observed) -> Server:
-    """The module's server (the fixtures of conftest use this one): its statements counted."""
-    return observed.server
-
-
-@pytest.fixture
-async def second_server(
-    server: Server, database_url: str | None, tmp_path: Path
-) -> AsyncIterator[Server]:
-    """Another server process's stand-in: the same PostgreSQL database, caches of its own."""
-    if database_url is None:
-        pytest.skip("one SQLite database is served by one server process")
-    config = ServerConfig(
-        data_dir=tmp_path, database_url=database_url, admin_token=server.admin_token
-    )
-    async with Server(config) as other:
-        yield other
 
 
 @dataclass(frozen=True)
@@ -135,10 +57,6 @@ class Team:
     owner: str
     member: str
     token: str
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def new_team(admin: httpx.AsyncClient, anonymous: httpx.AsyncClient) -> Team:
@@ -163,9 +81,9 @@ async def seen(server: Server, token: str, org: str) -> tuple[int, list[str] | N
 
 async def warm(servers: list[Server], team: Team, expected: tuple[int, list[str] | None]) -> None:
     """Two requests on each server: the caller is cached there now."""
-    for server in servers:
+    for each in servers:
         for _ in range(2):
-            assert await seen(server, team.token, team.org) == expected
+            assert await seen(each, team.token, team.org) == expected
 
 
 async def eventually(server: Server, team: Team, expected: tuple[int, list[str] | None]) -> None:
@@ -322,23 +240,6 @@ async def test_a_cached_caller_costs_no_query(
     assert await seen(server, team.token, team.org) == (200, RWA)
     assert observed.statements.count - before >= as_admin + 1
     assert await statements_of(observed, team.token, team.org) <= as_admin
-
-
-async def terminate_listeners(url: str) -> int:
-    """Kill the connections listening for notifications on the database of ``url``."""
-    engine = await anyio.to_thread.run_sync(create_engine, url)
-    try:
-        async with engine.connect() as connection:
-            terminated = await connection.scalar(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    " AND query LIKE 'LISTEN %'"
-                )
-            )
-    finally:
-        await engine.dispose()
-    return int(terminated or 0)
 
 
 async def test_nothing_is_cached_while_the_server_is_not_listening(

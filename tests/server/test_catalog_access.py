@@ -11,12 +11,9 @@ import httpx
 import pytest
 from _structures import structure
 
-from .conftest import assert_error
-from .test_catalog_nodes import Users, add_member, children, create, get, new_org, url, users
+from .conftest import Users, add_member, assert_error, children, create, get, new_org, url
 
 pytestmark = pytest.mark.anyio
-
-__all__ = ["users"]  # the fixture, for pytest
 
 
 async def seen_everywhere(http: httpx.AsyncClient, owner: str) -> dict[str, Any]:

@@ -16,12 +16,9 @@ import pytest
 from aiosdk.server import Server, ServerConfig
 from aiosdk.server.storage import db
 
-from .conftest import assert_error, make_client
-from .test_catalog_nodes import Users, all_keys, children, create, get, url, users
+from .conftest import Users, all_keys, assert_error, children, create, get, make_client, url
 
 pytestmark = pytest.mark.anyio
-
-__all__ = ["users"]  # the fixture
 
 WRITERS = 64
 

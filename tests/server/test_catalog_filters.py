@@ -17,7 +17,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from sqlalchemy import ColumnElement, func, insert, literal_column, select
 from sqlalchemy import text as sql_text
@@ -25,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import aiosdk.server.catalog.models  # noqa: F401  (puts the catalog's tables on Base.metadata)
-from aiosdk.server import Server, schema
+from aiosdk.server import schema
 from aiosdk.server.accounts.models import Namespace
 from aiosdk.server.catalog import filters
 from aiosdk.server.catalog.filters import (
@@ -44,8 +43,7 @@ from aiosdk.server.catalog.models import Node
 from aiosdk.server.errors import InvalidRequestError, is_data_error
 from aiosdk.server.storage import create_engine, db, session_factory
 
-from .conftest import POSTGRES_URL_ENV, assert_error, fresh_postgres_database
-from .test_catalog_nodes import Users, create
+from .conftest import POSTGRES_URL_ENV, Users, assert_error, create, fresh_postgres_database
 
 pytestmark = pytest.mark.anyio
 
@@ -985,15 +983,6 @@ def test_the_sqlite_matcher_looks_at_a_bounded_prefix() -> None:
     assert db._regexp(budget, "NEEDLE", "a needle", 1) == 1
     assert db._regexp(budget, "(", "a", 0) is None
     assert db._regexp(budget, "a", 5, 0) is None
-
-
-@pytest.fixture
-async def users(server: Server, client: httpx.AsyncClient) -> AsyncIterator[Users]:
-    made = Users(server, client)
-    try:
-        yield made
-    finally:
-        await made.aclose()
 
 
 async def test_a_catastrophic_regex_over_http_is_a_quick_400(

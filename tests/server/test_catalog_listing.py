@@ -14,12 +14,9 @@ from _structures import structure
 
 from aiosdk.server.catalog.listings import MAX_OFFSET
 
-from .conftest import assert_error
-from .test_catalog_nodes import Users, all_keys, children, create, url, users
+from .conftest import Users, all_keys, assert_error, children, create, url
 
 pytestmark = pytest.mark.anyio
-
-__all__ = ["users"]
 
 
 async def seeded(users: Users, n: int = 30) -> tuple[str, httpx.AsyncClient, str]:

@@ -1,14 +1,9 @@
 """``/api/v1/catalog``: nodes one at a time (create, read, change, move, delete), over loopback
-against the real server, on SQLite and PostgreSQL. Also the helpers the other catalog tests use.
-"""
+against the real server, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 import anyio
 import httpx
@@ -17,108 +12,19 @@ from _structures import stored, structure
 
 from aiosdk.server import Server, ServerConfig
 
-from .conftest import assert_error, create_token, make_client
+from .conftest import (
+    Users,
+    all_keys,
+    assert_error,
+    children,
+    create,
+    get,
+    make_client,
+    new_org,
+    url,
+)
 
 pytestmark = pytest.mark.anyio
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def url(path: str) -> str:
-    """A catalog path as it goes into a URL: each key percent-encoded."""
-    return "/".join(quote(key, safe="") for key in path.split("/"))
-
-
-async def new_user(admin: httpx.AsyncClient) -> str:
-    name = unique("u")
-    response = await admin.post("/admin/users", json={"username": name})
-    assert response.status_code == 201, response.text
-    return name
-
-
-async def new_org(admin: httpx.AsyncClient, owner: str) -> str:
-    name = unique("org")
-    response = await admin.post("/admin/organizations", json={"name": name, "owner": owner})
-    assert response.status_code == 201, response.text
-    return name
-
-
-async def add_member(admin: httpx.AsyncClient, org: str, username: str, role: str) -> None:
-    response = await admin.post(
-        f"/organizations/{org}/members", json={"username": username, "role": role}
-    )
-    assert response.status_code == 201, response.text
-
-
-class Users:
-    """HTTP clients authenticated as new users (an API token each, minted by the admin)."""
-
-    def __init__(self, server: Server, admin: httpx.AsyncClient) -> None:
-        self.server = server
-        self.admin = admin
-        self.opened: list[httpx.AsyncClient] = []
-
-    async def new(self) -> tuple[str, httpx.AsyncClient]:
-        """A new user and a client of it."""
-        name = await new_user(self.admin)
-        return name, await self.client(name)
-
-    async def client(self, username: str, **token_fields: object) -> httpx.AsyncClient:
-        token = (await create_token(self.admin, owner=username, **token_fields))["token"]
-        http = make_client(self.server, token)
-        self.opened.append(http)
-        return http
-
-    async def aclose(self) -> None:
-        for http in self.opened:
-            await http.aclose()
-
-
-@pytest.fixture
-async def users(server: Server, client: httpx.AsyncClient) -> AsyncIterator[Users]:
-    made = Users(server, client)
-    try:
-        yield made
-    finally:
-        await made.aclose()
-
-
-async def create(http: httpx.AsyncClient, parent: str, key: str, **body: Any) -> dict[str, Any]:
-    response = await http.post(f"/catalog/children/{url(parent)}", json={"key": key, **body})
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
-async def get(http: httpx.AsyncClient, path: str) -> dict[str, Any]:
-    response = await http.get(f"/catalog/nodes/{url(path)}")
-    assert response.status_code == 200, response.text
-    found: dict[str, Any] = response.json()
-    return found
-
-
-async def children(http: httpx.AsyncClient, path: str, **params: Any) -> dict[str, Any]:
-    target = f"/catalog/children/{url(path)}" if path else "/catalog/children"
-    response = await http.get(target, params=params)
-    assert response.status_code == 200, response.text
-    page: dict[str, Any] = response.json()
-    return page
-
-
-async def all_keys(http: httpx.AsyncClient, path: str, **params: Any) -> list[str]:
-    keys: list[str] = []
-    token = None
-    while True:
-        query = dict(params, fields="keys")
-        if token:
-            query["page_token"] = token
-        page = await children(http, path, **query)
-        keys += [item["key"] for item in page["items"]]
-        token = page["next_page_token"]
-        if token is None:
-            return keys
 
 
 # --- tests -----------------------------------------------------------------------------------

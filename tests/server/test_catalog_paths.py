@@ -8,18 +8,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import unicodedata
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from aiosdk._core.keys import key_problem
-from aiosdk.server import Server
 from aiosdk.server.catalog import paths
 from aiosdk.server.errors import InvalidRequestError
 
-from .conftest import assert_error
-from .test_catalog_nodes import Users, all_keys, create, get, url
+from .conftest import Users, all_keys, assert_error, create, get, url
 
 NFC = unicodedata.normalize("NFC", "café")
 NFD = unicodedata.normalize("NFD", "café")
@@ -78,15 +74,6 @@ def test_the_rules_load_without_the_server() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-@pytest.fixture
-async def users(server: Server, client: httpx.AsyncClient) -> AsyncIterator[Users]:
-    made = Users(server, client)
-    try:
-        yield made
-    finally:
-        await made.aclose()
 
 
 @pytest.mark.anyio

@@ -17,7 +17,6 @@ import collections
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,27 +24,34 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aiosdk.server import Server, ServerConfig, notify, runner
+from aiosdk.server import Server, ServerConfig, notify
 from aiosdk.server.authorization import NAMESPACES_CHANGED, Caller
 from aiosdk.server.catalog import state
 from aiosdk.server.catalog.models import Node
 from aiosdk.server.catalog.nodes import NodeUpdate, Viewer, update_node
 from aiosdk.server.catalog.state import CatalogState, NodeReads, Wakeups
 from aiosdk.server.notify import Notifier
-from aiosdk.server.storage import create_engine
 from aiosdk.server.unit_of_work import UnitOfWork
 
-from .conftest import POSTGRES_URL_ENV, fresh_postgres_database, make_client
-from .test_authorization_cache import terminate_listeners, until
-from .test_catalog_nodes import Users, create, url, users
+from ._observed import (
+    SETTLED,
+    Observed,
+    observed,
+    observed_server,
+    second_server,
+    server,
+    terminate_listeners,
+    until,
+)
+from .conftest import POSTGRES_URL_ENV, Users, create, fresh_postgres_database, make_client, url
 
 pytestmark = pytest.mark.anyio
 
-__all__ = ["users"]  # the fixture, for pytest
+__all__ = ["observed", "second_server", "server"]  # the fixtures, for pytest
 
 NODE_READ = "LEFT OUTER JOIN catalog_shares ON catalog_shares.path IN"
 """What the statement reading a node and the shares covering it has (and no other)."""
@@ -55,116 +61,6 @@ NODE_READ = "LEFT OUTER JOIN catalog_shares ON catalog_shares.path IN"
 def no_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Entries do not expire during a test: only a wake-up drops them."""
     monkeypatch.setattr(state, "READS_TTL_SECONDS", 600.0)
-
-
-class Statements:
-    """Counts the statements an engine sends, and among them the node reads."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.node_reads = 0
-
-    def listen(self, engine: AsyncEngine) -> None:
-        def counted(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            self.count += 1
-            if NODE_READ in statement:
-                self.node_reads += 1
-
-        event.listen(engine.sync_engine, "before_cursor_execute", counted)
-
-
-SETTLED = "test_settled"
-"""A channel of the tests' own: its markers tell when earlier messages have all been heard."""
-
-
-class HeardNotifier(Notifier):
-    """The server's notifier, also counting the markers it hears on :data:`SETTLED`."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        super().__init__(engine)
-        self.heard: collections.Counter[str] = collections.Counter()
-        self.subscribe(SETTLED, lambda marker: self.heard.update([marker]))
-
-
-@dataclass
-class Observed:
-    """A running server, the statements its engine has sent, and that engine and notifier."""
-
-    server: Server
-    statements: Statements
-    engine: AsyncEngine
-    notifier: HeardNotifier
-
-    async def settle(self) -> None:
-        """Wait until the server has heard every message committed so far. On PostgreSQL it
-        hears its own once more, a moment after it answered (which empties its cache again):
-        a marker committed now reaches it after them (messages come in commit order)."""
-        if self.engine.dialect.name != "postgresql":
-            return  # SQLite: every message is heard when its transaction commits
-        marker = uuid.uuid4().hex
-        async with self.engine.begin() as connection:
-            notify = text("SELECT pg_notify(:channel, :marker)")
-            await connection.execute(notify, {"channel": f"aiosdk_{SETTLED}", "marker": marker})
-
-        async def times() -> int:
-            return self.notifier.heard[marker]
-
-        await until(times, 1)
-
-
-@asynccontextmanager
-async def observed_server(config: ServerConfig) -> AsyncIterator[Observed]:
-    """A server whose engine's statements are counted."""
-    statements = Statements()
-    made: dict[str, Any] = {}
-
-    def counting_engine(database_url: str) -> AsyncEngine:
-        engine = made["engine"] = create_engine(database_url)
-        statements.listen(engine)
-        return engine
-
-    def heard_notifier(engine: AsyncEngine) -> HeardNotifier:
-        notifier = made["notifier"] = HeardNotifier(engine)
-        return notifier
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "create_engine", counting_engine)
-        patch.setattr(runner, "Notifier", heard_notifier)
-        server = Server(config)
-        await server.start()
-    try:
-        yield Observed(server, statements, made["engine"], made["notifier"])
-    finally:
-        await server.stop()
-
-
-@pytest.fixture(scope="module")
-async def observed(
-    database_url: str | None, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Observed]:
-    config = ServerConfig(data_dir=tmp_path_factory.mktemp("data"), database_url=database_url)
-    async with observed_server(config) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def server(observed: Observed) -> Server:
-    """The module's server (the fixtures of conftest use this one): its statements counted."""
-    return observed.server
-
-
-@pytest.fixture
-async def second_server(
-    server: Server, database_url: str | None, tmp_path: Path
-) -> AsyncIterator[Server]:
-    """Another server process's stand-in: the same PostgreSQL database, caches of its own."""
-    if database_url is None:
-        pytest.skip("one SQLite database is served by one server process")
-    config = ServerConfig(
-        data_dir=tmp_path, database_url=database_url, admin_token=server.admin_token
-    )
-    async with Server(config) as other:
-        yield other
 
 
 @dataclass(frozen=True)
@@ -180,16 +76,16 @@ class Seen:
 
 async def look(observed: Observed, http: httpx.AsyncClient, target: str) -> Seen:
     """``GET target`` (under ``/api/v1/catalog``) with ``http``."""
-    statements = observed.statements
-    before, reads_before = statements.count, statements.node_reads
+    before = observed.statements.count
     response = await http.get(f"/catalog/{target}")
     body = response.json() if response.status_code == 200 else response.json()["error"]["type"]
+    sent = observed.statements.sent[before:]
     return Seen(
         response.status_code,
         body,
         response.headers.get("etag"),
-        statements.count - before,
-        statements.node_reads - reads_before,
+        len(sent),
+        sum(NODE_READ in statement for statement in sent),
     )
 
 

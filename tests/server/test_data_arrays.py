@@ -4,7 +4,6 @@ httpx against the real server, on SQLite and PostgreSQL; checked against numpy's
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -18,34 +17,21 @@ from aiosdk.server.data.arrays import ArrayData
 from aiosdk.server.data.store import BlobStore, DurableLocalStore
 from aiosdk.server.data.structures import ArrayStructure, validate_array_structure
 
-from .conftest import assert_error, make_client
-from .test_catalog_nodes import Users, create, unique, url
+from ._arrays import (
+    SLICES,
+    block_of,
+    blocks_of,
+    decoded,
+    new_array,
+    numpy_index,
+    put_all,
+    read_full,
+    sample,
+    text,
+)
+from .conftest import Users, assert_error, create, unique, url
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-async def users(server: Server) -> AsyncIterator[Users]:
-    """New users and clients of them, for the whole module (each test makes its own nodes)."""
-    async with make_client(server, server.admin_token) as admin:
-        made = Users(server, admin)
-        try:
-            yield made
-        finally:
-            await made.aclose()
-
-
-@pytest.fixture(scope="module")
-async def owner(users: Users) -> tuple[str, httpx.AsyncClient]:
-    """One user for the module's tests (each makes its own container), and a client of it."""
-    return await users.new()
-
-
-async def home(owner: tuple[str, httpx.AsyncClient]) -> tuple[str, httpx.AsyncClient]:
-    """A new container of the owner's for one test, and the owner's client."""
-    name, http = owner
-    box = await create(http, name, unique("t"))
-    return box["path"], http
 
 
 DTYPES = [
@@ -71,78 +57,10 @@ DTYPES = [
 ]
 
 
-def sample(dtype: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray[Any, Any]:
-    """Values of ``dtype`` in ``shape``, distinct enough to catch a misplaced byte."""
-    rng = np.random.default_rng(seed)
-    count = int(np.prod(shape))
-    kind = np.dtype(dtype).kind
-    if kind == "b":
-        values: Any = rng.integers(0, 2, count).astype(bool)
-    elif kind in "SU":
-        values = np.array([f"v{i % 97}" for i in range(count)], dtype=dtype)
-    elif kind in "Mm":
-        values = rng.integers(-(10**9), 10**9, count).astype(dtype)
-    elif kind == "c":
-        values = (rng.random(count) + 1j * rng.random(count)).astype(dtype)
-    else:
-        values = (rng.random(count) * 100).astype(dtype)
-    return np.asarray(values, dtype=dtype).reshape(shape)
-
-
-async def new_array(
-    http: httpx.AsyncClient, parent: str, key: str, dtype: str, shape: Any, chunks: Any, **more: Any
-) -> dict[str, Any]:
-    structure = {"data_type": dtype, "shape": list(shape), "chunks": list(chunks), **more}
-    return await create(http, parent, key, structure_family="array", structure=structure)
-
-
-def blocks_of(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[int, ...]]:
-    grid = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
-    return [tuple(int(i) for i in index) for index in np.ndindex(*grid)]
-
-
-def block_of(values: np.ndarray[Any, Any], index: tuple[int, ...], chunks: tuple[int, ...]) -> Any:
-    return values[tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, chunks, strict=True))]
-
-
-def text(index: tuple[int, ...]) -> str:
-    return ",".join(map(str, index))
-
-
-async def put_all(http: httpx.AsyncClient, path: str, values: Any, chunks: Any) -> None:
-    """Write every block of ``values``, all at once."""
-
-    async def put(index: tuple[int, ...]) -> None:
-        body = np.ascontiguousarray(block_of(values, index, chunks)).tobytes()
-        response = await http.put(
-            f"/array/block/{url(path)}", params={"block": text(index)}, content=body
-        )
-        assert response.status_code == 204, response.text
-
-    async with anyio.create_task_group() as group:
-        for index in blocks_of(values.shape, chunks):
-            group.start_soon(put, index)
-
-
-def decoded(response: httpx.Response) -> np.ndarray[Any, Any]:
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "application/octet-stream"
-    assert response.headers["accept-ranges"] == "bytes"
-    dtype = np.dtype(response.headers["x-aiosdk-dtype"])
-    shape_text = response.headers["x-aiosdk-shape"]
-    shape = tuple(int(n) for n in shape_text.split(",")) if shape_text else ()
-    return np.frombuffer(response.content, dtype).reshape(shape)
-
-
-async def read_full(http: httpx.AsyncClient, path: str, slice_: str | None = None) -> Any:
-    params = {} if slice_ is None else {"slice": slice_}
-    return decoded(await http.get(f"/array/full/{url(path)}", params=params))
-
-
 async def test_every_dtype_round_trips_by_block_and_whole(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     async with anyio.create_task_group() as group:
         for dtype in DTYPES:
             group.start_soon(_round_trip, http, name, dtype)
@@ -177,9 +95,9 @@ async def _round_trip(http: httpx.AsyncClient, name: str, dtype: str) -> None:
     [((), ()), ((0,), (1,)), ((3, 0, 2), (2, 1, 2)), ((1,), (4,)), ((4, 1, 3), (4, 1, 3))],
 )
 async def test_0d_zero_length_and_single_block_arrays(
-    owner: tuple[str, httpx.AsyncClient], shape: tuple[int, ...], chunks: tuple[int, ...]
+    home: tuple[str, httpx.AsyncClient], shape: tuple[int, ...], chunks: tuple[int, ...]
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     node = await new_array(http, name, "a", "<i4", shape, chunks, fill_value=7)
     path = url(node["path"])
     values = sample("<i4", shape)
@@ -199,9 +117,9 @@ async def test_0d_zero_length_and_single_block_arrays(
 
 
 async def test_unwritten_blocks_read_as_the_fill_value(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     node = await new_array(http, name, "a", "<f4", (5, 5), (2, 2), fill_value="NaN")
     values = await read_full(http, node["path"])
     assert values.shape == (5, 5)
@@ -210,39 +128,13 @@ async def test_unwritten_blocks_read_as_the_fill_value(
     assert edge.shape == (1, 1)
 
 
-SLICES = [
-    "3",
-    "-1",
-    "1:4",
-    "::2",
-    "::-1",
-    "-2:",
-    "10:-10:-3",
-    "-1:2:-2,::3",
-    "2,::-2",
-    ":,5",
-    "5:5",
-    "100:",
-    "::-7,-3:1:-1",
-    "0:20:4,1:9:3",
-]
-
-
 BAD_SLICES = ["1:2:0", "a", "1:2:3:4", "30", "-24", "1,2,3", ",", "--1", "1e3"]
 
 
-def numpy_index(selection: str) -> tuple[int | slice, ...]:
-    """The index ``selection`` (``::-7,-3:1:-1``) stands for, as numpy takes it."""
-    return tuple(
-        int(part) if ":" not in part else slice(*(int(p) if p else None for p in part.split(":")))
-        for part in selection.split(",")
-    )
-
-
 async def test_selections_match_numpy_and_bad_ones_are_400(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     shape, chunks = (23, 11), (5, 4)
     node = await new_array(http, name, "a", "<f8", shape, chunks)
     values = sample("<f8", shape)
@@ -266,8 +158,8 @@ async def test_selections_match_numpy_and_bad_ones_are_400(
             group.start_soon(refused, selection)
 
 
-async def test_ranges_and_if_range(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_ranges_and_if_range(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     node = await new_array(http, name, "a", "<u1", (100,), (50,))
     values = np.arange(100, dtype="<u1")
     await put_all(http, node["path"], values, (50,))
@@ -314,8 +206,8 @@ async def test_ranges_and_if_range(owner: tuple[str, httpx.AsyncClient]) -> None
     assert resumed.content == first.content[90:]
 
 
-async def test_bad_blocks_and_bodies_are_refused(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_bad_blocks_and_bodies_are_refused(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     node = await new_array(http, name, "a", "<f8", (5, 3), (2, 2))
     target = f"/array/block/{url(node['path'])}"
     for block in ("3,0", "0", "0,0,0", "a,b", "-1,0", "", "\u00b2,0", "0,1\u00b2"):
@@ -367,8 +259,8 @@ INVALID_STRUCTURES = [
 ]
 
 
-async def test_invalid_structures_are_422(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_invalid_structures_are_422(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     for structure in INVALID_STRUCTURES:
         body = {"key": "bad", "structure_family": "array", "structure": structure}
         response = await http.post(f"/catalog/children/{url(name)}", json=body)
@@ -376,8 +268,8 @@ async def test_invalid_structures_are_422(owner: tuple[str, httpx.AsyncClient]) 
         assert "structure" in message, (structure, message)
 
 
-async def test_patch_writes_regions_and_extends(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_patch_writes_regions_and_extends(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     node = await new_array(http, name, "a", "<i8", (4, 3), (3, 2), dims=["t", "x"])
     path = url(node["path"])
     expected = np.zeros((4, 3), "<i8")
@@ -425,11 +317,11 @@ async def test_patch_writes_regions_and_extends(owner: tuple[str, httpx.AsyncCli
 
 
 async def test_writes_keep_what_an_extension_wrote_past_a_stale_edge(
-    owner: tuple[str, httpx.AsyncClient], server: Server
+    home: tuple[str, httpx.AsyncClient], server: Server
 ) -> None:
     """A block or region written from a structure read before a concurrent extension (shape
     100 -> 128, chunks 64) keeps the rows the extension committed past the old edge."""
-    name, http = await home(owner)
+    name, http = home
     node = await new_array(http, name, "a", "<i4", (100,), (64,))
     path = url(node["path"])
     stale = ArrayStructure.of(node["structure"])
@@ -479,9 +371,9 @@ async def test_chunk_writes_are_flushed_to_disk(
 
 
 async def test_empty_bodies_and_tags_of_unwritten_data(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     empty = await new_array(http, name, "e", "<f8", (0,), (1,))
     for header in ("bytes=-5", "bytes=0-"):
         response = await http.get(f"/array/full/{url(empty['path'])}", headers={"Range": header})
@@ -499,9 +391,9 @@ async def test_empty_bodies_and_tags_of_unwritten_data(
 
 
 async def test_the_store_is_a_zarr_v3_array(
-    owner: tuple[str, httpx.AsyncClient], server: Server
+    home: tuple[str, httpx.AsyncClient], server: Server
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     node = await new_array(http, name, "a", "<f4", (9, 4), (4, 4))
     values = sample("<f4", (9, 4))
     await put_all(http, node["path"], values, (4, 4))
@@ -511,9 +403,9 @@ async def test_the_store_is_a_zarr_v3_array(
 
 
 async def test_concurrent_writers_of_different_blocks_all_land(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     shape, chunks = (40, 40), (10, 10)
     node = await new_array(http, name, "a", "<f8", shape, chunks)
     values = sample("<f8", shape)
@@ -554,8 +446,8 @@ async def test_authorization(owner: tuple[str, httpx.AsyncClient], users: Users)
     assert "not an array" in assert_error(response, 400, "invalid_request")["message"]
 
 
-async def test_formats_and_export(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_formats_and_export(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     node = await new_array(http, name, "a", "<i2", (3, 2), (2, 2))
     values = sample("<i2", (3, 2))
     await put_all(http, node["path"], values, (2, 2))
@@ -574,9 +466,9 @@ async def test_formats_and_export(owner: tuple[str, httpx.AsyncClient]) -> None:
 
 
 async def test_deleting_removes_the_data(
-    owner: tuple[str, httpx.AsyncClient], server: Server
+    home: tuple[str, httpx.AsyncClient], server: Server
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     box = await create(http, name, "box")
     node = await new_array(http, box["path"], "a", "<f8", (4,), (2,))
     await put_all(http, node["path"], sample("<f8", (4,)), (2,))

@@ -17,27 +17,14 @@ import pytest
 
 from aiosdk.server.data import export
 
-from .conftest import assert_error
-from .test_catalog_nodes import create, url
-from .test_data_tables import (
-    ARROW,
-    append_all,
-    home,
-    new_table,
-    owner,
-    parse,
-    sample,
-    stream,
-    users,
-)
+from ._tables import ARROW, append_all, new_table, parse, sample, stream
+from .conftest import assert_error, create, url
 
 pytestmark = pytest.mark.anyio
 
-__all__ = ["owner", "users"]  # the fixtures, for pytest
 
-
-async def test_table_exports_parse_back_equal(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_table_exports_parse_back_equal(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     path = f"{name}/t"
     await new_table(http, name, "t")
     parts = [sample(0, 4), sample(4, 3)]
@@ -73,8 +60,8 @@ async def test_table_exports_parse_back_equal(owner: tuple[str, httpx.AsyncClien
     assert native.headers["content-type"] == ARROW
 
 
-async def test_sparse_exports_dense_npy(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_sparse_exports_dense_npy(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     await create(
         http, name, "m", structure_family="sparse", structure={"shape": [3, 4], "data_type": "<f4"}
     )
@@ -97,10 +84,10 @@ async def test_sparse_exports_dense_npy(owner: tuple[str, httpx.AsyncClient]) ->
 
 
 async def test_duplicate_coordinates_are_summed_dense(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
     """As the client's ``COO.todense()`` does (bools: or)."""
-    name, http = await home(owner)
+    name, http = home
     for data_type, data, expected in [
         ("<i8", [1, 2, 5], [3, 0, 5]),
         ("|b1", [True, True, False], [True, False, False]),
@@ -128,9 +115,9 @@ async def test_duplicate_coordinates_are_summed_dense(
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 async def test_a_type_the_format_cannot_hold_is_a_422(
-    owner: tuple[str, httpx.AsyncClient], fmt: str
+    home: tuple[str, httpx.AsyncClient], fmt: str
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     table = pyarrow.table({"x": pyarrow.array([(1, 2, 3)], pyarrow.month_day_nano_interval())})
     path = f"{name}/t"
     await new_table(http, name, "t", table.schema)
@@ -152,10 +139,10 @@ async def test_datetimes_csv_cannot_hold_are_refused_not_a_500(data_type: str) -
 
 
 async def test_json_exports_are_capped_by_their_number_of_values(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
     """Values, not bytes: 4 MB of int8 would be far more as JSON text."""
-    name, http = await home(owner)
+    name, http = home
     path = f"{name}/t"
     table = pyarrow.table({"b": numpy.zeros(export.MAX_JSON_VALUES + 1, "<i1")})
     await new_table(http, name, "t", table.schema)
@@ -167,9 +154,9 @@ async def test_json_exports_are_capped_by_their_number_of_values(
 
 
 async def test_a_huge_sparse_array_is_not_exported_dense(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     await create(
         http,
         name,

@@ -11,8 +11,7 @@ import pytest
 
 from aiosdk.server import Limits, Server, ServerConfig
 
-from .conftest import assert_error, make_client
-from .test_catalog_nodes import create, new_user
+from .conftest import assert_error, create, make_client, new_user
 
 pytestmark = pytest.mark.anyio
 

@@ -11,13 +11,10 @@ import pyarrow  # type: ignore[import-untyped]
 import pyarrow.ipc  # type: ignore[import-untyped]
 import pytest
 
-from .conftest import assert_error
-from .test_catalog_nodes import Users, create, get, url
-from .test_data_tables import ARROW, home, owner, parse, stream, users
+from ._tables import ARROW, parse, stream
+from .conftest import Users, assert_error, create, get, url
 
 pytestmark = pytest.mark.anyio
-
-__all__ = ["owner", "users"]  # the fixtures, for pytest
 
 
 def coo(rows: list[int], cols: list[int], data: list[float]) -> Any:
@@ -39,9 +36,9 @@ def compressed(table: Any, codec: str) -> bytes:
     return bytes(sink.getvalue())
 
 
-async def test_every_data_type_allowed_is_taken(owner: tuple[str, httpx.AsyncClient]) -> None:
+async def test_every_data_type_allowed_is_taken(home: tuple[str, httpx.AsyncClient]) -> None:
     """Each data type, as numpy's ``dtype.str`` or without its byte order."""
-    name, http = await home(owner)
+    name, http = home
     for index, data_type in enumerate(
         ["|b1", "b1", "|i1", "u1", "<i2", "<u2", "i4", "<u4", "<i8", "u8", "<f2", "f4", "<f8"]
     ):
@@ -55,8 +52,8 @@ async def test_every_data_type_allowed_is_taken(owner: tuple[str, httpx.AsyncCli
         assert node["structure"]["data_type"] == numpy.dtype(data_type).str
 
 
-async def test_write_and_read_back(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_write_and_read_back(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     node = await create(
         http,
         name,
@@ -83,8 +80,8 @@ async def test_write_and_read_back(owner: tuple[str, httpx.AsyncClient]) -> None
     assert parse(back.content).to_pylist() == entries.to_pylist()
 
 
-async def test_bad_structures_and_bodies(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_bad_structures_and_bodies(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     for structure in [
         None,
         {"shape": [4], "data_type": "<c16"},
@@ -126,10 +123,10 @@ async def test_bad_structures_and_bodies(owner: tuple[str, httpx.AsyncClient]) -
 
 
 async def test_access_is_that_of_the_node(
-    owner: tuple[str, httpx.AsyncClient], users: Users
+    owner: tuple[str, httpx.AsyncClient], home: tuple[str, httpx.AsyncClient], users: Users
 ) -> None:
     user = owner[0]
-    alice, a = await home(owner)
+    alice, a = home
     _bob, b = await users.new()
     await create(
         a, alice, "m", structure_family="sparse", structure={"shape": [2], "data_type": "<i8"}

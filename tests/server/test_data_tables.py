@@ -5,10 +5,7 @@ server, on SQLite and PostgreSQL: every Arrow type the issue names, column selec
 from __future__ import annotations
 
 import base64
-import datetime
 import tracemalloc
-from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import httpx
@@ -19,121 +16,26 @@ import pytest
 from aiosdk.server import Server
 from aiosdk.server.data import tables
 
-from .conftest import assert_error, make_client
-from .test_catalog_nodes import Users, create, get, unique, url
+from ._tables import (
+    ARROW,
+    SCHEMA,
+    append,
+    append_all,
+    encoded_schema,
+    new_table,
+    parse,
+    sample,
+    stream,
+)
+from .conftest import Users, assert_error, create, get, unique, url
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-async def users(server: Server) -> AsyncIterator[Users]:
-    """New users and clients of them, for the whole module (each test makes its own nodes)."""
-    async with make_client(server, server.admin_token) as admin:
-        made = Users(server, admin)
-        try:
-            yield made
-        finally:
-            await made.aclose()
-
-
-@pytest.fixture(scope="module")
-async def owner(users: Users) -> tuple[str, httpx.AsyncClient]:
-    """One user for the module's tests, each under a container of its own (:func:`home`)."""
-    return await users.new()
-
-
-async def home(owner: tuple[str, httpx.AsyncClient]) -> tuple[str, httpx.AsyncClient]:
-    """A new container of the owner's for one test, and the owner's client."""
-    name, http = owner
-    box = await create(http, name, unique("t"))
-    return box["path"], http
-
-
-ARROW = "application/vnd.apache.arrow.stream"
-UTC = datetime.timezone.utc
-
-
-def stream(table: Any) -> bytes:
-    sink = pyarrow.BufferOutputStream()
-    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue())
-
-
-def parse(body: bytes) -> Any:
-    return pyarrow.ipc.open_stream(body).read_all()
-
-
-def encoded_schema(schema: Any) -> str:
-    return base64.b64encode(schema.serialize().to_pybytes()).decode()
-
-
-def sample(start: int = 0, rows: int = 5) -> Any:
-    """A table of every kind of column the issue names, with nulls in each."""
-    stamps = [
-        datetime.datetime(2024, 1, 1, 12, tzinfo=UTC) + datetime.timedelta(hours=i)
-        for i in range(rows)
-    ]
-
-    def nulled(values: list[Any]) -> list[Any]:
-        return [None if i % 3 == 1 else v for i, v in enumerate(values)]
-
-    ids = list(range(start, start + rows))
-    return pyarrow.table(
-        {
-            "i": pyarrow.array(nulled(ids), pyarrow.int64()),
-            "u8": pyarrow.array(nulled([i % 200 for i in ids]), pyarrow.uint8()),
-            "f": pyarrow.array(nulled([i / 7 for i in ids]), pyarrow.float64()),
-            "f32": pyarrow.array(nulled([i * 0.5 for i in ids]), pyarrow.float32()),
-            "b": pyarrow.array(nulled([i % 2 == 0 for i in ids]), pyarrow.bool_()),
-            "s": pyarrow.array(nulled([f"row {i} ✓" for i in ids]), pyarrow.string()),
-            "t": pyarrow.array(nulled(stamps), pyarrow.timestamp("us", tz="UTC")),
-            "t_naive": pyarrow.array(
-                nulled([s.replace(tzinfo=None) for s in stamps]), pyarrow.timestamp("ns")
-            ),
-            "t_tokyo": pyarrow.array(nulled(stamps), pyarrow.timestamp("ms", tz="Asia/Tokyo")),
-            "cat": pyarrow.array(
-                nulled([["red", "green", "blue"][i % 3] for i in ids]), pyarrow.string()
-            ).dictionary_encode(),
-        }
-    )
-
-
-SCHEMA = sample().schema
-
-
-async def append_all(http: httpx.AsyncClient, path: str, parts: list[Any]) -> None:
-    """Append ``parts`` in order, as partitions 0, 1, …"""
-    for index, part in enumerate(parts):
-        response = await append(http, path, part)
-        assert response.status_code == 200, response.text
-        assert response.json() == {"partition": index}
-
-
-async def new_table(
-    http: httpx.AsyncClient, parent: str, key: str, schema: Any = SCHEMA, **structure: Any
-) -> dict[str, Any]:
-    return await create(
-        http,
-        parent,
-        key,
-        structure_family="table",
-        structure={"arrow_schema": encoded_schema(schema), **structure},
-    )
-
-
-async def append(http: httpx.AsyncClient, path: str, table: Any, **headers: str) -> httpx.Response:
-    return await http.post(
-        f"/table/partition/{url(path)}",
-        content=stream(table),
-        headers={"Content-Type": ARROW, **headers},
-    )
-
-
 async def test_append_read_partitions_and_the_whole(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     node = await new_table(http, name, "events")
     assert node["structure"]["npartitions"] == 0
     assert node["structure"]["columns"] == SCHEMA.names
@@ -167,8 +69,8 @@ async def test_append_read_partitions_and_the_whole(
     assert head.headers["content-length"] == whole.headers["content-length"]
 
 
-async def test_column_selection(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_column_selection(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     path = f"{name}/t"
     await new_table(http, name, "t")
     parts = [sample(0, 4), sample(4, 4)]
@@ -188,9 +90,9 @@ async def test_column_selection(owner: tuple[str, httpx.AsyncClient]) -> None:
 
 
 async def test_an_append_with_one_idempotency_key_is_one_partition(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     path = f"{name}/t"
     await new_table(http, name, "t")
     first = await append(http, path, sample(0, 3), **{"Idempotency-Key": "append-1"})
@@ -203,9 +105,9 @@ async def test_an_append_with_one_idempotency_key_is_one_partition(
 
 
 async def test_put_replaces_a_partition_or_writes_the_next(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
-    name, http = await home(owner)
+    name, http = home
     path = f"{name}/t"
     node = await new_table(http, name, "t", npartitions=2)
     assert node["structure"]["nrows"] == [0, 0]
@@ -233,11 +135,11 @@ async def test_put_replaces_a_partition_or_writes_the_next(
 
 
 async def test_pandas_metadata_and_field_metadata_do_not_count(
-    owner: tuple[str, httpx.AsyncClient],
+    home: tuple[str, httpx.AsyncClient],
 ) -> None:
     """A partition whose schema differs from the table's only in metadata is accepted, and
     stored with the table's schema (every partition begins with the same bytes)."""
-    name, http = await home(owner)
+    name, http = home
     path = f"{name}/t"
     await new_table(http, name, "t")
     part = sample(0, 2).replace_schema_metadata({b"pandas": b'{"index_columns": []}'})
@@ -246,8 +148,8 @@ async def test_pandas_metadata_and_field_metadata_do_not_count(
     assert back.schema.equals(SCHEMA, check_metadata=True)
 
 
-async def test_bad_input_is_refused_with_typed_errors(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_bad_input_is_refused_with_typed_errors(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     path = f"{name}/t"
     await new_table(http, name, "t")
     target = f"/table/partition/{url(path)}"
@@ -280,8 +182,8 @@ async def test_bad_input_is_refused_with_typed_errors(owner: tuple[str, httpx.As
         assert "not a table" in message
 
 
-async def test_a_table_needs_a_valid_schema(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_a_table_needs_a_valid_schema(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     for structure in [
         None,
         {},
@@ -301,11 +203,11 @@ async def test_a_table_needs_a_valid_schema(owner: tuple[str, httpx.AsyncClient]
 
 
 async def test_oversized_bodies_are_413(
-    owner: tuple[str, httpx.AsyncClient], server: Server
+    home: tuple[str, httpx.AsyncClient], server: Server
 ) -> None:
     """A body declared past ``limits.max_data_body_bytes`` is refused before it is sent (over a
     raw socket: an HTTP client will not declare more than it sends)."""
-    name, http = await home(owner)
+    name, http = home
     path = f"{name}/t"
     await new_table(http, name, "t")
     limit = server.config.limits.max_data_body_bytes
@@ -323,9 +225,9 @@ async def test_oversized_bodies_are_413(
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
 
 
-async def test_a_table_has_at_most_max_partitions(owner: tuple[str, httpx.AsyncClient]) -> None:
+async def test_a_table_has_at_most_max_partitions(home: tuple[str, httpx.AsyncClient]) -> None:
     """Neither an append nor a write of the next partition passes the limit."""
-    name, http = await home(owner)
+    name, http = home
     path = f"{name}/t"
     await new_table(http, name, "t", npartitions=tables.MAX_PARTITIONS)
     for response in [
@@ -340,8 +242,8 @@ async def test_a_table_has_at_most_max_partitions(owner: tuple[str, httpx.AsyncC
     assert (await get(http, path))["structure"]["npartitions"] == tables.MAX_PARTITIONS
 
 
-async def test_rows_header_counts_what_is_answered(owner: tuple[str, httpx.AsyncClient]) -> None:
-    name, http = await home(owner)
+async def test_rows_header_counts_what_is_answered(home: tuple[str, httpx.AsyncClient]) -> None:
+    name, http = home
     path = f"{name}/t"
     await new_table(http, name, "t")
     await append_all(http, path, [sample(0, 4), sample(4, 3)])
@@ -351,9 +253,9 @@ async def test_rows_header_counts_what_is_answered(owner: tuple[str, httpx.Async
     assert (await http.get(f"/table/full/{url(path)}")).headers["x-aiosdk-rows"] == "7"
 
 
-async def test_compressed_bodies_are_refused(owner: tuple[str, httpx.AsyncClient]) -> None:
+async def test_compressed_bodies_are_refused(home: tuple[str, httpx.AsyncClient]) -> None:
     """Before any batch is decoded (one could expand far past its size)."""
-    name, http = await home(owner)
+    name, http = home
     path = f"{name}/t"
     await new_table(http, name, "t")
     for codec in ["lz4", "zstd"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Final
+from typing import Final, cast
 
 import httptools
 import httpx
@@ -49,21 +49,13 @@ def _expire_drain(waiter: asyncio.Future[bool]) -> None:
         waiter.set_result(False)
 
 
-class _DirectBody(asyncio.Protocol):
-    """The transport's protocol while a connection receives a Content-Length body.
-
-    asyncio hands ``data_received`` a fresh ``bytes`` object per socket read,
-    which is queued for the reader as is: each body byte is copied once, by the
-    kernel, instead of into the receive buffer and again out of it.
-    """
+class _BodyProtocol:
+    """What the protocols that receive a Content-Length body forward to the connection."""
 
     __slots__ = ("_conn",)
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-
-    def data_received(self, data: bytes) -> None:
-        self._conn._direct_body_received(data)
 
     def eof_received(self) -> bool:
         return self._conn.eof_received()
@@ -78,6 +70,34 @@ class _DirectBody(asyncio.Protocol):
         self._conn.resume_writing()
 
 
+class _DirectBody(_BodyProtocol, asyncio.Protocol):
+    """The transport's protocol while a connection receives a Content-Length body.
+
+    asyncio hands ``data_received`` a fresh ``bytes`` object per socket read,
+    which is queued for the reader as is: each body byte is copied once, by the
+    kernel, instead of into the receive buffer and again out of it.
+    """
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        self._conn._direct_body_received(data)
+
+
+class _IntoBody(_BodyProtocol, asyncio.BufferedProtocol):
+    """The transport's protocol while a Content-Length body is received into the reader's
+    own buffer (:meth:`Connection.receive_into`): the kernel copies each byte there, once,
+    and no ``bytes`` object is made."""
+
+    __slots__ = ()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._conn._into_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._conn._into_updated(nbytes)
+
+
 class Connection(asyncio.BufferedProtocol):
     """A keep-alive HTTP/1.1 client connection.
 
@@ -86,8 +106,9 @@ class Connection(asyncio.BufferedProtocol):
     once into a ``bytes`` object queued for the reader.  The rest of a large
     Content-Length body skips both: the transport switches to a plain protocol
     (``_DirectBody``) whose fresh ``bytes`` per read are counted and queued as
-    is.  Reading pauses while more than 8 MiB are queued.  At most one request
-    is in flight.
+    is, or, while a reader waits in :meth:`receive_into`, one (``_IntoBody``)
+    that has the socket read it into the reader's own buffer.  Reading pauses
+    while more than 8 MiB are queued.  At most one request is in flight.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> None:
@@ -122,14 +143,17 @@ class Connection(asyncio.BufferedProtocol):
         self._body_bytes = 0
         self._framing_checked = False
         self._direct: _DirectBody | None = None
+        self._into_body: _IntoBody | None = None
+        self._into: memoryview | None = None
+        self._into_filled = 0
         self._remaining = 0
         self._direct_keep_alive = False
 
     # -- asyncio protocol callbacks ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport: asyncio's, or uvloop's (which does not subclass asyncio.Transport).
+        self._transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
@@ -267,34 +291,71 @@ class Connection(asyncio.BufferedProtocol):
         self._direct_keep_alive = self._client_keep_alive and self._parser.should_keep_alive()
         self._parser = httptools.HttpResponseParser(self)
         self._remaining = remaining
-        direct = self._direct
-        if direct is None:
-            direct = self._direct = _DirectBody(self)
-        transport.set_protocol(direct)
+        transport.set_protocol(self._direct_protocol())
 
     def _direct_body_received(self, data: bytes) -> None:
         size = len(data)
         remaining = self._remaining - size
-        if remaining > 0:
-            self._remaining = remaining
-        else:
-            if remaining < 0:
-                # Bytes after the complete response: the connection is unusable.
-                data = data[: self._remaining]
-                size = len(data)
-            self._remaining = 0
-            self._state = _DONE
-            self._keep_alive = remaining == 0 and self._direct_keep_alive
-            assert self._transport is not None
-            self._transport.set_protocol(self)
+        if remaining < 0:
+            # Bytes after the complete response: the connection is unusable.
+            data = data[: self._remaining]
+            size = len(data)
+        self._direct_advanced(size, keep_alive=remaining == 0)
         self._body.append(data)
-        self._body_bytes += size
         self._buffered += size
         if self._buffered > _PAUSE_ABOVE and not self._reading_paused and not self.closed:
             self._reading_paused = True
             assert self._transport is not None
             self._transport.pause_reading()
         self._wake()
+
+    def _direct_advanced(self, size: int, *, keep_alive: bool = True) -> None:
+        """``size`` more bytes of a direct body arrived (at most what was left of it)."""
+        self._body_bytes += size
+        self._remaining -= size
+        if not self._remaining:
+            self._state = _DONE
+            self._keep_alive = keep_alive and self._direct_keep_alive
+            assert self._transport is not None
+            self._transport.set_protocol(self)
+
+    def _open_into(self) -> memoryview | None:
+        """The reader's buffer while it takes more of the body; else ``None``: a transport
+        still feeding a protocol it was told to leave (Python 3.10's SSL transport, even after
+        the body ended within a decrypted read) gets the connection's own buffer (never an
+        empty view, which asyncio takes for a fatal error)."""
+        into = self._into
+        if into is None or self._state != _BODY or self._into_filled == len(into):
+            return None
+        return into
+
+    def _into_buffer(self) -> memoryview:
+        into = self._open_into()
+        return self._view if into is None else into[self._into_filled :]
+
+    def _into_updated(self, nbytes: int) -> None:
+        into = self._open_into()
+        if into is None:
+            # Python 3.10's SSL transport feeds the rest of a decrypted read to the protocol
+            # it began with: bytes received into the connection's own buffer go on from here.
+            if self._state == _BODY and self._remaining:
+                self._direct_body_received(bytes(self._view[:nbytes]))
+            else:
+                self.buffer_updated(nbytes)
+            return
+        self._into_filled += nbytes
+        self._direct_advanced(nbytes)
+        if self._state == _BODY and self._into_filled == len(into):
+            self._into = None  # full: the rest of the body is queued for the next call
+            assert self._transport is not None
+            self._transport.set_protocol(self._direct_protocol())
+        self._wake()
+
+    def _direct_protocol(self) -> _DirectBody:
+        direct = self._direct
+        if direct is None:
+            direct = self._direct = _DirectBody(self)
+        return direct
 
     def _reads_until_close(self) -> bool:
         for name, value in self._headers:
@@ -453,11 +514,73 @@ class Connection(asyncio.BufferedProtocol):
             if not await self._wait(timeout):
                 raise httpx.ReadTimeout("Timed out reading the response body.")
         chunk = body.popleft()
-        self._buffered -= len(chunk)
+        self._taken(len(chunk))
+        return chunk
+
+    async def receive_into(self, buffer: memoryview, timeout: float | None) -> int:
+        """Receive the next bytes of the body into ``buffer`` (bytes, not empty): how many
+        (at least one, at most ``len(buffer)``), or 0 once the body is complete.
+
+        Bytes already queued are copied; the rest of a large Content-Length body is read by
+        the socket straight into ``buffer``. Once this returns or raises, the connection
+        keeps no reference to ``buffer`` and never writes into it again.
+        """
+        while not self._body:
+            if self._state == _DONE:
+                return 0
+            if self._error is not None:
+                raise self._error
+            if self.closed:
+                raise httpx.RemoteProtocolError("Server disconnected during the response body.")
+            if self._remaining and self._transport is not None:
+                return await self._receive_directly(buffer, timeout)
+            if not await self._wait(timeout):
+                raise httpx.ReadTimeout("Timed out reading the response body.")
+        body = self._body
+        size = len(buffer)
+        filled = 0
+        while body and filled < size:
+            chunk = body[0]
+            take = min(len(chunk), size - filled)
+            if take < len(chunk):
+                body[0] = chunk[take:]
+                buffer[filled : filled + take] = memoryview(chunk)[:take]
+            else:
+                body.popleft()
+                buffer[filled : filled + take] = chunk
+            filled += take
+        self._taken(filled)
+        return filled
+
+    async def _receive_directly(self, buffer: memoryview, timeout: float | None) -> int:
+        transport = self._transport
+        assert transport is not None
+        into_body = self._into_body
+        if into_body is None:
+            into_body = self._into_body = _IntoBody(self)
+        self._into = buffer[: self._remaining]
+        self._into_filled = 0
+        transport.set_protocol(into_body)
+        try:
+            while not self._into_filled:
+                if self._error is not None:
+                    raise self._error
+                if self.closed:
+                    raise httpx.RemoteProtocolError("Server disconnected during the response body.")
+                if not await self._wait(timeout):
+                    raise httpx.ReadTimeout("Timed out reading the response body.")
+            return self._into_filled
+        finally:
+            self._into = None
+            if transport.get_protocol() is into_body:
+                transport.set_protocol(self._direct_protocol())
+
+    def _taken(self, size: int) -> None:
+        """The reader took ``size`` queued bytes: reading resumes below the low mark."""
+        self._buffered -= size
         if self._reading_paused and self._buffered < _RESUME_BELOW and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
-        return chunk
 
     def release(self) -> None:
         """Mark the connection idle after its response was fully consumed."""

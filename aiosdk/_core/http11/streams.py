@@ -39,20 +39,37 @@ class ResponseStream(httpx.AsyncByteStream):
             raise StopAsyncIteration
         try:
             chunk = await conn.receive_body(self._timeout)
-        except httpx.TransportError as exc:
-            self._conn = None
-            self._pool.discard(conn)
-            exc.request = self._request
-            raise
-        except BaseException:
-            self._conn = None
-            self._pool.discard(conn)
+        except BaseException as exc:
+            self._failed(conn, exc)
             raise
         if chunk is None:
             self._conn = None
             self._pool.release(conn)
             raise StopAsyncIteration
         return chunk
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        """Receive the next bytes of the body straight into ``buffer`` (writable bytes, not
+        empty): how many, or 0 once the body is complete (the connection then goes back to
+        the pool). It may be mixed with iterating the stream: each byte comes once."""
+        conn = self._conn
+        if conn is None:
+            return 0
+        try:
+            size = await conn.receive_into(buffer, self._timeout)
+        except BaseException as exc:
+            self._failed(conn, exc)
+            raise
+        if not size:
+            self._conn = None
+            self._pool.release(conn)
+        return size
+
+    def _failed(self, conn: Connection, exc: BaseException) -> None:
+        self._conn = None
+        self._pool.discard(conn)
+        if isinstance(exc, httpx.TransportError):
+            exc.request = self._request
 
     async def aclose(self) -> None:
         conn = self._conn

@@ -6,7 +6,8 @@ A format is asked for by ``?format=`` (a MIME type, or a file suffix with or wit
 ``None`` for the family's own wire form (raw bytes for arrays, an Arrow IPC stream for tables
 and sparse arrays), and refuses a format the node cannot be had in with
 :class:`NotAcceptableError` (406), whose message lists those it can. The renderers do their
-CPU work in a worker thread, never in the event loop; data of a type a format cannot hold
+CPU work in a worker thread, never in the event loop; a table is rendered a partition at a
+time (:class:`TableRendering`), never whole; data of a type a format cannot hold
 (pyarrow refusing it) is :class:`~..catalog.nodes.InvalidContentError` (422) saying so.
 
 =========  ===================================================================================
@@ -58,7 +59,7 @@ __all__ = [
     "formats_answer",
     "render_array",
     "render_sparse",
-    "render_table",
+    "TableRendering",
     "resolve_format",
     "table_stream",
 ]
@@ -322,16 +323,37 @@ def _rendered(renderer: Callable[[Any], bytes], data: Any, fmt: Format) -> bytes
         raise InvalidContentError(f"The data cannot be written as {fmt.mime}: {exc}") from None
 
 
-def _parquet(table: Any) -> bytes:
-    sink = pyarrow.BufferOutputStream()
-    pyarrow.parquet.write_table(table, sink)
-    return bytes(sink.getvalue())
+class _Pieces:
+    """A write-only binary file that keeps what is written to it until :meth:`take` hands
+    it on: the sink of a pyarrow writer whose output goes out partition by partition."""
 
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self._position = 0
+        self.closed = False
 
-def _table_csv(table: Any) -> bytes:
-    sink = pyarrow.BufferOutputStream()
-    pyarrow.csv.write_csv(table, sink)
-    return bytes(sink.getvalue())
+    def write(self, data: Any) -> int:
+        piece = bytes(data)
+        self._pieces.append(piece)
+        self._position += len(piece)
+        return len(piece)
+
+    def tell(self) -> int:
+        return self._position
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> list[bytes]:
+        """What was written since the last call, in the pieces it was written in."""
+        pieces, self._pieces = self._pieces, []
+        return pieces
 
 
 def _json_default(value: Any) -> Any:
@@ -356,47 +378,102 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _table_json(table: Any) -> bytes:
+def _json_records(table: Any) -> bytes:
     records = _finite(table.to_pylist())
     try:
-        return _dumps(records, _json_default)
+        return _dumps(records, _json_default)[1:-1]  # without the list's brackets
     except TypeError as exc:
         raise InvalidContentError(f"The table cannot be written as JSON: {exc}") from None
 
 
-_TABLE_RENDERERS: dict[Format, Callable[[Any], bytes]] = {
-    ARROW: table_stream,
-    PARQUET: _parquet,
-    CSV: _table_csv,
-    JSON: _table_json,
-}
+class TableRendering:
+    """A table in an export format, written partition by partition: :meth:`add` each part (a
+    :class:`pyarrow.Table` of ``schema``) in order, then :meth:`finish`; each gives the bytes
+    to send next (in pieces, as the writer made them: never joined). Arrow is one IPC stream
+    (each part's dictionaries replacing the last ones), Parquet a row group (or more) per
+    part, CSV one header then the rows, JSON one list of records. Blocking: call them in a
+    worker thread, one at a time. A type the format cannot hold is
+    :class:`~..catalog.nodes.InvalidContentError` (422), raised by the first part that has
+    it."""
 
+    def __init__(self, schema: Any, fmt: Format) -> None:
+        if fmt not in (ARROW, PARQUET, CSV, JSON):
+            raise NotAcceptableError(f"A table cannot be had as {fmt.mime}")
+        self.fmt = fmt
+        self._schema = schema
+        self._sink = _Pieces()
+        self._writer: Any = None
+        self._records = 0  # JSON: the parts with rows written so far
 
-async def render_table(table: Any, fmt: Format) -> bytes:
-    """``table`` (a :class:`pyarrow.Table`) in ``fmt``, one of :func:`formats` of tables (in a
-    worker thread)."""
-    renderer = _TABLE_RENDERERS.get(fmt)
-    if renderer is None:
-        raise NotAcceptableError(f"A table cannot be had as {fmt.mime}")
-    if fmt == JSON:
-        check_json_values(table.num_rows * table.num_columns)
-    return await anyio.to_thread.run_sync(_rendered, renderer, table, fmt)
+    def _open(self) -> Any:
+        if self.fmt == ARROW:
+            return pyarrow.ipc.new_stream(self._sink, self._schema)
+        if self.fmt == PARQUET:
+            return pyarrow.parquet.ParquetWriter(self._sink, self._schema)
+        return pyarrow.csv.CSVWriter(self._sink, self._schema)
+
+    def add(self, table: Any) -> list[bytes]:
+        """The bytes of ``table``, the next part (the format's head before the first)."""
+        if self.fmt == JSON:
+            head = b"" if self._records or self._sink.tell() else b"["
+            self._sink.write(head)
+            if table.num_rows:
+                self._sink.write(b"," if self._records else b"")
+                self._sink.write(_json_records(table))
+                self._records += 1
+            return self._sink.take()
+        try:
+            if self._writer is None:
+                self._writer = self._open()
+            self._writer.write_table(table)
+        except pyarrow.ArrowException as exc:
+            raise InvalidContentError(
+                f"The data cannot be written as {self.fmt.mime}: {exc}"
+            ) from None
+        return self._sink.take()
+
+    def finish(self) -> list[bytes]:
+        """The bytes that end the export (a Parquet footer, an IPC end of stream)."""
+        if self.fmt == JSON:
+            return [b"" if self._sink.tell() else b"[", b"]"]
+        try:
+            if self._writer is None:
+                self._writer = self._open()
+            self._writer.close()
+        except pyarrow.ArrowException as exc:
+            raise InvalidContentError(
+                f"The data cannot be written as {self.fmt.mime}: {exc}"
+            ) from None
+        return self._sink.take()
 
 
 # --- sparse arrays ----------------------------------------------------------------------------
 
 
-def _dense(table: Any, shape: tuple[int, ...], dtype: numpy.dtype[Any]) -> bytes:
-    dense = numpy.zeros(shape, dtype)
+def _dense(table: Any, shape: tuple[int, ...], dtype: numpy.dtype[Any]) -> memoryview:
+    """The ``.npy`` file of a sparse array made dense, in one buffer: its header, then the
+    dense array filled in place there (not made apart and copied)."""
+    if dtype.byteorder == ">":
+        dtype = dtype.newbyteorder("<")
+    head = io.BytesIO()
+    header = {"descr": numpy.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+    numpy.lib.format.write_array_header_1_0(head, {**header, "shape": shape})
+    start = head.tell()
+    count = math.prod(shape)
+    body = bytearray(start + count * dtype.itemsize)  # zeros
+    body[:start] = head.getvalue()
+    dense = numpy.frombuffer(body, dtype, count, start).reshape(shape)
     coords = tuple(
         table.column(f"coord_{axis}").to_numpy(zero_copy_only=False) for axis in range(len(shape))
     )
     data = table.column("data").to_numpy(zero_copy_only=False)
     numpy.add.at(dense, coords, data)  # duplicates summed, as COO.todense() does (bools: or)
-    return _npy(dense)
+    return memoryview(body)
 
 
-async def render_sparse(table: Any, structure: Mapping[str, Any], fmt: Format) -> bytes:
+async def render_sparse(
+    table: Any, structure: Mapping[str, Any], fmt: Format
+) -> bytes | memoryview:
     """A sparse array (its COO ``table``, as stored, and its node's ``structure``) in ``fmt``,
     one of :func:`formats` of sparse arrays (in a worker thread)."""
     if fmt == ARROW:

@@ -12,6 +12,7 @@ the id): an array at ``arrays/<id>/``, a table at ``tables/<id>/``, a sparse arr
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import uuid
@@ -23,10 +24,20 @@ from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import LocalStore, MemoryStore
 
-__all__ = ["FAMILY_PREFIXES", "BlobStore", "DurableLocalStore", "write_file"]
+__all__ = [
+    "FAMILY_PREFIXES",
+    "TEMPORARY_SUFFIX",
+    "BlobStore",
+    "DurableLocalStore",
+    "file_version",
+    "map_file",
+    "write_file",
+]
 
 FAMILY_PREFIXES = {"array": "arrays", "table": "tables", "sparse": "sparse"}
 """The top-level prefix of each data family's nodes."""
+TEMPORARY_SUFFIX = ".partial"
+"""How the name of a file being written ends (renamed into place once whole)."""
 
 
 class BlobStore:
@@ -62,14 +73,14 @@ class BlobStore:
         buffer = await self.store.get(key, default_buffer_prototype())
         return None if buffer is None else memoryview(buffer.as_buffer_like())
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         """Store ``data`` at ``key``, whole or not at all (in a directory: see
         :func:`write_file`, in a worker thread)."""
         path = self.local_path(key)
         if path is not None:
             await anyio.to_thread.run_sync(write_file, path, data)
             return
-        await self.store.set(key, default_buffer_prototype().buffer.from_bytes(data))
+        await self.store.set(key, default_buffer_prototype().buffer.from_bytes(bytes(data)))
 
     async def remove(self, node_ids: Iterable[str]) -> None:
         """Remove the bytes of the nodes ``node_ids``, of whichever data family they are."""
@@ -104,7 +115,7 @@ def write_file(path: Path, data: bytes | bytearray | memoryview) -> None:
     """Write ``data`` to ``path`` whole or not at all: to a temporary file beside it, flushed
     to disk, renamed into place (and the directory flushed, so the rename survives a crash)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}")
     try:
         with temporary.open("wb") as file:
             file.write(data)
@@ -137,3 +148,22 @@ def _open_directory(path: Path) -> DurableLocalStore:
         return store
     opening.close()
     raise RuntimeError("zarr's LocalStore.open awaited something: open it in an event loop")
+
+
+def file_version(stat: os.stat_result) -> str:
+    """A tag of this version of a chunk's file (size, mtime, inode: a chunk is replaced by a
+    rename, so every write makes a new inode, and a mapping keeps the version it mapped)."""
+    return f"{stat.st_size:x}-{stat.st_mtime_ns:x}-{stat.st_ino:x}"
+
+
+def map_file(path: Path) -> tuple[memoryview, str] | None:
+    """The file's bytes (mapped, not copied: measured cheaper to serve than a read into fresh
+    memory) and its :func:`file_version`, or ``None`` if there is none."""
+    try:
+        file = path.open("rb")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with file:
+        stat = os.fstat(file.fileno())
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    return memoryview(mapped), file_version(stat)

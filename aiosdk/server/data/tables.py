@@ -8,11 +8,14 @@ A table node's structure (the database row is the source of truth)::
 Its schema is fixed when it is created; ``npartitions`` and ``nrows`` (rows per partition)
 count what has been written (a partition declared at creation and not written yet reads as no
 rows). Partition ``n`` lives at ``tables/<node id>/part-<n>.arrows``: an Arrow IPC stream
-written by the server, with the table's own schema message (every partition's begins with the
-same bytes), so that a read of the whole table is the partitions' bytes one after another (the
-schema once, then the batches of each, with each partition's dictionaries replacing the last
-ones, which the stream format allows). A partition is written whole to a temporary key and
-renamed (:meth:`.store.BlobStore.put`): a failed write never leaves half a partition readable.
+that begins with the table's own schema message (every partition's begins with the same
+bytes) and ends with the end-of-stream marker, so that a read of the whole table is the
+partitions' bytes one after another (the schema once, then the batches of each, with each
+partition's dictionaries replacing the last ones, which the stream format allows), sent from
+the files as they are. A body that is such a stream already (what the client sends) is stored
+as it came, once checked whole; any other valid one is re-encoded so. A partition is written
+whole to a temporary key and renamed (:meth:`.store.BlobStore.put`): a failed write never
+leaves half a partition readable.
 
 Everything here that parses, checks or writes Arrow data is blocking: the routes call it in a
 worker thread.
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,17 +42,19 @@ __all__ = [
     "MAX_DECODED_BYTES",
     "MAX_PARTITIONS",
     "EOS",
+    "DamagedPartitionError",
     "check_columns",
     "checked_stream",
     "refuse_compressed",
-    "columns_stream",
+    "content_tag",
     "decode_schema",
     "empty_stream",
     "encode_schema",
     "joined_spans",
     "partition_key",
-    "read_table",
+    "read_stream",
     "structure_after_write",
+    "table_tag",
     "validate_structure",
 ]
 
@@ -171,27 +178,32 @@ def _is_compressed(message: Any) -> bool:
     return _field(meta, batch, 3) is not None
 
 
-def refuse_compressed(body: bytes | bytearray | memoryview) -> None:
+def refuse_compressed(body: bytes | bytearray | memoryview) -> int:
     """Refuse (:class:`~..catalog.nodes.InvalidContentError`, 422) an IPC stream ``body`` with
     compressed (LZ4, ZSTD) batches, before any is decoded: one could expand to far more than
-    it weighs, and the client never sends them."""
+    it weighs, and the client never sends them. Returns how many bytes of ``body`` its
+    messages take, end-of-stream marker included (anything after is not part of it)."""
+    source = pyarrow.BufferReader(pyarrow.py_buffer(body))
     try:
-        for message in pyarrow.ipc.MessageReader.open_stream(pyarrow.py_buffer(body)):
+        for message in pyarrow.ipc.MessageReader.open_stream(source):
             if _is_compressed(message):
                 raise InvalidContentError(
                     "Compressed Arrow IPC bodies are not accepted: send the batches uncompressed"
                 )
     except (pyarrow.ArrowException, OSError, struct.error) as exc:  # OSError: invalid IPC
         raise InvalidContentError(f"The body is not a valid Arrow IPC stream: {exc}") from None
+    return int(source.tell())
 
 
-def checked_stream(body: bytes | bytearray | memoryview, schema: Any) -> tuple[bytes, int]:
-    """A partition's IPC stream ``body`` as it is stored (re-encoded with the table's exact
-    ``schema``, metadata included, its batches as sent), and its number of rows.
-    :class:`~..catalog.nodes.InvalidContentError` (422) if ``body`` is not an IPC stream, its
-    schema is not the table's (metadata aside), its data is invalid or compressed
-    (:func:`refuse_compressed`), or it holds more than :data:`MAX_DECODED_BYTES`."""
-    refuse_compressed(body)
+def checked_stream(body: bytearray, schema: Any) -> tuple[bytes | bytearray, int]:
+    """A partition's IPC stream ``body`` as it is stored, and its number of rows: ``body``
+    itself when it is a whole stream of the table's exact schema message (as the client sends
+    it: the partitions of a table then join into one stream, see :func:`joined_spans`), else
+    re-encoded with the table's ``schema``, metadata included, its batches as sent. Either way
+    it is checked whole first: :class:`~..catalog.nodes.InvalidContentError` (422) if it is
+    not an IPC stream, its schema is not the table's (metadata aside), its data is invalid or
+    compressed (:func:`refuse_compressed`), or it holds more than :data:`MAX_DECODED_BYTES`."""
+    end = refuse_compressed(body)
     try:
         reader = pyarrow.ipc.open_stream(pyarrow.py_buffer(body))
         if not reader.schema.equals(schema, check_metadata=False):
@@ -199,7 +211,7 @@ def checked_stream(body: bytes | bytearray | memoryview, schema: Any) -> tuple[b
                 f"The partition's schema is not the table's: {_difference(reader.schema, schema)}"
             )
         batches = []
-        decoded = 0
+        decoded = rows = 0
         for batch in reader:
             decoded += batch.nbytes
             if decoded > MAX_DECODED_BYTES:
@@ -207,11 +219,18 @@ def checked_stream(body: bytes | bytearray | memoryview, schema: Any) -> tuple[b
                     f"A partition holds at most {MAX_DECODED_BYTES // 2**20} MiB once read"
                 )
             batch.validate(full=True)
-            batches.append(pyarrow.RecordBatch.from_arrays(batch.columns, schema=schema))
+            rows += batch.num_rows
+            batches.append(batch)
     except (pyarrow.ArrowException, OSError) as exc:  # OSError: an invalid IPC message
         raise InvalidContentError(f"The body is not a valid Arrow IPC stream: {exc}") from None
-    table = pyarrow.Table.from_batches(batches, schema=schema)
-    return table_stream(table), int(table.num_rows)
+    head = schema.serialize()
+    if end == len(body) and body.endswith(EOS) and body[: head.size] == head.to_pybytes():
+        return body, rows
+    table = pyarrow.Table.from_batches(
+        [pyarrow.RecordBatch.from_arrays(batch.columns, schema=schema) for batch in batches],
+        schema=schema,
+    )
+    return table_stream(table), rows
 
 
 def empty_stream(schema: Any) -> bytes:
@@ -219,8 +238,24 @@ def empty_stream(schema: Any) -> bytes:
     return table_stream(schema.empty_table())
 
 
-def _read(stream: bytes | memoryview) -> Any:
-    return pyarrow.ipc.open_stream(pyarrow.py_buffer(stream)).read_all()
+def read_stream(stream: bytes | memoryview, columns: Sequence[str] | None = None) -> Any:
+    """A stored partition ``stream`` as a :class:`pyarrow.Table` (of ``columns`` only, in
+    that order, if given), its buffers those of ``stream`` (not copied)."""
+    _check_whole(stream)
+    table = pyarrow.ipc.open_stream(pyarrow.py_buffer(stream)).read_all()
+    return table if columns is None else table.select(list(columns))
+
+
+class DamagedPartitionError(Exception):
+    """A stored partition is not whole (changed on disk by something else than this server,
+    which writes every one whole): never served as if it were (an answer begun is cut)."""
+
+
+def _check_whole(stream: bytes | memoryview) -> None:
+    # pyarrow takes the end of the buffer for the end of the stream: a file cut at a message
+    # boundary would read as fewer rows, silently.
+    if stream[-len(EOS) :] != EOS:
+        raise DamagedPartitionError("a stored partition has no end-of-stream marker")
 
 
 def check_columns(schema: Any, columns: Sequence[str]) -> None:
@@ -232,17 +267,18 @@ def check_columns(schema: Any, columns: Sequence[str]) -> None:
         )
 
 
-def columns_stream(streams: Sequence[bytes | memoryview], columns: Sequence[str]) -> bytes:
-    """The stored partition ``streams`` as one IPC stream of ``columns`` only (in that order)."""
-    tables = [_read(stream).select(list(columns)) for stream in streams]
-    return table_stream(pyarrow.concat_tables(tables))
+def content_tag(stream: bytes | memoryview) -> str:
+    """A tag of a partition held in memory (a store that is not a directory): its digest."""
+    return hashlib.blake2b(stream, digest_size=16).hexdigest()
 
 
-def read_table(streams: Sequence[bytes | memoryview], columns: Sequence[str] | None) -> Any:
-    """The stored partition ``streams`` as one :class:`pyarrow.Table` (of ``columns``)."""
-    tables = [_read(stream) for stream in streams]
-    table = pyarrow.concat_tables(tables)
-    return table if columns is None else table.select(list(columns))
+def table_tag(node_id: str, structure: Mapping[str, Any], tags: Sequence[str]) -> str:
+    """The strong ETag of a whole-table read: the node, its structure, and the ``tags`` of the
+    partitions read (so any partition rewritten makes another)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (node_id, json.dumps(structure, sort_keys=True), *tags):
+        digest.update(f"{len(part)}:{part};".encode())
+    return f'"{digest.hexdigest()}"'
 
 
 def _schema_length(stream: bytes | memoryview) -> int:
@@ -265,8 +301,8 @@ def joined_spans(streams: Sequence[memoryview]) -> list[memoryview] | None:
     for stream in streams:
         if _schema_length(stream) != head or stream[:head] != schema_bytes:
             return None
-        end = len(stream) - len(EOS) if stream[-len(EOS) :] == EOS else len(stream)
-        spans.append(stream[head:end])
+        _check_whole(stream)
+        spans.append(stream[head : len(stream) - len(EOS)])
     spans.append(memoryview(EOS))
     return spans
 

@@ -11,8 +11,9 @@ commits no memory. Either way its size is bounded by the body limit of the layer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
+import anyio
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -21,7 +22,14 @@ from starlette.types import Receive, Scope, Send
 from ..catalog.nodes import InvalidContentError
 from ..errors import InvalidRequestError
 
-__all__ = ["PIECE_BYTES", "BodyResponse", "read_body", "receive_body"]
+__all__ = [
+    "HEAD_REQUEST",
+    "PIECE_BYTES",
+    "BodyResponse",
+    "StreamedResponse",
+    "read_body",
+    "receive_body",
+]
 
 
 async def receive_body(scope: Scope, receive: Receive, expected: int | None = None) -> bytearray:
@@ -111,29 +119,75 @@ PIECE_BYTES = 1024 * 1024
 """A body is handed to the server's transport this much at a time: measured cheaper than in
 one piece, which the event loop's transport copies whole into fresh memory of its own."""
 
+HEAD_REQUEST = "aiosdk.head"
+"""Set (true) in the scope of a HEAD request answered as a GET (see
+:class:`~.middleware.HeadMiddleware`): a :class:`StreamedResponse` then reads no body."""
 
-class BodyResponse(Response):
-    """An answer whose body is ``spans`` one after another (memoryviews, not copied, nor
-    joined), with their total as its ``Content-Length``, going out :data:`PIECE_BYTES` at a
-    time, each piece once the transport has taken the one before."""
+
+class StreamedResponse(Response):
+    """An answer of ``size`` bytes that ``pieces()`` yields (memoryviews, not copied, nor
+    joined), going out :data:`PIECE_BYTES` at a time, each piece once the transport has taken
+    the one before; to a HEAD request, its headers alone, ``pieces`` never called."""
 
     def __init__(
         self,
-        spans: Sequence[memoryview],
+        pieces: Callable[[], AsyncIterator[memoryview]],
+        size: int,
         status_code: int,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         media_type: str,
     ) -> None:
         super().__init__(None, status_code, headers, media_type)
-        self.spans = spans
-        self.headers["content-length"] = str(sum(len(span) for span in spans))
+        self.pieces = pieces
+        self.headers["content-length"] = str(size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        for span in self.spans:
+        if not scope.get(HEAD_REQUEST):
+            # The server's send() returns quietly once the client has gone, so the pieces
+            # would be read to the end for no one: the client's going stops them.
+            failure: list[Exception] = []
+            async with anyio.create_task_group() as group:
+                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+                try:
+                    await self._send_pieces(send)
+                except Exception as exc:  # raised as it is, not in an exception group
+                    failure.append(exc)
+                group.cancel_scope.cancel()
+            if failure:
+                raise failure[0]
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_pieces(self, send: Send) -> None:
+        async for span in self.pieces():
             for start in range(0, len(span), PIECE_BYTES):
                 piece = span[start : start + PIECE_BYTES]
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` once the client has disconnected (the request's body is read by
+    then: the routes that stream an answer read theirs first)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+class BodyResponse(StreamedResponse):
+    """An answer whose body is ``spans`` one after another (see :class:`StreamedResponse`),
+    with their total as its ``Content-Length``."""
+
+    def __init__(
+        self,
+        spans: Sequence[memoryview],
+        status_code: int,
+        headers: Mapping[str, str],
+        media_type: str,
+    ) -> None:
+        async def pieces() -> AsyncIterator[memoryview]:
+            for span in spans:
+                yield span
+
+        super().__init__(pieces, sum(len(span) for span in spans), status_code, headers, media_type)

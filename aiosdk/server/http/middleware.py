@@ -11,11 +11,18 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InvalidRequestError, NotFoundError, PayloadTooLargeError, is_data_error
+from ..errors import (
+    AnswerCutShort,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    is_data_error,
+)
 from ..logs import choose_request_id, logger
 from ..state import Metrics
 from ..storage.db import is_lock_timeout
 from ..unit_of_work import DatabaseBusyError
+from .bodies import HEAD_REQUEST
 from .errors import api_error_response, data_error_response, error_response
 from .idempotency import MUTATING_METHODS
 from .routing import allowed_methods, is_served
@@ -71,6 +78,11 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_request_id)
         except ClientDisconnect:
             logger.debug("Client went away during %s %s", scope["method"], scope["path"])
+        except AnswerCutShort as exc:
+            logger.info(
+                "Cut %s %s short (request %s): %s", scope["method"], scope["path"], request_id, exc
+            )
+            raise
         except HTTPException as exc:
             if status is not None:
                 raise
@@ -132,7 +144,8 @@ class HeadMiddleware:
     """Answers HEAD wherever GET is answered (RFC 9110): as the GET, headers and all, no body.
 
     The routes declare GET only; a HEAD request goes through every layer inside this one as a
-    GET, and its response body is dropped here (Content-Length stays that of the GET).
+    GET, and its response body is dropped here (Content-Length stays that of the GET); the scope
+    says it is a HEAD (:data:`~.bodies.HEAD_REQUEST`), so that a streamed body is not read.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -148,7 +161,7 @@ class HeadMiddleware:
                 message = {**message, "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+        await self.app({**scope, "method": "GET", HEAD_REQUEST: True}, receive, send_headers_only)
 
 
 DATA_PATHS = ("/api/v1/array/", "/api/v1/table/", "/api/v1/sparse/")

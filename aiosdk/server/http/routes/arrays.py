@@ -4,30 +4,39 @@ Bodies are raw C-order little-endian bytes. Every answer with data says what it 
 ``X-Aiosdk-Dtype`` (numpy's ``dtype.str``) and ``X-Aiosdk-Shape`` (``256,8192``; empty for a
 0-d array), with an ``ETag`` of the stored chunks it was read from and ``Accept-Ranges: bytes``:
 a ``Range`` (with ``If-Range``) resumes an interrupted read (see :mod:`...data.ranges`).
-Reads need ``read`` on the node, writes ``write`` (a node the caller may not read is answered
-404 like a missing one). Bodies go up to ``limits.max_data_body_bytes``.
+A raw read is zstd-encoded when the request's ``Accept-Encoding`` allows it and the data
+compresses (see :mod:`..encoding`; never with a ``Range``).
+A selection's raw bytes are streamed as they are read, a slab at a time, of any size (its
+headers, a HEAD's whole answer, come from the structure and the chunks' file versions alone);
+one that changes while it is sent is cut short, so that a body received whole is the one its
+ETag names. Reads need ``read`` on the node, writes ``write`` (a node the caller may not read
+is answered 404 like a missing one). Bodies go up to ``limits.max_data_body_bytes``.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 
 from ...authorization import READ, WRITE
 from ...catalog.nodes import InvalidContentError, NodeRead, Viewer
 from ...data import export
-from ...data.arrays import ArrayData, Selection, as_bytes, normalise_selection
+from ...data.arrays import ArrayData, Selection, SelectionRead, as_bytes
 from ...data.ranges import requested_range
 from ...data.structures import ArrayStructure, validate_array_structure
 from ...errors import InvalidRequestError
-from ..bodies import BodyResponse, read_body
+from .. import encoding
+from ..bodies import BodyResponse, StreamedResponse, read_body
 from ..dependencies import Current, RequestCall
 from ..openapi import documented_error
 from .data_nodes import commit_structure, data_node, done_reading, locked_data_node
 from .organizations import conflict
 
 __all__ = [
+    "MAX_EXPORT_BYTES",
     "OCTET_STREAM",
     "array_node",
     "data_response",
@@ -41,8 +50,9 @@ router = APIRouter(prefix="/array", tags=["arrays"])
 OCTET_STREAM = "application/octet-stream"
 DTYPE_HEADER = "X-Aiosdk-Dtype"
 SHAPE_HEADER = "X-Aiosdk-Shape"
-MAX_SELECTION_BYTES = 1024**3
-"""The largest selection ``GET /array/full`` answers in one body (read larger by blocks)."""
+MAX_EXPORT_BYTES = 1024**3
+"""The largest selection ``GET /array/full`` exports in a format other than raw bytes (made
+whole in memory; raw bytes are streamed, of any size)."""
 _MAX_INDEX_TEXT = 32 * 44  # 32 axes of a:b:c with 19-digit numbers
 
 
@@ -59,26 +69,47 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return ",".join(map(str, shape))
 
 
-def data_response(
+async def data_response(
     request: Request,
-    body: memoryview,
+    body: memoryview | SelectionRead,
     etag: str | None,
     headers: dict[str, str],
     media_type: str = OCTET_STREAM,
 ) -> Response:
-    """``body`` as the answer to ``request``: whole (200), the part its ``Range`` asks for
-    (206), or 304 when its ``If-None-Match`` names ``etag``."""
-    headers = {**headers, "Accept-Ranges": "bytes"}
+    """``body`` (bytes, or a selection read as it is sent) as the answer to ``request``: whole
+    (200; zstd-encoded when the request allows it and the body compresses, see
+    :mod:`..encoding`), the part its ``Range`` asks for (206), or 304 when its
+    ``If-None-Match`` names ``etag`` (or its zstd form's); nothing of a selection is read for
+    a 304, a 416 or a HEAD request."""
+    headers = {**headers, "Accept-Ranges": "bytes", **encoding.VARY}
     if etag is not None:
         headers["ETag"] = etag
-        wanted = request.headers.get("if-none-match")
-        if wanted is not None and etag in {tag.strip() for tag in wanted.split(",")}:
-            return Response(status_code=304, headers=headers)
-    part = requested_range(request.headers, len(body), etag)
-    if part is None:
-        return BodyResponse([body], 200, headers, media_type)
-    headers["Content-Range"] = part.content_range
-    return BodyResponse([body[part.start : part.stop]], 206, headers, media_type)
+        matched = encoding.etag_matches(request.headers, etag)
+        if matched is not None:
+            return Response(status_code=304, headers={**headers, "ETag": matched})
+    size = body.nbytes
+    if isinstance(body, memoryview):
+        whole = body
+
+        async def spans() -> AsyncIterator[memoryview]:
+            yield whole
+
+        pieces: Callable[[], AsyncIterator[memoryview]] = spans
+    else:
+        pieces = body.pieces
+    encoded = await encoding.negotiated(request, pieces, size, headers, media_type)
+    if encoded is not None:
+        return encoded
+    part = requested_range(request.headers, size, etag)
+    start, stop, status = (0, size, 200) if part is None else (part.start, part.stop, 206)
+    if part is not None:
+        headers["Content-Range"] = part.content_range
+    if isinstance(body, memoryview):
+        return BodyResponse([body[start:stop]], status, headers, media_type)
+    selection = body
+    return StreamedResponse(
+        lambda: selection.pieces(start, stop), stop - start, status, headers, media_type
+    )
 
 
 # --- parameters ------------------------------------------------------------------------------
@@ -155,7 +186,12 @@ _BYTES_200 = {
             "description": "The data's shape, lengths separated by commas (empty for 0-d)",
             "schema": {"type": "string"},
         },
-        "ETag": {"description": "A tag of the stored chunks read", "schema": {"type": "string"}},
+        "ETag": {
+            "description": "A tag of the stored chunks read (ending -zstd inside the quotes for"
+            " the zstd-encoded form)",
+            "schema": {"type": "string"},
+        },
+        **encoding.ENCODING_HEADERS,
     },
 }
 _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -165,7 +201,10 @@ _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: documented_error("Invalid path, block index or selection, or the node is no array"),
     404: _NODE_404,
     416: documented_error("The Range asked for is beyond the data's end"),
-    422: documented_error("The node's structure is invalid, or the selection is too large."),
+    422: documented_error(
+        "The node's structure is invalid, or the selection is too large to export in the format"
+        " asked for."
+    ),
 }
 _BODY = {
     "requestBody": {
@@ -203,7 +242,7 @@ async def get_block(path: str, request: Request, call: Current, block: IndexText
     structure.check_block(index)
     await done_reading(call)
     found = await ArrayData(call.state.blobs, view.node.id, structure).read_block(index)
-    return data_response(request, found.body, found.etag, _headers(structure, found.shape))
+    return await data_response(request, found.body, found.etag, _headers(structure, found.shape))
 
 
 @router.get(
@@ -226,32 +265,23 @@ async def get_full(
     """The array at ``path``, or the part ``slice`` picks (numpy basic indexing: integers and
     ``start:stop:step``, negative values too, like ``10:20,::2``); exported as ``format`` (a
     MIME type or a suffix) or as the ``Accept`` header asks, when it asks for another than raw
-    bytes."""
+    bytes (at most :data:`MAX_EXPORT_BYTES`; raw bytes are streamed, of any size)."""
     view, _, structure = await array_node(call, path)
     selection = parse_selection(slice)
     fmt = export.resolve_format("array", structure.to_json(), format, request.headers.get("accept"))
     await done_reading(call)
     data = ArrayData(call.state.blobs, view.node.id, structure)
-    size = _selection_nbytes(data, selection)
-    if size > MAX_SELECTION_BYTES:
+    read = await data.selection(selection)
+    headers = _headers(structure, read.shape)
+    if fmt is None:
+        return await data_response(request, read, read.etag, headers)
+    if read.nbytes > MAX_EXPORT_BYTES:
         raise InvalidContentError(
-            f"The selection is {size:,} bytes; at most {MAX_SELECTION_BYTES // 2**20} MiB in one"
-            " answer: read it by blocks"
+            f"The selection is {read.nbytes:,} bytes; at most {MAX_EXPORT_BYTES // 2**20} MiB"
+            f" exported as {fmt.mime} in one answer: export a smaller selection"
         )
-    values, etag = await data.read_selection(selection)
-    if fmt is not None:
-        body = await export.render_array(values, fmt)
-        return Response(body, media_type=fmt.mime, headers=_headers(structure, values.shape))
-    return data_response(request, as_bytes(values), etag, _headers(structure, values.shape))
-
-
-def _selection_nbytes(data: ArrayData, selection: Selection) -> int:
-    normal, _ = normalise_selection(selection, data.structure.shape)
-    count = 1
-    for item in normal:
-        if not isinstance(item, int):
-            count *= len(range(item.start, item.stop, item.step))
-    return count * data.structure.dtype.itemsize
+    body = await export.render_array(await read.whole(), fmt)
+    return Response(body, media_type=fmt.mime, headers=headers)
 
 
 @router.put(
@@ -324,8 +354,61 @@ async def patch_region(
     grown["shape"] = [max(e, n) for e, n in zip(end, current.shape, strict=True)]
     extended = ArrayStructure.of(validate_array_structure(grown))
     data = ArrayData(call.state.blobs, view.node.id, extended)
-    await data.write_region(start, lengths, body)
+    values = np.frombuffer(body, extended.dtype).reshape(lengths)
+    # What lies past the current shape is written first (no reader sees it before the new
+    # shape commits); what lies inside it, last thing before the commit, once everything else
+    # the request does has succeeded: a failed request leaves the visible array as it was.
+    inside, outside = _split(start, lengths, current.shape)
+    for region_start, region_lengths in outside:
+        await data.write_region(region_start, region_lengths, _part(values, start, region_start,
+                                                                    region_lengths))  # fmt: skip
     if extended.shape != current.shape:
-        await data.save_metadata(always=True)
         await commit_structure(call, view, extended.to_json())
+
+    async def finish() -> None:
+        if inside is not None:
+            await data.write_region(inside[0], inside[1], _part(values, start, *inside))
+        if extended.shape != current.shape:
+            await data.save_metadata(always=True)
+
+    call.work.before_commit(finish)
     return Response(status_code=204)
+
+
+Box = tuple[tuple[int, ...], tuple[int, ...]]
+"""A region: its offset and its lengths."""
+
+
+def _split(
+    start: tuple[int, ...], lengths: tuple[int, ...], shape: tuple[int, ...]
+) -> tuple[Box | None, list[Box]]:
+    """The region ``start`` + ``lengths`` as its part inside ``shape`` (``None`` if none) and
+    the boxes that make up the rest (at most one per axis)."""
+    end = tuple(s + n for s, n in zip(start, lengths, strict=True))
+    inside_end = tuple(min(e, n) for e, n in zip(end, shape, strict=True))
+    inside = None
+    if all(s < e for s, e in zip(start, inside_end, strict=True)):
+        inside = (start, tuple(e - s for s, e in zip(start, inside_end, strict=True)))
+    outside: list[Box] = []
+    for axis in range(len(shape)):
+        # Within the shape along the axes before, past it along this one, anything after.
+        first = max(start[axis], shape[axis])
+        if first >= end[axis] or any(start[a] >= inside_end[a] for a in range(axis)):
+            continue
+        box_start = (*start[:axis], first, *start[axis + 1 :])
+        box_end = (*inside_end[:axis], end[axis], *end[axis + 1 :])
+        outside.append((box_start, tuple(e - s for s, e in zip(box_start, box_end, strict=True))))
+    return inside, outside
+
+
+def _part(
+    values: np.ndarray[Any, Any],
+    start: tuple[int, ...],
+    box_start: tuple[int, ...],
+    box_lengths: tuple[int, ...],
+) -> memoryview:
+    """The bytes of the box ``box_start`` + ``box_lengths`` of ``values`` (at ``start``)."""
+    where = tuple(
+        slice(b - s, b - s + n) for s, b, n in zip(start, box_start, box_lengths, strict=True)
+    )
+    return as_bytes(values[where])

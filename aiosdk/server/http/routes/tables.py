@@ -5,22 +5,33 @@ Reads need ``read`` on the node, writes ``write`` (a node the caller may not rea
 ``npartitions`` and ``nrows``) and bumps its revision in the request's unit of work: the
 answer is sent once that has committed, and a keyed ``POST`` (``Idempotency-Key``) appends one
 partition however often it is sent. Bodies go up to ``limits.max_data_body_bytes``.
+
+A read of all columns as an Arrow stream (a partition, or the whole table) is the stored
+files' bytes as they are, mapped, not copied, with an ``ETag`` and ``Accept-Ranges: bytes``:
+a ``Range`` with ``If-Range`` resumes an interrupted read (see :mod:`...data.ranges`), and
+zstd-encoded when the request's ``Accept-Encoding`` allows it and the bytes compress (see
+:mod:`..encoding`; never with a ``Range``). Column
+selections and exports are rendered one partition at a time in a worker thread and streamed
+as each is done: the server holds one partition's rendering, never the table's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from ...authorization import WRITE
 from ...data import export, tables
-from ...data.store import BlobStore
+from ...data.ranges import requested_range
+from ...data.store import BlobStore, map_file
 from ...errors import InvalidRequestError
-from ..bodies import BodyResponse, read_body
+from .. import encoding
+from ..bodies import HEAD_REQUEST, PIECE_BYTES, BodyResponse, read_body
 from ..dependencies import Current, RequestCall
 from ..openapi import documented_error
 from .data_nodes import commit_structure, data_node, done_reading, locked_data_node
@@ -55,7 +66,18 @@ _BAD_PARAMETERS = documented_error(
     "Invalid path, partition index or column, or the node is not a table"
 )
 _NOT_ACCEPTABLE = documented_error("The format asked for is not one of the table's (listed)")
-_STREAM_200 = {"description": "An Arrow IPC stream", "content": {ARROW_STREAM: {}}}
+_STREAM_200 = {
+    "description": "An Arrow IPC stream",
+    "content": {ARROW_STREAM: {}},
+    "headers": {
+        "ETag": {
+            "description": "A tag of the stored partitions (all columns as an Arrow stream only;"
+            " ending -zstd inside the quotes for the zstd-encoded form)",
+            "schema": {"type": "string"},
+        },
+        **encoding.ENCODING_HEADERS,
+    },
+}
 _BAD_BODY = documented_error(
     "The body is not an Arrow IPC stream of the table's schema, or its data is invalid."
 )
@@ -65,48 +87,149 @@ Columns = Annotated[list[str], Query(alias="column", description="Only these col
 Partition = Annotated[int, Query(description="A partition's index, from 0")]
 
 
-async def _partition_streams(
+async def _stored(
     blobs: BlobStore, node: Any, indexes: Sequence[int]
-) -> list[memoryview]:
-    """The stored streams of the partitions ``indexes`` (an unwritten one: no rows)."""
-    found = []
+) -> tuple[list[memoryview], list[str]]:
+    """The stored streams of the partitions ``indexes`` (an unwritten one: the schema without
+    rows), mapped from their files in a directory store, and a tag of each. A partition
+    rewritten meanwhile keeps, here, the version that was opened."""
+    keys = [tables.partition_key(node.id, index) for index in indexes]
+    found: list[tuple[memoryview, str] | None]
+    paths = [blobs.local_path(key) for key in keys]
+    if not node.structure["npartitions"]:  # (a file left by a failed first write is not one)
+        found = [None]
+    elif all(path is not None for path in paths):
+        found = await anyio.to_thread.run_sync(
+            lambda: [map_file(path) for path in paths if path is not None]
+        )
+    else:
+        held = [await blobs.get(key) for key in keys]
+        found = await anyio.to_thread.run_sync(
+            lambda: [None if got is None else (got, tables.content_tag(got)) for got in held]
+        )
     empty: memoryview | None = None
-    for index in indexes:
-        stream = await blobs.get(tables.partition_key(node.id, index))
-        if stream is None:
+    streams, tags = [], []
+    for item in found:
+        if item is None:
             if empty is None:
                 schema = tables.decode_schema(node.structure["arrow_schema"])
                 empty = memoryview(await anyio.to_thread.run_sync(tables.empty_stream, schema))
-            stream = empty
-        found.append(stream)
-    return found
+            item = (empty, "unwritten")
+        streams.append(item[0])
+        tags.append(item[1])
+    return streams, tags
+
+
+async def _spans_response(
+    request: Request, spans: list[memoryview], etag: str, headers: dict[str, str]
+) -> Response:
+    """``spans`` one after another as the answer: whole (200; zstd-encoded when the request
+    allows it and they compress, see :mod:`..encoding`), the part a ``Range`` asks for (206;
+    with ``If-Range``, only while ``etag`` is still the data's)."""
+    headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes", **encoding.VARY}
+    size = sum(len(span) for span in spans)
+
+    async def pieces() -> AsyncIterator[memoryview]:
+        for span in spans:
+            yield span
+
+    encoded = await encoding.negotiated(request, pieces, size, headers, ARROW_STREAM)
+    if encoded is not None:
+        return encoded
+    part = requested_range(request.headers, size, etag)
+    if part is None:
+        return BodyResponse(spans, 200, headers, ARROW_STREAM)
+    headers["Content-Range"] = part.content_range
+    kept, at = [], 0
+    for span in spans:
+        start, stop = max(part.start - at, 0), min(part.stop - at, len(span))
+        if start < stop:
+            kept.append(span[start:stop])
+        at += len(span)
+    return BodyResponse(kept, 206, headers, ARROW_STREAM)
+
+
+def _pieces(parts: list[bytes]) -> Iterator[memoryview]:
+    """``parts`` in pieces of at most :data:`~..bodies.PIECE_BYTES`, not copied."""
+    for part in parts:
+        view = memoryview(part)
+        for at in range(0, len(view), PIECE_BYTES):
+            yield view[at : at + PIECE_BYTES]
+
+
+async def _streamed(
+    request: Request,
+    streams: list[memoryview],
+    columns: Sequence[str],
+    fmt: export.Format,
+    headers: dict[str, str],
+) -> Response:
+    """``streams`` (of ``columns`` only, if given) rendered in ``fmt`` and sent partition by
+    partition as each is rendered (in a worker thread), never whole in memory. The first is
+    rendered before the answer starts, so that a type the format cannot hold is a 422; to a
+    HEAD, that is all that is rendered."""
+    selected = list(columns) or None
+
+    def start() -> tuple[export.TableRendering, list[bytes]]:
+        first = tables.read_stream(streams[0], selected)
+        rendering = export.TableRendering(first.schema, fmt)
+        return rendering, rendering.add(first)
+
+    def render(index: int) -> list[bytes]:
+        return rendering.add(tables.read_stream(streams[index], selected))
+
+    rendering, first = await anyio.to_thread.run_sync(start)
+
+    async def body() -> AsyncIterator[memoryview]:
+        if request.scope.get(HEAD_REQUEST):
+            return
+        rendered = first
+        for index in range(1, len(streams)):
+            for view in _pieces(rendered):
+                yield view
+            rendered = await anyio.to_thread.run_sync(render, index)
+        for view in _pieces(rendered + await anyio.to_thread.run_sync(rendering.finish)):
+            yield view
+
+    return StreamingResponse(body(), media_type=fmt.mime, headers=headers)
 
 
 async def _answer(
-    node: Any, streams: list[memoryview], columns: list[str], fmt: export.Format | None, rows: int
+    request: Request,
+    blobs: BlobStore,
+    node: Any,
+    indexes: Sequence[int],
+    columns: list[str],
+    fmt: export.Format | None,
+    rows: int,
 ) -> Response:
-    """The answer of a read of ``streams`` (holding ``rows`` rows, in ``X-Aiosdk-Rows``)."""
+    """The answer of a read of the partitions ``indexes`` of ``node`` (holding ``rows`` rows,
+    in ``X-Aiosdk-Rows``): their stored bytes as they are when the read wants all columns
+    in the wire form (with an ETag, resumable with ``Range``), else streamed."""
     structure = node.structure
     headers = {"X-Aiosdk-Rows": str(rows)}
     if columns:
         schema = tables.decode_schema(structure["arrow_schema"])
         tables.check_columns(schema, columns)
+    streams, tags = await _stored(blobs, node, indexes)
     if fmt is None and not columns:
         joined = tables.joined_spans(streams)
         if joined is not None:
-            return BodyResponse(joined, 200, headers, ARROW_STREAM)
-    if fmt is None:
-        body = await anyio.to_thread.run_sync(tables.columns_stream, streams, columns)
-        return Response(body, media_type=ARROW_STREAM, headers=headers)
-    table = await anyio.to_thread.run_sync(tables.read_table, streams, columns or None)
-    return Response(await export.render_table(table, fmt), media_type=fmt.mime)
+            etag = tables.table_tag(node.id, structure, [str(i) for i in indexes] + tags)
+            return await _spans_response(request, joined, etag, headers)
+    return await _streamed(request, streams, columns, fmt or export.ARROW, headers)
 
 
 _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: _STREAM_200,
+    206: {
+        "description": "The part of the stream the Range asked for (Content-Range says which)",
+        "content": {ARROW_STREAM: {}},
+    },
     400: _BAD_PARAMETERS,
     404: _NODE_404,
     406: _NOT_ACCEPTABLE,
+    416: documented_error("The Range asked for is beyond the stream's end"),
     422: documented_error(
         "The table cannot be exported as asked (too large for JSON, or a type the format"
         " cannot hold)."
@@ -123,17 +246,19 @@ _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def get_partition(
     path: str,
     partition: Partition,
+    request: Request,
     call: Current,
     column: Columns = [],  # noqa: B006
 ) -> Response:
     """Partition ``partition`` of the table at ``path`` (of the ``column``\\ s given, in their
-    order), as an Arrow IPC stream."""
+    order), as an Arrow IPC stream: all columns as stored, with an ``ETag`` (a ``Range`` with
+    ``If-Range`` resumes it)."""
     view, _ = await data_node(call, path, "table")
     node = view.node
     _check_index(node.structure, partition, appending=False)
     await done_reading(call)
-    streams = await _partition_streams(call.state.blobs, node, [partition])
-    return await _answer(node, streams, column, None, node.structure["nrows"][partition])
+    rows = node.structure["nrows"][partition]
+    return await _answer(request, call.state.blobs, node, [partition], column, None, rows)
 
 
 @router.get(
@@ -154,7 +279,9 @@ async def get_full(
 ) -> Response:
     """Every partition of the table at ``path``, in order, as one Arrow IPC stream (of the
     ``column``\\ s given); or exported as ``format`` (a MIME type or a suffix: ``parquet``,
-    ``.csv``) or as the ``Accept`` header asks."""
+    ``.csv``) or as the ``Accept`` header asks. All columns as an Arrow stream are the stored
+    partitions' bytes, joined (with an ``ETag``: a ``Range`` with ``If-Range`` resumes the
+    read); anything else is rendered and sent partition by partition (no ``Range``)."""
     view, _ = await data_node(call, path, "table")
     node = view.node
     fmt = export.resolve_format("table", node.structure, format, request.headers.get("accept"))
@@ -162,11 +289,9 @@ async def get_full(
         width = len(column) or len(node.structure["columns"])
         export.check_json_values(sum(node.structure["nrows"]) * width)
     await done_reading(call)
-    streams = await _partition_streams(call.state.blobs, node, range(node.structure["npartitions"]))
-    if not streams:  # no partitions yet: the table's schema, without rows
-        schema = tables.decode_schema(node.structure["arrow_schema"])
-        streams = [memoryview(tables.empty_stream(schema))]
-    return await _answer(node, streams, column, fmt, sum(node.structure["nrows"]))
+    indexes = range(node.structure["npartitions"]) or range(1)  # none yet: the schema alone
+    rows = sum(node.structure["nrows"])
+    return await _answer(request, call.state.blobs, node, indexes, column, fmt, rows)
 
 
 def _check_index(structure: dict[str, Any], index: int, *, appending: bool) -> None:
@@ -197,6 +322,7 @@ async def _write(call: RequestCall, request: Request, path: str, index: int | No
     if index is None:
         index = structure["npartitions"]
     _check_index(structure, index, appending=True)
+    # (put takes any buffer: a body kept as it came is a bytearray, not copied into bytes)
     await call.state.blobs.put(tables.partition_key(view.node.id, index), stored)
     await commit_structure(call, view, tables.structure_after_write(structure, index, nrows))
     return index
