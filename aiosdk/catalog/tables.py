@@ -92,7 +92,7 @@ class _Body(BufferSink):
     once at that size and the body goes straight into it (the fast transport receives it
     there, the socket writing into it); otherwise its spans are kept and joined once
     at the end (no copy at all for a body that came as one span). A restart (a body at offset
-    0 again, after a broken connection) drops what was gathered."""
+    0 again, after a broken connection) begins again: what was gathered is dropped."""
 
     __slots__ = ("_joined", "buffer", "size", "spans")
 
@@ -117,9 +117,7 @@ class _Body(BufferSink):
 
     def __call__(self, offset: int, span: bytes | memoryview) -> None:
         if offset != self.size:
-            if offset != 0:
-                raise ProtocolError(f"a body span at offset {offset}, expected {self.size}")
-            self.spans.clear()
+            raise ProtocolError(f"a body span at offset {offset}, expected {self.size}")
         end = offset + len(span)
         if self.buffer is None:
             self.spans.append(span)

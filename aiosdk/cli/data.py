@@ -60,7 +60,7 @@ SUFFIXES = {
 }
 """The local formats of each structure family, the default first."""
 _NAMES = {"array": "an array", "table": "a table", "sparse": "a sparse array"}
-_TABLE_FILES = (".parquet", ".arrow", ".feather", ".csv")
+_TABLE_FILES = SUFFIXES["table"]
 _CSV_KINDS = "biuf"  # numpy dtype kinds that CSV text writes and reads back exactly
 _STDOUT = "-"
 

@@ -125,21 +125,25 @@ HEAD_REQUEST = "aiosdk.head"
 
 
 class StreamedResponse(Response):
-    """An answer of ``size`` bytes that ``pieces()`` yields (memoryviews, not copied, nor
-    joined), going out :data:`PIECE_BYTES` at a time, each piece once the transport has taken
-    the one before; to a HEAD request, its headers alone, ``pieces`` never called."""
+    """An answer of ``size`` bytes that ``pieces()`` yields (buffers, not copied, nor joined),
+    going out :data:`PIECE_BYTES` at a time, each piece once the transport has taken the one
+    before; with no ``size`` (``None``), without a ``Content-Length`` (chunked); to a HEAD
+    request, its headers alone, ``pieces`` never called."""
 
     def __init__(
         self,
-        pieces: Callable[[], AsyncIterator[memoryview]],
-        size: int,
+        pieces: Callable[[], AsyncIterator[bytes | memoryview]],
+        size: int | None,
         status_code: int,
         headers: Mapping[str, str],
         media_type: str,
     ) -> None:
         super().__init__(None, status_code, headers, media_type)
         self.pieces = pieces
-        self.headers["content-length"] = str(size)
+        if size is None:
+            del self.headers["content-length"]
+        else:
+            self.headers["content-length"] = str(size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -162,8 +166,9 @@ class StreamedResponse(Response):
 
     async def _send_pieces(self, send: Send) -> None:
         async for span in self.pieces():
-            for start in range(0, len(span), PIECE_BYTES):
-                piece = span[start : start + PIECE_BYTES]
+            view = memoryview(span)
+            for start in range(0, len(view), PIECE_BYTES):
+                piece = view[start : start + PIECE_BYTES]
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
 
 

@@ -28,10 +28,9 @@ from typing import Any
 import anyio
 from starlette.datastructures import Headers
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from ..errors import AnswerCutShort
-from .bodies import HEAD_REQUEST, PIECE_BYTES, StreamedResponse
+from .bodies import HEAD_REQUEST, StreamedResponse
 
 __all__ = [
     "ENCODING_HEADERS",
@@ -190,27 +189,4 @@ async def negotiated(
     encoded_headers = {**headers, "Content-Encoding": ZSTD}
     if "ETag" in encoded_headers:
         encoded_headers["ETag"] = encoded_etag(encoded_headers["ETag"])
-    return _EncodedResponse(encoded, encoded_headers, media_type)
-
-
-class _EncodedResponse(Response):
-    """A 200 whose (encoded) body ``pieces()`` yields, sent without a ``Content-Length``
-    (chunked), :data:`~.bodies.PIECE_BYTES` at a time."""
-
-    def __init__(
-        self, pieces: Callable[[], AsyncIterator[bytes]], headers: dict[str, str], media_type: str
-    ) -> None:
-        super().__init__(None, 200, headers, media_type)
-        self.pieces = pieces
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        async for span in self.pieces():
-            view = memoryview(span)
-            for start in range(0, len(view), PIECE_BYTES):
-                piece = view[start : start + PIECE_BYTES]
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return StreamedResponse(encoded, None, 200, encoded_headers, media_type)

@@ -17,12 +17,11 @@ as each is done: the server holds one partition's rendering, never the table's.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from ...authorization import WRITE
@@ -31,7 +30,7 @@ from ...data.ranges import requested_range
 from ...data.store import BlobStore, map_file
 from ...errors import InvalidRequestError
 from .. import encoding
-from ..bodies import HEAD_REQUEST, PIECE_BYTES, BodyResponse, read_body
+from ..bodies import BodyResponse, StreamedResponse, read_body
 from ..dependencies import Current, RequestCall
 from ..openapi import documented_error
 from .data_nodes import commit_structure, data_node, done_reading, locked_data_node
@@ -90,13 +89,13 @@ Partition = Annotated[int, Query(description="A partition's index, from 0")]
 async def _stored(
     blobs: BlobStore, node: Any, indexes: Sequence[int]
 ) -> tuple[list[memoryview], list[str]]:
-    """The stored streams of the partitions ``indexes`` (an unwritten one: the schema without
-    rows), mapped from their files in a directory store, and a tag of each. A partition
-    rewritten meanwhile keeps, here, the version that was opened."""
+    """The stored streams of the partitions ``indexes`` (an unwritten one, or none at all: the
+    schema without rows), mapped from their files in a directory store, and a tag of each. A
+    partition rewritten meanwhile keeps, here, the version that was opened."""
     keys = [tables.partition_key(node.id, index) for index in indexes]
     found: list[tuple[memoryview, str] | None]
     paths = [blobs.local_path(key) for key in keys]
-    if not node.structure["npartitions"]:  # (a file left by a failed first write is not one)
+    if not keys:  # no partition yet (a file left by a failed first write is not one)
         found = [None]
     elif all(path is not None for path in paths):
         found = await anyio.to_thread.run_sync(
@@ -149,16 +148,7 @@ async def _spans_response(
     return BodyResponse(kept, 206, headers, ARROW_STREAM)
 
 
-def _pieces(parts: list[bytes]) -> Iterator[memoryview]:
-    """``parts`` in pieces of at most :data:`~..bodies.PIECE_BYTES`, not copied."""
-    for part in parts:
-        view = memoryview(part)
-        for at in range(0, len(view), PIECE_BYTES):
-            yield view[at : at + PIECE_BYTES]
-
-
 async def _streamed(
-    request: Request,
     streams: list[memoryview],
     columns: Sequence[str],
     fmt: export.Format,
@@ -167,7 +157,7 @@ async def _streamed(
     """``streams`` (of ``columns`` only, if given) rendered in ``fmt`` and sent partition by
     partition as each is rendered (in a worker thread), never whole in memory. The first is
     rendered before the answer starts, so that a type the format cannot hold is a 422; to a
-    HEAD, that is all that is rendered."""
+    HEAD, that is all that is rendered (see :class:`~..bodies.StreamedResponse`)."""
     selected = list(columns) or None
 
     def start() -> tuple[export.TableRendering, list[bytes]]:
@@ -180,18 +170,16 @@ async def _streamed(
 
     rendering, first = await anyio.to_thread.run_sync(start)
 
-    async def body() -> AsyncIterator[memoryview]:
-        if request.scope.get(HEAD_REQUEST):
-            return
+    async def body() -> AsyncIterator[bytes]:
         rendered = first
         for index in range(1, len(streams)):
-            for view in _pieces(rendered):
-                yield view
+            for part in rendered:
+                yield part
             rendered = await anyio.to_thread.run_sync(render, index)
-        for view in _pieces(rendered + await anyio.to_thread.run_sync(rendering.finish)):
-            yield view
+        for part in rendered + await anyio.to_thread.run_sync(rendering.finish):
+            yield part
 
-    return StreamingResponse(body(), media_type=fmt.mime, headers=headers)
+    return StreamedResponse(body, None, 200, headers, fmt.mime)
 
 
 async def _answer(
@@ -217,7 +205,7 @@ async def _answer(
         if joined is not None:
             etag = tables.table_tag(node.id, structure, [str(i) for i in indexes] + tags)
             return await _spans_response(request, joined, etag, headers)
-    return await _streamed(request, streams, columns, fmt or export.ARROW, headers)
+    return await _streamed(streams, columns, fmt or export.ARROW, headers)
 
 
 _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -289,7 +277,7 @@ async def get_full(
         width = len(column) or len(node.structure["columns"])
         export.check_json_values(sum(node.structure["nrows"]) * width)
     await done_reading(call)
-    indexes = range(node.structure["npartitions"]) or range(1)  # none yet: the schema alone
+    indexes = range(node.structure["npartitions"])
     rows = sum(node.structure["nrows"])
     return await _answer(request, call.state.blobs, node, indexes, column, fmt, rows)
 
