@@ -34,6 +34,7 @@ from .catalog.containers import AsyncContainer
 from .catalog.listings import Permission, Strings
 from .catalog.nodes import AsyncNode
 from .proto import GetStatusRequest, ServerStatus, StatusServiceStub, WatchStatusRequest
+from .tickets.session import AsyncSession
 
 __all__ = ["AsyncClient", "ServerInfo"]
 
@@ -525,6 +526,17 @@ class AsyncClient:
         """The groups shared with one of the caller's namespaces and not owned by them; the
         filters are :meth:`list_groups`'."""
         return _listings.listing(self._ctx, "groups", "shared", _listing_args(locals()))
+
+    def session(self, ttl: float | None = None) -> AsyncSession:
+        """A session of tickets on the server (gRPC), opened by ``async with``:
+        ``async with client.session() as s: t = await s.export("alice/x/events")``.
+
+        It lives ``ttl`` seconds without a refresh (``None``: the server's default, 300 s; at
+        most its maximum), and refreshes itself in the background until it is closed, which
+        leaving the block does: the server then releases everything it exported. See
+        :class:`~aiosdk.AsyncSession`.
+        """
+        return AsyncSession(self._ctx, ttl)
 
     async def server_info(self) -> ServerInfo:
         """The server's name, version, gRPC endpoint and limits (``GET /api/v1/``)."""

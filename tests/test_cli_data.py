@@ -345,4 +345,4 @@ def test_copy_between_two_servers_and_again(
             capsys, 1, "copy", lab.path, f"{user}/inbox", "--to-url", other_server.http_url
         )  # $AIOSDK_TOKEN is the first server's
         assert "catalog root" in refused(capsys, 2, "copy", "/", f"{user}/inbox")
-        assert "into itself" in refused(capsys, 2, "copy", lab.path, f"{lab.path}/box")
+        assert "copy itself" in refused(capsys, 2, "copy", lab.path, f"{lab.path}/box")

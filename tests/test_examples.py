@@ -42,6 +42,19 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
                 "blocking: [1.0, 5.0, 9.0] ArrayClient",
             ],
         ),
+        (
+            "tickets.py",
+            [
+                "equal to pandas': True",
+                "bob may not fetch it without read access",
+                "bob fetched 5 rows",
+                "counter: 2",
+                "changes of the export: ['updated', 'released']",
+                "a released export is gone: NotFoundError",
+                "the session is closed",
+                "blocking: [15.0, 18.0, 21.0] Session",
+            ],
+        ),
     ],
 )
 def test_example_runs(

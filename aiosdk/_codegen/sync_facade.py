@@ -80,6 +80,8 @@ FACADES = [
     Facade("aiosdk.catalog.tables", "AsyncTableClient", "tables"),
     Facade("aiosdk.catalog.sparse", "AsyncSparseClient", "sparse"),
     Facade("aiosdk.catalog.datasets", "AsyncDatasetClient", "datasets", abc="Mapping[str, Node]"),
+    Facade("aiosdk.tickets.session", "AsyncSession", "tickets"),
+    Facade("aiosdk.tickets.session", "AsyncPluginObject", "tickets"),
     Facade("aiosdk._client", "AsyncClient", "client", constructible=True),
 ]
 """The public facade: each twin is exported from ``aiosdk`` too."""

@@ -22,7 +22,7 @@ from .context import ClientContext
 from .errors import ProtocolError
 from .progress import Progress, tracking
 
-__all__ = ["download_to_file", "file_suffix"]
+__all__ = ["download_to_file", "file_suffix", "temporary_name"]
 
 _ANY = {"Accept": "*/*"}  # the format is a parameter (the client's default Accept is JSON)
 
@@ -32,6 +32,12 @@ def file_suffix(file: object) -> str:
     when it has none."""
     name = file if isinstance(file, str | os.PathLike) else getattr(file, "name", None)
     return Path(os.fspath(name)).suffix if isinstance(name, str | os.PathLike) else ""
+
+
+def temporary_name(destination: Path) -> Path:
+    """Where a file on its way to ``destination`` is written, to be renamed there once whole:
+    hidden, beside it (the same file system), and unique."""
+    return destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
 
 
 async def download_to_file(
@@ -47,7 +53,7 @@ async def download_to_file(
     it stays open). ``progress`` counts the bytes received; ``what`` names it on a bar."""
     if isinstance(file, str | os.PathLike):
         destination = Path(os.fspath(file))
-        temporary = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
+        temporary = temporary_name(destination)
         final: Path | None = destination
         writer = _FileWriter(None, temporary)
     else:

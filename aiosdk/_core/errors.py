@@ -23,6 +23,7 @@ __all__ = [
     "InternalServerError",
     "IdempotencyInProgressError",
     "InvalidTokenError",
+    "MalformedTicketError",
     "MissingDependencyError",
     "NodeNotFoundError",
     "NotFoundError",
@@ -32,6 +33,8 @@ __all__ = [
     "RequestTooLargeError",
     "ServerError",
     "ServiceUnavailableError",
+    "SessionClosedError",
+    "SessionExpiredError",
     "StatusError",
     "TimeoutError",
     "TransportError",
@@ -58,6 +61,16 @@ class ConfigurationError(AiosdkError, ValueError):
 class ClientClosedError(AiosdkError, RuntimeError):
     """The client (or the pool it shares with :meth:`~aiosdk.AsyncClient.with_options` twins)
     was closed; make a new one."""
+
+
+class SessionClosedError(AiosdkError, RuntimeError):
+    """The ticket session was closed (or never opened): open a new one with
+    :meth:`~aiosdk.AsyncClient.session`."""
+
+
+class MalformedTicketError(AiosdkError, ValueError):
+    """Bytes that are no ticket, or no ticket of the class asked for (an export ticket given to
+    :class:`~aiosdk.ScopeTicket`); the message names the problem. A ``ValueError`` too."""
 
 
 class MissingDependencyError(AiosdkError, ImportError):
@@ -169,6 +182,17 @@ class NodeNotFoundError(NotFoundError, KeyError):
 
     # KeyError's own __str__ would show the repr of the message; StatusError's is wanted.
     __str__ = StatusError.__str__
+
+
+class SessionExpiredError(NotFoundError):
+    """The ticket session is gone: it expired (its ttl passed without a refresh, as the client's
+    keep-alive could not reach the server in time) or the server no longer knows it. Everything
+    it exported was released; open a new session. A :class:`NotFoundError` too, as the server
+    answers every call naming a session that has ended."""
+
+    def __str__(self) -> str:
+        # Found out by the client itself (its expiry passed), no status came: the message alone.
+        return super().__str__() if self.grpc_status or self.request_id else self.message
 
 
 class ConflictError(StatusError):

@@ -99,6 +99,12 @@ _NO_CREDENTIALS = (
 )
 
 
+class Closeable(Protocol):
+    """Something to close before the pool it uses (see :attr:`Transport.closing_with`)."""
+
+    async def aclose(self) -> None: ...
+
+
 class Bootstrap(Protocol):
     """Something that must run before the first request, such as an embedded server."""
 
@@ -197,6 +203,9 @@ class Transport:
         self._started = bootstrap is None and not self._load_remembered
         self._bootstrapped = False  # the bootstrap ran, even if only partly: stop it on close
         self._closed = False
+        self.closing_with: weakref.WeakSet[Closeable] = weakref.WeakSet()
+        """What closes before the pool when it closes (the open ticket sessions, which tell
+        the server on their way out); each one removes itself when it closes first."""
         self._loop: object | None = None
         self._pool: _HttpPool | None = None
         self._retired: list[_HttpPool] = []
@@ -307,6 +316,8 @@ class Transport:
         """Close the HTTP pool and the gRPC channel, then stop the bootstrap."""
         if self._closed:
             return
+        for dependent in list(self.closing_with):
+            await dependent.aclose()
         self._closed = True
         if self._channel is not None:
             _abort_channel(self._channel)

@@ -12,6 +12,7 @@ from .paging import Pager
 from .sparse import SparseClient
 from .tables import TableClient
 from .testing import Accounts
+from .tickets import PluginObject, Session
 from .tokens import Tokens
 from .views import ContainerItems, ContainerKeys, ContainerValues
 
@@ -27,6 +28,8 @@ __all__ = [
     "DatasetClient",
     "Node",
     "Pager",
+    "PluginObject",
+    "Session",
     "SparseClient",
     "TableClient",
     "Tokens",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from aiosdk._sync.sparse import SparseClient
     from aiosdk._sync.tables import TableClient
     from aiosdk._sync.testing import Accounts
+    from aiosdk._sync.tickets import PluginObject, Session
     from aiosdk._sync.tokens import Tokens
     from aiosdk._sync.views import ContainerItems, ContainerKeys, ContainerValues
     from aiosdk.accounts.admin import AsyncAdmin
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from aiosdk.catalog.tables import AsyncTableClient
     from aiosdk.catalog.views import AsyncContainerItems, AsyncContainerKeys, AsyncContainerValues
     from aiosdk.testing.accounts import AsyncAccounts
+    from aiosdk.tickets.session import AsyncPluginObject, AsyncSession
 
     _T0 = TypeVar("_T0")
 
@@ -60,6 +62,10 @@ if TYPE_CHECKING:
     def twin(obj: AsyncContainerValues) -> ContainerValues: ...
     @overload
     def twin(obj: AsyncContainerItems) -> ContainerItems: ...
+    @overload
+    def twin(obj: AsyncSession) -> Session: ...
+    @overload
+    def twin(obj: AsyncPluginObject) -> PluginObject: ...
     @overload
     def twin(obj: AsyncClient) -> Client: ...
     @overload
@@ -90,6 +96,10 @@ if TYPE_CHECKING:
     def unwrap(obj: ContainerValues) -> AsyncContainerValues: ...
     @overload
     def unwrap(obj: ContainerItems) -> AsyncContainerItems: ...
+    @overload
+    def unwrap(obj: Session) -> AsyncSession: ...
+    @overload
+    def unwrap(obj: PluginObject) -> AsyncPluginObject: ...
     @overload
     def unwrap(obj: Client) -> AsyncClient: ...
     @overload

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from aiosdk._sync.containers import Container
     from aiosdk._sync.nodes import Node
     from aiosdk._sync.paging import Pager
+    from aiosdk._sync.tickets import Session
     from aiosdk._sync.tokens import Tokens
 
 __tracebackhide__ = True  # facade plumbing: cut from sync callers' tracebacks
@@ -559,6 +560,17 @@ class Client(Twin):
                 ).result()
             ),
         )
+
+    def session(self, ttl: float | None = None) -> Session:
+        """A session of tickets on the server (gRPC), opened by ``with``:
+        ``with client.session() as s: t = s.export("alice/x/events")``.
+
+        It lives ``ttl`` seconds without a refresh (``None``: the server's default, 300 s; at
+        most its maximum), and refreshes itself in the background until it is closed, which
+        leaving the block does: the server then releases everything it exported. See
+        :class:`~aiosdk.Session`.
+        """
+        return twin(_portal.finished_sync(self._async.session, ttl).result())
 
     def server_info(self) -> ServerInfo:
         """The server's name, version, gRPC endpoint and limits (``GET /api/v1/``)."""

@@ -28,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 import anyio
 
 from .._core.bulk import BufferSink
+from .._core.chunking import chunk_runs
 from .._core.compression import Compression, accept_encoding
 from .._core.concurrency import Prefetch, check_concurrency, run_bounded
 from .._core.downloads import download_to_file, file_suffix
@@ -250,14 +251,8 @@ def _axis_pieces(axis: int | range, chunk: int) -> list[tuple[int, int | range, 
 
 
 def _forward_pieces(axis: range, chunk: int) -> Iterator[tuple[int, range, slice]]:
-    # One step per block touched (a step larger than a chunk skips blocks without visiting).
-    start, step, size = axis.start, axis.step, len(axis)
-    k = 0
-    while k < size:
-        block = axis[k] // chunk
-        end = min(size, -(-((block + 1) * chunk - start) // step))
-        yield block, axis[k:end], slice(k, end)
-        k = end
+    for block, first, end in chunk_runs(axis.start, axis.step, len(axis), chunk):
+        yield block, axis[first:end], slice(first, end)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from .._core.downloads import download_to_file, file_suffix
 from .._core.errors import AiosdkError, ConfigurationError, ProtocolError
 from .._core.optional import require
 from .._core.progress import Progress, check_progress
+from .frames import to_pandas
 from .metadata import JSONObject
 from .nodes import AsyncNode, call, route
 
@@ -241,7 +242,7 @@ async def _convert(table: pa.Table, as_: TableKind) -> Any:
         return table
     require("pandas", "reading tables as pandas DataFrames")
     # Always in a worker: besides its CPU, a conversion may read the time zone database.
-    return await anyio.to_thread.run_sync(table.to_pandas)
+    return await anyio.to_thread.run_sync(to_pandas, table)
 
 
 async def to_arrow(df: object) -> pa.Table:

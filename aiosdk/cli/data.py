@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -370,8 +369,10 @@ def _save(data: Any, family: str, suffix: str, output: str, force: bool) -> None
         _render(data, family, suffix, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
+    from .._core.downloads import temporary_name
+
     final = Path(output)
-    temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+    temporary = temporary_name(final)
     try:
         with open(temporary, "xb") as handle:
             _render(data, family, suffix, handle)
@@ -572,13 +573,13 @@ def _prepare_copy(args: argparse.Namespace) -> None:
 
     if not args.source:
         raise UsageError("the catalog root cannot be copied: give the PATH of a node")
-    if args.key is not None and ("/" in args.key or not args.key):
-        raise UsageError(f"--key is one key, not {args.key!r}")
+    from ..catalog.nodes import check_key
+
+    if args.key is not None:
+        check_key(args.key)  # (a ConfigurationError, said as a usage error)
     args.destination = None
     if args.to_url or args.to_profile:
         args.destination = aiosdk.AsyncClient(args.to_url, profile=args.to_profile)
-    elif f"{args.dest}/".startswith(f"{args.source}/"):
-        raise UsageError(f"{args.source} cannot be copied into itself ({args.dest})")
 
 
 async def _copy(client: AsyncClient, args: argparse.Namespace) -> int:

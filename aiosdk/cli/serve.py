@@ -67,6 +67,14 @@ def register(commands: Subparsers) -> None:
         " structure_family, specs), which raises ValueError to refuse a node (repeatable)",
     )
     serve.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="MODULE:FACTORY",
+        help="serve the application FACTORY() returns (its fields are what application tickets"
+        " name; repeatable); the built-in `stats` is always served",
+    )
+    serve.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -90,6 +98,20 @@ def register(commands: Subparsers) -> None:
         "--allow-anonymous",
         action="store_true",
         help="let requests without credentials read public assets (default: refused)",
+    )
+    tickets = serve.add_argument_group("tickets", "gRPC sessions and what they export")
+    tickets.add_argument(
+        "--ticket-session-ttl",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="how long a ticket session lives without a refresh when its client names no ttl"
+        " (default: 300)",
+    )
+    tickets.add_argument(
+        "--max-ticket-session-ttl",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="the longest ttl a ticket session may ask for, at most a day (default: 86400)",
     )
     limits = serve.add_argument_group(
         "limits", "what one client may take; the sizes are advertised in GET /api/v1/"
@@ -168,6 +190,7 @@ _LIMIT_FIELDS = {
     "grpc_idle_timeout": "grpc_idle_timeout_seconds",
 }
 _ACCOUNT_FIELDS = ("access_token_ttl", "session_ttl")
+_TICKET_FIELDS = {"ticket_session_ttl": "session_ttl", "max_ticket_session_ttl": "max_session_ttl"}
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
@@ -175,10 +198,12 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     :class:`ValueError` for a value the server does not accept (and :class:`ImportError`
     without the server extra)."""
     from ..server import Limits, ServerConfig
-    from ..server.config import AccountSettings
+    from ..server.config import AccountSettings, TicketSettings
+    from ..server.tickets.apps import load_application
 
     given = {field: getattr(args, dest) for dest, field in _LIMIT_FIELDS.items()}
     accounts = {field: getattr(args, field) for field in _ACCOUNT_FIELDS}
+    tickets = {field: getattr(args, dest) for dest, field in _TICKET_FIELDS.items()}
     return ServerConfig(
         data_dir=args.data,
         database_url=args.database,
@@ -196,6 +221,10 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         spec_validators=dict(_validator(option) for option in args.spec_validator),
+        tickets=TicketSettings(
+            **{field: value for field, value in tickets.items() if value is not None}
+        ),
+        applications=[load_application(spec) for spec in args.app],
     )
 
 

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .catalog.state import Validator
+    from .tickets.apps import Application
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "AccountSettings", "Limits", "ServerConfig"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "AccountSettings",
+    "Limits",
+    "ServerConfig",
+    "TicketSettings",
+]
 
 MAX_PAGE_SIZE = 1000
 """The largest ``page_size`` a listing accepts."""
@@ -103,6 +111,45 @@ class AccountSettings:
                 )
 
 
+@dataclass(frozen=True)
+class TicketSettings:
+    """Lifetimes of ticket sessions (gRPC ``SessionService``) and how often expired ones go.
+
+    Raises :class:`ValueError` for a value that is not a positive number, or a default above
+    the maximum.
+    """
+
+    session_ttl: float = 300.0
+    """Seconds a ticket session lives without a refresh when its opener names no ttl."""
+    max_session_ttl: float = 86400.0
+    """The longest ttl a ticket session may have (a day at most); a larger request is granted
+    this."""
+    sweep_interval: float = 2.0
+    """Seconds between two sweeps releasing what expired sessions exported (an expired
+    session is treated as closed wherever it is looked at, sweep or not)."""
+
+    def __post_init__(self) -> None:
+        for name in ("session_ttl", "max_session_ttl", "sweep_interval"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not value > 0
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"TicketSettings.{name} must be a positive number, not {value!r}")
+        if self.max_session_ttl > 86400:  # (the registry's MAX_TTL_SECONDS)
+            raise ValueError(
+                f"TicketSettings.max_session_ttl is at most 86400 (a day), not"
+                f" {self.max_session_ttl}"
+            )
+        if self.session_ttl > self.max_session_ttl:
+            raise ValueError(
+                f"TicketSettings.session_ttl ({self.session_ttl}) is above max_session_ttl"
+                f" ({self.max_session_ttl})"
+            )
+
+
 @dataclass
 class ServerConfig:
     """How to run a :class:`~aiosdk.server.Server`.
@@ -137,6 +184,11 @@ class ServerConfig:
     """Spec name -> a validator run on every create and metadata update of a node that has the
     spec: called with the metadata, the structure family and the specs, it raises
     :class:`ValueError` with the reason to refuse the node (answered 422)."""
+    tickets: TicketSettings = field(default_factory=TicketSettings)
+    applications: Sequence[str | Application] = ()
+    """Applications served besides the built-in ones (see :mod:`aiosdk.server.tickets.apps`):
+    each an :class:`~aiosdk.server.tickets.apps.Application`, or a ``"module:factory"`` spec
+    imported at start (``factory()`` returns the application)."""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

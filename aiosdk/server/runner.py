@@ -11,9 +11,10 @@ import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import anyio
 import uvicorn
@@ -34,9 +35,12 @@ from .idempotency import IdempotencyStore
 from .keyring import Keyring, resolve_keyring
 from .logs import logger
 from .notify import Notifier
-from .state import ServerState
+from .state import ServerState, TicketState
 from .storage import create_engine, default_database_url, session_factory
 from .storage.migrations import upgrade_database
+from .tickets import registry
+from .tickets.apps import Application, Applications, builtin_applications, load_application
+from .unit_of_work import UnitOfWork
 
 __all__ = ["Server", "ServerThread"]
 
@@ -228,6 +232,10 @@ class Server:
         await notifier.start()
         stack.push_async_callback(notifier.aclose)
         stack.push_async_callback(authenticator.aclose)
+        tickets = TicketState(
+            applications=await _applications(config.applications),
+            settings=config.tickets,
+        )
 
         state = ServerState(
             sessions=sessions,
@@ -241,12 +249,16 @@ class Server:
             accounts=config.accounts,
             keyring=keyring,
             blobs=blobs,
+            tickets=tickets,
         )
         loop = asyncio.get_running_loop()
         stack.enter_context(log_accept_errors(loop, {http_socket: "HTTP", grpc_socket: "gRPC"}))
         await self._start_http(state, http_socket)
         await self._start_grpc(state, grpc_socket)
         await self._start_purging(IdempotencyStore(sessions, keyring))
+        self._start_task(
+            _sweep_sessions(state, config.tickets.sweep_interval), "aiosdk-session-sweep"
+        )
         logger.info(
             "Serving HTTP on port %d and gRPC on port %d of %s",
             self._http_port,
@@ -321,14 +333,61 @@ class Server:
                     logger.debug("Purged %d expired idempotency keys", purged)
                 await asyncio.sleep(_PURGE_INTERVAL_SECONDS)
 
-        task = asyncio.create_task(purge_forever(), name="aiosdk-purge")
+        self._start_task(purge_forever(), "aiosdk-purge")
 
-        async def stop_purging() -> None:
+    def _start_task(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in the background until the server stops (then it is cancelled)."""
+        task = asyncio.create_task(work, name=name)
+
+        async def stop() -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-        self._exit_stack.push_async_callback(stop_purging)
+        self._exit_stack.push_async_callback(stop)
+
+
+async def _applications(configured: Sequence[str | Application]) -> Applications:
+    """The built-in applications and ``configured`` ones (``"module:factory"`` specs imported
+    in a worker thread: an import reads files); :class:`ValueError` for a spec that does not
+    load or an id used twice."""
+    apps = list(builtin_applications())
+    for app in configured:
+        apps.append(
+            await anyio.to_thread.run_sync(load_application, app) if isinstance(app, str) else app
+        )
+    return Applications(apps)
+
+
+async def _sweep_sessions(state: ServerState, interval: float) -> None:
+    """Every ``interval`` seconds, end the ticket sessions whose ttl passed without a refresh:
+    release their exports and remove the data nothing refers to any more, once that committed
+    (their subscriptions see it when they next look)."""
+    remove_data = state.catalog.remove_data
+    while True:
+        await asyncio.sleep(interval)
+        work = UnitOfWork(state.sessions)
+        try:
+            async with state.sessions() as db:
+                if not await registry.sweep_due(db):
+                    continue
+            await work.begin_write()
+            expired, data_ids = await registry.expire_sessions(work.session)
+            if data_ids and remove_data is not None:
+                work.after_commit(functools.partial(remove_data, data_ids))
+            await work.commit()
+        except Exception:
+            logger.exception("Sweeping expired ticket sessions failed")
+        else:
+            if expired:
+                logger.debug(
+                    "Ended %d expired ticket sessions (%d objects removed)",
+                    expired,
+                    len(data_ids),
+                )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await work.close()
 
 
 def _grpc_tls_context(cert: Path, key: Path) -> ssl.SSLContext:

@@ -7,5 +7,6 @@ from .accounts import models as accounts_models
 from .catalog import models as catalog_models
 from .storage import models as storage_models
 from .storage.models import Base
+from .tickets import models as tickets_models
 
-__all__ = ["Base", "accounts_models", "catalog_models", "storage_models"]
+__all__ = ["Base", "accounts_models", "catalog_models", "storage_models", "tickets_models"]

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .authenticator import Authenticator
 from .authorization import Callers
-from .catalog.state import CatalogState
-from .config import AccountSettings, Limits
+from .catalog.state import CatalogState, Wakeups
+from .config import AccountSettings, Limits, TicketSettings
 from .data.store import BlobStore
 from .keyring import Keyring
 
-__all__ = ["Metrics", "ServerState"]
+if TYPE_CHECKING:
+    from .tickets.apps import Applications
+
+__all__ = ["Metrics", "ServerState", "TicketState"]
 
 
 @dataclass
@@ -31,6 +36,31 @@ class Metrics:
     def uptime_seconds(self) -> float:
         """Seconds since the server started."""
         return time.monotonic() - self.started_at
+
+
+def _builtin_applications() -> Applications:
+    # (the applications bring pyarrow and numpy: imported when a state is made, not with this)
+    from .tickets.apps import Applications, builtin_applications
+
+    return Applications(builtin_applications())
+
+
+@dataclass
+class TicketState:
+    """The ticket sessions' part of the server's state (see :mod:`aiosdk.server.tickets`)."""
+
+    applications: Applications = field(default_factory=_builtin_applications)
+    """The applications whose fields application tickets name (the built-in ones and those the
+    server was started with)."""
+    settings: TicketSettings = field(default_factory=TicketSettings)
+    """The sessions' ttl default and maximum, the sweep's interval."""
+    computing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    """Views and application fields computed at once, at most (each may hold up to
+    :data:`~aiosdk.server.tickets.views.MAX_VIEW_BYTES` in memory): the others wait."""
+    releases: Wakeups = field(default_factory=Wakeups)
+    """Wakes, in this process, the subscriptions to a session's exports once a release of one
+    of them (or the session's end) commits: ``releases.wake(work, session_id)``. Subscriptions
+    look anyway every few seconds (what another process, or the expiry sweep, released)."""
 
 
 @dataclass
@@ -56,3 +86,5 @@ class ServerState:
     blobs: BlobStore = field(default_factory=BlobStore.in_memory)
     """The bytes of the data nodes (see :mod:`aiosdk.server.data.store`). A state made without
     one keeps them in memory."""
+    tickets: TicketState = field(default_factory=TicketState)
+    """Ticket sessions: applications, lifetimes, release wake-ups (see :class:`TicketState`)."""

@@ -266,3 +266,31 @@ async def test_a_chunk_changed_mid_stream_cuts_the_read_short(
     resumed = await http.get(target, headers={"Range": f"bytes={received}-", "If-Range": etag})
     assert resumed.status_code == 200
     np.testing.assert_array_equal(decoded(resumed), rewritten)
+
+
+async def test_a_selection_s_etag_covers_the_chunks_it_reads_only(home: Home) -> None:
+    name, http = home
+    node = await new_array(http, name, "stepped", "<i4", (12,), (2,))
+    path, target = node["path"], f"/array/full/{url(node['path'])}"
+    values = np.arange(12, dtype="<i4")
+    await put_all(http, path, values, (2,))
+    params = {"slice": "1::4"}  # elements 1, 5, 9: chunks 0, 2, 4 (a step over two chunks)
+    first = await http.get(target, params=params)
+    assert np.frombuffer(first.content, "<i4").tolist() == [1, 5, 9]
+    etag = first.headers["etag"]
+
+    async def rewrite(block: int) -> None:
+        response = await http.put(
+            f"/array/block/{url(path)}",
+            params={"block": str(block)},
+            content=np.array([-1, -2], dtype="<i4").tobytes(),
+        )
+        assert response.status_code == 204, response.text
+
+    await rewrite(1)  # a chunk the step skips: the selection's bytes and its ETag stay
+    same = await http.get(target, params=params, headers={"If-None-Match": etag})
+    assert same.status_code == 304
+    await rewrite(2)  # a chunk it reads: a new ETag, and the new bytes
+    changed = await http.get(target, params=params, headers={"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert np.frombuffer(changed.content, "<i4").tolist() == [1, -2, 9]

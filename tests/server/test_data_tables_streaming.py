@@ -57,6 +57,10 @@ async def test_a_whole_read_is_the_partitions_joined(home: tuple[str, httpx.Asyn
     etag = whole.headers["etag"]
     assert whole.headers["accept-ranges"] == "bytes"
     assert not etag.startswith("W/")
+    unchanged = await http.get(f"/table/full/{url(path)}", headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.headers["etag"] == etag
+    assert not unchanged.content
 
     cut = len(whole.content) // 3
     rest = await http.get(
@@ -89,6 +93,8 @@ async def test_a_whole_read_is_the_partitions_joined(home: tuple[str, httpx.Asyn
     )
     assert again.status_code == 200
     assert again.headers["etag"] != etag
+    changed = await http.get(f"/table/full/{url(path)}", headers={"If-None-Match": etag})
+    assert changed.status_code == 200
     assert parse(again.content).equals(pyarrow.concat_tables([parts[0], sample(50, 2), parts[2]]))
 
 
@@ -105,6 +111,12 @@ async def test_a_partition_read_has_an_etag_and_ranges(home: tuple[str, httpx.As
     )
     assert tail.status_code == 206
     assert tail.content == one.content[10:]
+    unchanged = await http.get(
+        f"/table/partition/{url(path)}",
+        params={"partition": 2},
+        headers={"If-None-Match": one.headers["etag"]},
+    )
+    assert unchanged.status_code == 304
 
 
 async def test_unwritten_partitions_and_an_empty_table_read_as_no_rows(

@@ -507,12 +507,7 @@ class Connection(asyncio.BufferedProtocol):
         while not body:
             if self._state == _DONE:
                 return None
-            if self._error is not None:
-                raise self._error
-            if self.closed:
-                raise httpx.RemoteProtocolError("Server disconnected during the response body.")
-            if not await self._wait(timeout):
-                raise httpx.ReadTimeout("Timed out reading the response body.")
+            await self._await_body(timeout)
         chunk = body.popleft()
         self._taken(len(chunk))
         return chunk
@@ -528,14 +523,10 @@ class Connection(asyncio.BufferedProtocol):
         while not self._body:
             if self._state == _DONE:
                 return 0
-            if self._error is not None:
-                raise self._error
-            if self.closed:
-                raise httpx.RemoteProtocolError("Server disconnected during the response body.")
-            if self._remaining and self._transport is not None:
+            live = self._error is None and not self.closed
+            if live and self._remaining and self._transport is not None:
                 return await self._receive_directly(buffer, timeout)
-            if not await self._wait(timeout):
-                raise httpx.ReadTimeout("Timed out reading the response body.")
+            await self._await_body(timeout)
         body = self._body
         size = len(buffer)
         filled = 0
@@ -563,17 +554,22 @@ class Connection(asyncio.BufferedProtocol):
         transport.set_protocol(into_body)
         try:
             while not self._into_filled:
-                if self._error is not None:
-                    raise self._error
-                if self.closed:
-                    raise httpx.RemoteProtocolError("Server disconnected during the response body.")
-                if not await self._wait(timeout):
-                    raise httpx.ReadTimeout("Timed out reading the response body.")
+                await self._await_body(timeout)
             return self._into_filled
         finally:
             self._into = None
             if transport.get_protocol() is into_body:
                 transport.set_protocol(self._direct_protocol())
+
+    async def _await_body(self, timeout: float | None) -> None:
+        """Wait for more of the body; raise what ended it early (a protocol error, the server
+        gone, the timeout)."""
+        if self._error is not None:
+            raise self._error
+        if self.closed:
+            raise httpx.RemoteProtocolError("Server disconnected during the response body.")
+        if not await self._wait(timeout):
+            raise httpx.ReadTimeout("Timed out reading the response body.")
 
     def _taken(self, size: int) -> None:
         """The reader took ``size`` queued bytes: reading resumes below the low mark."""

@@ -35,6 +35,7 @@ from ..errors import (
     PermissionDeniedError,
 )
 from ..storage import utcnow
+from ..tickets.resolve import is_ticket_path, read_ticket_path
 from ..unit_of_work import UnitOfWork
 from . import events
 from .access import (
@@ -358,6 +359,10 @@ def _canonical(path: str) -> str:
     return join(*keys)
 
 
+_EXPORT_ACTIONS = frozenset({READ})
+"""What anyone may do on an export read by ticket path: read it."""
+
+
 @dataclass(frozen=True)
 class NodeRead:
     """A node as one caller sees it, read for answering only (see :func:`read_node`)."""
@@ -376,8 +381,16 @@ async def read_node(
 ) -> NodeRead:
     """The node at ``path`` as ``viewer`` sees it, in one statement (node and shares), for
     answering: like :func:`resolve`, without an ORM object; from ``reads`` when it has the
-    path's rows (a request that writes must not pass it: it would miss its own writes)."""
+    path's rows (a request that writes must not pass it: it would miss its own writes).
+
+    A ticket path (``~session/<session_id>/<number>``) is the export's data, which the
+    caller may only read (see :mod:`..tickets.resolve`): never from ``reads``."""
     path = _canonical(path)
+    if is_ticket_path(path):
+        exported = await read_ticket_path(session, viewer, path)
+        if exported is None:
+            raise NodeNotFoundError(path)
+        return NodeRead(exported[0], _EXPORT_ACTIONS, [], exported[1])
 
     async def read() -> Sequence[Row[Any]]:
         parameters = {"path": path, "ancestors": ancestors(path)}
@@ -412,8 +425,13 @@ async def resolve(
     (the root, ``""``, is no node). One statement: the node and the shares covering it.
 
     With ``lock``, the row is locked. A lock waited for finds the row as the other writer left
-    it (read committed): a node moved or deleted meanwhile is no longer at ``path``, a 404."""
+    it (read committed): a node moved or deleted meanwhile is no longer at ``path``, a 404.
+
+    A ticket path (``~session/...``) is refused (:class:`~..errors.PermissionDeniedError`):
+    exports are read-only."""
     path = _canonical(path)
+    if is_ticket_path(path):
+        raise PermissionDeniedError(f"{path[:300]!r} is an export: exports are read-only")
     query = _RESOLVE
     if lock is not None:
         # The row as the lock found it, not the identity map's.

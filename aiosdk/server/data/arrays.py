@@ -50,6 +50,7 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.dtype import parse_dtype
 from zarr.errors import UnstableSpecificationWarning
 
+from ..._core.chunking import chunk_runs
 from ..._core.concurrency import to_the_end
 from ..catalog.nodes import InvalidContentError
 from ..errors import AnswerCutShort, InvalidRequestError
@@ -158,13 +159,7 @@ def _axis_runs(item: slice, chunk: int) -> Iterator[tuple[int, int, int]]:
     """For a normal slice (steps > 0) along an axis of chunks of ``chunk``: each chunk it picks
     elements of, as (chunk index, first position, end position) of those elements among the
     slice's."""
-    count = len(range(item.start, item.stop, item.step))
-    position = 0
-    while position < count:
-        index = (item.start + position * item.step) // chunk
-        end = min(count, -(-((index + 1) * chunk - item.start) // item.step))
-        yield index, position, end
-        position = end
+    return chunk_runs(item.start, item.step, len(range(item.start, item.stop, item.step)), chunk)
 
 
 def _axis_runs_back(item: slice, chunk: int) -> Iterator[tuple[int, int, int]]:
@@ -302,6 +297,9 @@ class SelectionRead:
         self._flip = tuple(slice(None, None, -1) if f else slice(None) for f in flipped)
         kept = iter(flipped)
         self._axis_flipped = [isinstance(item, slice) and next(kept) for item in normal]
+        self._mapped: dict[Index, memoryview | None] = {}
+        """The chunks the last slab read from files (mapped, checked): slabs thinner than a
+        chunk share them, and are served without mapping the files again."""
 
     def _slabs(self) -> Iterator[_Slab]:
         """The slabs of the selection in C order: whole along every kept axis after the first
@@ -416,6 +414,9 @@ class SelectionRead:
         pieces = _pieces(slab.selection, structure.chunks)
         chunks: dict[Index, memoryview | None] = {}
         for index, _, _ in pieces:
+            if index in self._mapped:
+                chunks[index] = self._mapped[index]
+                continue
             found = map_file(root / data._chunk_key(index))
             version = None if found is None else found[1]
             if checked and self._versions is not None and version != self._versions.get(index):
@@ -425,6 +426,7 @@ class SelectionRead:
             chunks[index] = None if found is None else found[0]
             if found is not None:
                 data._check_chunk(index, found[0])
+        self._mapped = chunks
         if len(pieces) == 1:
             index, local, _ = pieces[0]
             mapped = chunks[index]
@@ -624,19 +626,21 @@ class ArrayData:
     # --- selections and regions --------------------------------------------------------------
 
     def _touched(self, selection: Selection) -> list[Index] | None:
-        """The chunks ``selection`` (normalised, steps > 0) reads from, at most
-        :data:`_MAX_TAGGED_CHUNKS` of them (``None`` past that)."""
-        ranges: list[range] = []
+        """The chunks ``selection`` (normalised, steps > 0) reads from (those a step skips
+        are not), at most :data:`_MAX_TAGGED_CHUNKS` of them (``None`` past that)."""
+        per_axis: list[list[int]] = []
         for item, chunk in zip(selection, self.structure.chunks, strict=True):
             if isinstance(item, int):
-                ranges.append(range(item // chunk, item // chunk + 1))
-            elif item.start >= item.stop:
+                per_axis.append([item // chunk])
+                continue
+            runs = _axis_runs(item, chunk)
+            indexes = [index for index, _, _ in itertools.islice(runs, _MAX_TAGGED_CHUNKS + 1)]
+            if not indexes:
                 return []
-            else:
-                ranges.append(range(item.start // chunk, (item.stop - 1) // chunk + 1))
-        if math.prod(len(r) for r in ranges) > _MAX_TAGGED_CHUNKS:
+            per_axis.append(indexes)
+        if math.prod(len(indexes) for indexes in per_axis) > _MAX_TAGGED_CHUNKS:
             return None
-        return list(itertools.product(*ranges))
+        return list(itertools.product(*per_axis))
 
     async def selection(self, selection: Selection) -> SelectionRead:
         """The part of the array ``selection`` picks (numpy's basic indexing: negative

@@ -7,7 +7,8 @@ for the removals still running when it stops.
 What that misses (a block written while its node was being deleted, a crash between a delete's
 commit and its removal, a temporary file left by a crash mid-write) the sweep removes
 (:meth:`DataCleanup.sweep`, at the server's start and every :data:`SWEEP_INTERVAL_SECONDS`):
-the directory of every node no longer in the database, and every temporary file, once untouched
+the directory of every node no longer in the database (nor server object of a session, see
+:mod:`..tickets`, whose data is laid out as a node's), and every temporary file, once untouched
 for :data:`SWEEP_GRACE_SECONDS`. The database is asked after the directories are listed, and a
 directory touched within the grace period is kept, so that a node being created (its bytes
 written before its transaction commits) or a write in progress is never swept.
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..catalog.models import Node
 from ..logs import logger
+from ..tickets.models import TicketObject
 from .store import FAMILY_PREFIXES, TEMPORARY_SUFFIX, BlobStore
 
 __all__ = ["SWEEP_GRACE_SECONDS", "SWEEP_INTERVAL_SECONDS", "DataCleanup", "Swept"]
@@ -100,9 +102,9 @@ class DataCleanup:
         )
 
     async def sweep(self, grace: float = SWEEP_GRACE_SECONDS) -> Swept:
-        """Remove the directories of the nodes no longer in the database and the temporary
-        files, of those untouched for ``grace`` seconds (nothing without a directory store or
-        a database)."""
+        """Remove the directories of the nodes (and server objects) no longer in the database
+        and the temporary files, of those untouched for ``grace`` seconds (nothing without a
+        directory store or a database)."""
         root = self.blobs.root
         if root is None or self.sessions is None:
             return Swept(0, 0)
@@ -113,6 +115,9 @@ class DataCleanup:
             for start in range(0, len(ids), _IDS_PER_QUERY):
                 batch = ids[start : start + _IDS_PER_QUERY]
                 known.update(await session.scalars(select(Node.id).where(Node.id.in_(batch))))
+                known.update(
+                    await session.scalars(select(TicketObject.id).where(TicketObject.id.in_(batch)))
+                )
         orphans = [directory for directory, node_id in found if node_id not in known]
         if len(orphans) > _MOST_ORPHANS * len(found) and len(orphans) > 1:
             # More data than catalog: the likelier story is a server pointed at the wrong (or

@@ -31,12 +31,14 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anyio
 import pyarrow
 import pyarrow.ipc
 
 from ..catalog.nodes import InvalidContentError
 from ..errors import InvalidRequestError
 from .export import table_stream
+from .store import BlobStore, map_file
 
 __all__ = [
     "MAX_DECODED_BYTES",
@@ -53,6 +55,7 @@ __all__ = [
     "joined_spans",
     "partition_key",
     "read_stream",
+    "stored_partitions",
     "structure_after_write",
     "table_tag",
     "validate_structure",
@@ -236,6 +239,24 @@ def checked_stream(body: bytearray, schema: Any) -> tuple[bytes | bytearray, int
 def empty_stream(schema: Any) -> bytes:
     """An IPC stream of ``schema`` without rows (an unwritten partition)."""
     return table_stream(schema.empty_table())
+
+
+async def stored_partitions(
+    blobs: BlobStore, table_id: str, indexes: Sequence[int]
+) -> list[tuple[memoryview, str] | None]:
+    """The stored streams of the partitions ``indexes`` of the table ``table_id`` (``None`` for
+    an unwritten one), with a tag of each: mapped from their files in a directory store (a
+    partition rewritten meanwhile keeps, here, the version that was opened), else fetched."""
+    keys = [partition_key(table_id, index) for index in indexes]
+    paths = [blobs.local_path(key) for key in keys]
+    if all(path is not None for path in paths):
+        return await anyio.to_thread.run_sync(
+            lambda: [map_file(path) for path in paths if path is not None]
+        )
+    held = [await blobs.get(key) for key in keys]
+    return await anyio.to_thread.run_sync(
+        lambda: [None if got is None else (got, content_tag(got)) for got in held]
+    )
 
 
 def read_stream(stream: bytes | memoryview, columns: Sequence[str] | None = None) -> Any:

@@ -19,6 +19,7 @@ from .calls import track_calls
 from .catalog import CatalogService
 from .connection import LimitedConnection
 from .messages import RequestCodec
+from .sessions import SessionService
 from .status import StatusService
 from .tokens import TokenService
 
@@ -41,6 +42,7 @@ class GrpcServer(Server):
             StatusService(state.metrics, self._closing),
             TokenService(state),
             CatalogService(state, self._closing),
+            SessionService(state, self._closing),
         ]
         super().__init__(services, codec=RequestCodec())
         limits = state.limits

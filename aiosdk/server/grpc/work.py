@@ -59,13 +59,14 @@ Method = Callable[[ServiceT, RequestT], Coroutine[Any, Any, ReplyT]]
 
 
 def mutating(
-    reply_type: type[ReplyT],
+    reply_type: type[ReplyT], *, read_only_callers: bool = False
 ) -> Callable[[Handler[ServiceT, RequestT, ReplyT]], Method[ServiceT, RequestT, ReplyT]]:
     """Make ``handler(service, request, work)`` a unary RPC method that runs in its own unit of
     work and honours the call's idempotency key; its replies are ``reply_type`` messages.
 
     A read-only caller (a token of scope ``"read"``) is refused with ``PERMISSION_DENIED``
-    before anything else.
+    before anything else, unless ``read_only_callers``: a call that writes only the server's
+    bookkeeping of what the caller reads (a ticket session's exports), not shared data.
     """
 
     def decorate(
@@ -75,7 +76,7 @@ def mutating(
         async def method(service: ServiceT, request: RequestT) -> ReplyT:
             state = service.state
             call = current_call.get()
-            if call.principal.read_only:
+            if call.principal.read_only and not read_only_callers:
                 raise GRPCError(
                     Status.PERMISSION_DENIED, "The token is read-only: it may only read"
                 )

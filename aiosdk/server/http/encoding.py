@@ -41,6 +41,7 @@ __all__ = [
     "accepts_zstd",
     "encoded_etag",
     "etag_matches",
+    "named_etag",
     "negotiated",
 ]
 
@@ -112,16 +113,21 @@ def encoded_etag(etag: str) -> str:
     return f"{etag}-{ZSTD}"
 
 
+def named_etag(headers: Headers, *tags: str) -> str | None:
+    """The first of ``tags`` that the request's ``If-None-Match`` names (compared weakly, as
+    RFC 9110 has it; ``*`` names any), or ``None``."""
+    wanted = headers.get("if-none-match")
+    if wanted is None or not tags:
+        return None
+    named = {tag.strip().removeprefix("W/") for tag in wanted.split(",")}
+    if "*" in named:
+        return tags[0]
+    return next((tag for tag in tags if tag.removeprefix("W/") in named), None)
+
+
 def etag_matches(headers: Headers, etag: str) -> str | None:
     """The tag (``etag``, or its zstd form's) that ``If-None-Match`` names, if it names one."""
-    wanted = headers.get("if-none-match")
-    if wanted is None:
-        return None
-    named = {tag.strip() for tag in wanted.split(",")}
-    for tag in (etag, encoded_etag(etag)):
-        if tag in named:
-            return tag
-    return None
+    return named_etag(headers, etag, encoded_etag(etag))
 
 
 async def _pieces(spans: AsyncIterator[memoryview]) -> AsyncIterator[memoryview]:

@@ -15,7 +15,6 @@ is answered 404 like a missing one). Bodies go up to ``limits.max_data_body_byte
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -24,22 +23,27 @@ from fastapi import APIRouter, Query, Request, Response
 from ...authorization import READ, WRITE
 from ...catalog.nodes import InvalidContentError, NodeRead, Viewer
 from ...data import export
-from ...data.arrays import ArrayData, Selection, SelectionRead, as_bytes
-from ...data.ranges import requested_range
+from ...data.arrays import ArrayData, Selection, as_bytes
 from ...data.structures import ArrayStructure, validate_array_structure
 from ...errors import InvalidRequestError
 from .. import encoding
-from ..bodies import BodyResponse, StreamedResponse, read_body
+from ..bodies import read_body
 from ..dependencies import Current, RequestCall
 from ..openapi import documented_error
-from .data_nodes import commit_structure, data_node, done_reading, locked_data_node
+from .data_nodes import (
+    NOT_MODIFIED,
+    commit_structure,
+    data_node,
+    data_response,
+    done_reading,
+    locked_data_node,
+)
 from .organizations import conflict
 
 __all__ = [
     "MAX_EXPORT_BYTES",
     "OCTET_STREAM",
     "array_node",
-    "data_response",
     "parse_index",
     "parse_selection",
     "router",
@@ -67,49 +71,6 @@ async def array_node(
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     return ",".join(map(str, shape))
-
-
-async def data_response(
-    request: Request,
-    body: memoryview | SelectionRead,
-    etag: str | None,
-    headers: dict[str, str],
-    media_type: str = OCTET_STREAM,
-) -> Response:
-    """``body`` (bytes, or a selection read as it is sent) as the answer to ``request``: whole
-    (200; zstd-encoded when the request allows it and the body compresses, see
-    :mod:`..encoding`), the part its ``Range`` asks for (206), or 304 when its
-    ``If-None-Match`` names ``etag`` (or its zstd form's); nothing of a selection is read for
-    a 304, a 416 or a HEAD request."""
-    headers = {**headers, "Accept-Ranges": "bytes", **encoding.VARY}
-    if etag is not None:
-        headers["ETag"] = etag
-        matched = encoding.etag_matches(request.headers, etag)
-        if matched is not None:
-            return Response(status_code=304, headers={**headers, "ETag": matched})
-    size = body.nbytes
-    if isinstance(body, memoryview):
-        whole = body
-
-        async def spans() -> AsyncIterator[memoryview]:
-            yield whole
-
-        pieces: Callable[[], AsyncIterator[memoryview]] = spans
-    else:
-        pieces = body.pieces
-    encoded = await encoding.negotiated(request, pieces, size, headers, media_type)
-    if encoded is not None:
-        return encoded
-    part = requested_range(request.headers, size, etag)
-    start, stop, status = (0, size, 200) if part is None else (part.start, part.stop, 206)
-    if part is not None:
-        headers["Content-Range"] = part.content_range
-    if isinstance(body, memoryview):
-        return BodyResponse([body[start:stop]], status, headers, media_type)
-    selection = body
-    return StreamedResponse(
-        lambda: selection.pieces(start, stop), stop - start, status, headers, media_type
-    )
 
 
 # --- parameters ------------------------------------------------------------------------------
@@ -197,7 +158,7 @@ _BYTES_200 = {
 _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: _BYTES_200,
     206: {"description": "The part of the data the Range asked for (Content-Range says which)"},
-    304: {"description": "Not modified: the If-None-Match named the current ETag (no body)"},
+    304: NOT_MODIFIED,
     400: documented_error("Invalid path, block index or selection, or the node is no array"),
     404: _NODE_404,
     416: documented_error("The Range asked for is beyond the data's end"),
@@ -242,7 +203,9 @@ async def get_block(path: str, request: Request, call: Current, block: IndexText
     structure.check_block(index)
     await done_reading(call)
     found = await ArrayData(call.state.blobs, view.node.id, structure).read_block(index)
-    return await data_response(request, found.body, found.etag, _headers(structure, found.shape))
+    return await data_response(
+        request, [found.body], found.etag, _headers(structure, found.shape), OCTET_STREAM
+    )
 
 
 @router.get(
@@ -274,7 +237,7 @@ async def get_full(
     read = await data.selection(selection)
     headers = _headers(structure, read.shape)
     if fmt is None:
-        return await data_response(request, read, read.etag, headers)
+        return await data_response(request, read, read.etag, headers, OCTET_STREAM)
     if read.nbytes > MAX_EXPORT_BYTES:
         raise InvalidContentError(
             f"The selection is {read.nbytes:,} bytes; at most {MAX_EXPORT_BYTES // 2**20} MiB"

@@ -41,6 +41,7 @@ from ...catalog.nodes import (
 from ...catalog.paths import MAX_PATH_LENGTH, parent_of
 from ...errors import InvalidRequestError
 from ..dependencies import Current, RequestCall, viewer_of
+from ..encoding import named_etag
 from ..openapi import documented_error
 from ..pagination import MAX_PAGE_TOKEN_LENGTH
 from .organizations import Action, conflict
@@ -257,11 +258,8 @@ def _answer(request: Request, body: dict[str, Any]) -> Response:
     content = _encode(body).encode()
     etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
     headers = {"ETag": etag}
-    wanted = request.headers.get("if-none-match")
-    if wanted is not None:
-        tags = {tag.strip().removeprefix("W/") for tag in wanted.split(",")}
-        if etag in tags or "*" in tags:
-            return Response(status_code=304, headers=headers)
+    if named_etag(request.headers, etag) is not None:
+        return Response(status_code=304, headers=headers)
     return Response(content, media_type="application/json", headers=headers)
 
 

@@ -26,14 +26,20 @@ from pydantic import BaseModel
 
 from ...authorization import WRITE
 from ...data import export, tables
-from ...data.ranges import requested_range
-from ...data.store import BlobStore, map_file
+from ...data.store import BlobStore
 from ...errors import InvalidRequestError
 from .. import encoding
-from ..bodies import BodyResponse, StreamedResponse, read_body
+from ..bodies import StreamedResponse, read_body
 from ..dependencies import Current, RequestCall
 from ..openapi import documented_error
-from .data_nodes import commit_structure, data_node, done_reading, locked_data_node
+from .data_nodes import (
+    NOT_MODIFIED,
+    commit_structure,
+    data_node,
+    data_response,
+    done_reading,
+    locked_data_node,
+)
 from .organizations import conflict
 
 __all__ = ["ARROW_BODY", "ARROW_STREAM", "AppendAnswer", "router"]
@@ -92,20 +98,9 @@ async def _stored(
     """The stored streams of the partitions ``indexes`` (an unwritten one, or none at all: the
     schema without rows), mapped from their files in a directory store, and a tag of each. A
     partition rewritten meanwhile keeps, here, the version that was opened."""
-    keys = [tables.partition_key(node.id, index) for index in indexes]
-    found: list[tuple[memoryview, str] | None]
-    paths = [blobs.local_path(key) for key in keys]
-    if not keys:  # no partition yet (a file left by a failed first write is not one)
-        found = [None]
-    elif all(path is not None for path in paths):
-        found = await anyio.to_thread.run_sync(
-            lambda: [map_file(path) for path in paths if path is not None]
-        )
-    else:
-        held = [await blobs.get(key) for key in keys]
-        found = await anyio.to_thread.run_sync(
-            lambda: [None if got is None else (got, tables.content_tag(got)) for got in held]
-        )
+    found: list[tuple[memoryview, str] | None] = [None]
+    if indexes:  # (no partition yet: a file left by a failed first write is not one)
+        found = await tables.stored_partitions(blobs, node.id, indexes)
     empty: memoryview | None = None
     streams, tags = [], []
     for item in found:
@@ -117,35 +112,6 @@ async def _stored(
         streams.append(item[0])
         tags.append(item[1])
     return streams, tags
-
-
-async def _spans_response(
-    request: Request, spans: list[memoryview], etag: str, headers: dict[str, str]
-) -> Response:
-    """``spans`` one after another as the answer: whole (200; zstd-encoded when the request
-    allows it and they compress, see :mod:`..encoding`), the part a ``Range`` asks for (206;
-    with ``If-Range``, only while ``etag`` is still the data's)."""
-    headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes", **encoding.VARY}
-    size = sum(len(span) for span in spans)
-
-    async def pieces() -> AsyncIterator[memoryview]:
-        for span in spans:
-            yield span
-
-    encoded = await encoding.negotiated(request, pieces, size, headers, ARROW_STREAM)
-    if encoded is not None:
-        return encoded
-    part = requested_range(request.headers, size, etag)
-    if part is None:
-        return BodyResponse(spans, 200, headers, ARROW_STREAM)
-    headers["Content-Range"] = part.content_range
-    kept, at = [], 0
-    for span in spans:
-        start, stop = max(part.start - at, 0), min(part.stop - at, len(span))
-        if start < stop:
-            kept.append(span[start:stop])
-        at += len(span)
-    return BodyResponse(kept, 206, headers, ARROW_STREAM)
 
 
 async def _streamed(
@@ -204,12 +170,13 @@ async def _answer(
         joined = tables.joined_spans(streams)
         if joined is not None:
             etag = tables.table_tag(node.id, structure, [str(i) for i in indexes] + tags)
-            return await _spans_response(request, joined, etag, headers)
+            return await data_response(request, joined, etag, headers, ARROW_STREAM)
     return await _streamed(streams, columns, fmt or export.ARROW, headers)
 
 
 _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: _STREAM_200,
+    304: NOT_MODIFIED,
     206: {
         "description": "The part of the stream the Range asked for (Content-Range says which)",
         "content": {ARROW_STREAM: {}},
