@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
@@ -129,6 +130,30 @@ def machine_line() -> str:
         f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs, "
         f"httpx {httpx.__version__}"
     )
+
+
+def server_header(
+    table: Table,
+    title: str,
+    server: ServerProcess,
+    pinning: Pinning,
+    *,
+    runs: int,
+    quick: bool,
+    versions: str = "",
+    figures_note: str = "",
+) -> None:
+    """The lines a benchmark against a server process opens its table with: what ran, when,
+    where, pinned how, and how its figures are summarized."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    mode = "QUICK smoke run, not for quoting" if quick else "full run"
+    table.title(f"{title} ({mode}), {now}")
+    table.text(machine_line() + versions)
+    table.text(pinning.describe() + "; asyncio default event loop")
+    command = shlex.join(server.argv).replace(server.token, "<token>")
+    table.text(f"server: {command} (pid {server.pid})")
+    table.text(f"        HTTP {server.url}, gRPC {server.grpc}")
+    table.text(f"figures: median, min and max over {runs} runs{figures_note}")
 
 
 # -- CPU pinning -------------------------------------------------------------------------------

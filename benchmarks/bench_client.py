@@ -36,7 +36,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
@@ -51,8 +50,8 @@ from _harness import (
     Summary,
     Table,
     default_server_command,
-    machine_line,
     plan_pinning,
+    server_header,
 )
 
 Call = Callable[[], Awaitable[object]]
@@ -496,21 +495,18 @@ def few_runs_note(summary: Summary, plan: Plan) -> str:
 # -- main --------------------------------------------------------------------------------------
 
 
-def header(table: Table, server: ServerProcess, pinning: Pinning, plan: Plan, quick: bool) -> None:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    mode = "QUICK smoke run, not for quoting" if quick else "full run"
-    table.title(f"aiosdk client benchmark ({mode}), {now}")
-    table.text(machine_line() + f", aiosdk {aiosdk.__version__}")
-    table.text(pinning.describe() + "; asyncio default event loop")
-    command = shlex.join(server.argv).replace(server.token, "<token>")
-    table.text(f"server: {command} (pid {server.pid})")
-    table.text(f"        HTTP {server.url}, gRPC {server.grpc}")
-    table.text(f"figures: median, min and max over {plan.runs} runs unless noted")
-
-
 async def run_all(server: ServerProcess, pinning: Pinning, plan: Plan, quick: bool) -> Table:
     table = Table()
-    header(table, server, pinning, plan, quick)
+    server_header(
+        table,
+        "aiosdk client benchmark",
+        server,
+        pinning,
+        runs=plan.runs,
+        quick=quick,
+        versions=f", aiosdk {aiosdk.__version__}",
+        figures_note=" unless noted",
+    )
     progress("(a) sequential latency, aiosdk vs raw httpx")
     sequential = await bench_sequential(server, plan)
     progress("(b) blocking facade")

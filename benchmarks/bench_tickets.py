@@ -37,7 +37,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -66,8 +65,8 @@ from _harness import (
     Summary,
     Table,
     default_server_command,
-    machine_line,
     plan_pinning,
+    server_header,
 )
 
 GOAL_UNARY_RATIO = 1.2
@@ -318,21 +317,17 @@ def report(
     table.ratio("ratio of medians aiosdk / grpclib", sdk / raw, GOAL_UNARY_RATIO)
 
 
-def header(table: Table, server: ServerProcess, pinning: Pinning, plan: Plan, quick: bool) -> None:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    mode = "QUICK smoke run, not for quoting" if quick else "full run"
-    table.title(f"aiosdk sessions and tickets benchmark ({mode}), {now}")
-    table.text(machine_line() + f", aiosdk {aiosdk.__version__}, pyarrow {pa.__version__}")
-    table.text(pinning.describe() + "; asyncio default event loop")
-    command = shlex.join(server.argv).replace(server.token, "<token>")
-    table.text(f"server: {command} (pid {server.pid})")
-    table.text(f"        HTTP {server.url}, gRPC {server.grpc}")
-    table.text(f"figures: median, min and max over {plan.runs} runs")
-
-
 async def run_all(server: ServerProcess, pinning: Pinning, plan: Plan, quick: bool) -> Table:
     table = Table()
-    header(table, server, pinning, plan, quick)
+    server_header(
+        table,
+        "aiosdk sessions and tickets benchmark",
+        server,
+        pinning,
+        runs=plan.runs,
+        quick=quick,
+        versions=f", aiosdk {aiosdk.__version__}, pyarrow {pa.__version__}",
+    )
     progress("seeding")
     token, path, data = await seed(server, plan)
     progress("(a) a view by ticket vs the whole table")

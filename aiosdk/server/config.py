@@ -77,6 +77,22 @@ class Limits:
                 raise ValueError(f"Limits.{limit.name} must be a positive {kind}, not {value!r}")
 
 
+def _check_positive(settings: object, names: Sequence[str]) -> None:
+    """:class:`ValueError` unless each of ``names`` of ``settings`` is a positive, finite
+    number."""
+    for name in names:
+        value = getattr(settings, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not value > 0
+            or not math.isfinite(value)
+        ):
+            raise ValueError(
+                f"{type(settings).__name__}.{name} must be a positive number, not {value!r}"
+            )
+
+
 @dataclass(frozen=True)
 class AccountSettings:
     """Lifetimes of login sessions and limits on login attempts."""
@@ -94,15 +110,7 @@ class AccountSettings:
     """Whether requests without credentials may read public assets."""
 
     def __post_init__(self) -> None:
-        for name in ("access_token_ttl", "session_ttl", "login_window_seconds"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not value > 0
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"AccountSettings.{name} must be a positive number, not {value!r}")
+        _check_positive(self, ("access_token_ttl", "session_ttl", "login_window_seconds"))
         for name in ("login_failures_per_account", "login_failures_per_address"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -129,15 +137,7 @@ class TicketSettings:
     session is treated as closed wherever it is looked at, sweep or not)."""
 
     def __post_init__(self) -> None:
-        for name in ("session_ttl", "max_session_ttl", "sweep_interval"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not value > 0
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"TicketSettings.{name} must be a positive number, not {value!r}")
+        _check_positive(self, ("session_ttl", "max_session_ttl", "sweep_interval"))
         if self.max_session_ttl > 86400:  # (the registry's MAX_TTL_SECONDS)
             raise ValueError(
                 f"TicketSettings.max_session_ttl is at most 86400 (a day), not"

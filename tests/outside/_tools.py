@@ -6,6 +6,7 @@ fresh interpreters."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import json
 import logging
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from hypothesis import HealthCheck, example, given, settings
@@ -356,3 +358,15 @@ def run_script(
     for word in absent:
         assert word not in result.stderr, result.stderr
     return result.stdout
+
+
+def load_grpcio_stubs() -> Any:
+    """``grpcio_stubs`` of tests/server/grpcio_stubs.py (the official grpcio client's modules
+    built from our .proto files), loaded by its path (tests/ is no package)."""
+    path = Path(__file__).parents[1] / "server" / "grpcio_stubs.py"
+    spec = importlib.util.spec_from_file_location("outside_grpcio_stubs", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.grpcio_stubs

@@ -7,12 +7,10 @@ authorization metadata that is no credential at all.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import socket
 import struct
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -24,25 +22,14 @@ import httpx
 import pytest
 
 from aiosdk.server import ServerThread
-from outside._tools import PASSWORD, new_user
+from outside._tools import PASSWORD, load_grpcio_stubs, new_user
 
 OK = grpc.StatusCode.OK
 
 
-def _load_stub_builder() -> Any:
-    """tests/server/grpcio_stubs.py, loaded by its path (tests/ is no package)."""
-    path = Path(__file__).parents[1] / "server" / "grpcio_stubs.py"
-    spec = importlib.util.spec_from_file_location("outside_grpcio_stubs", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.grpcio_stubs
-
-
 @pytest.fixture(scope="module")
 def grpcio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModuleType]]:
-    with _load_stub_builder()(tmp_path_factory.mktemp("grpcio"), "status", "tokens") as modules:
+    with load_grpcio_stubs()(tmp_path_factory.mktemp("grpcio"), "status", "tokens") as modules:
         yield modules
 
 

@@ -7,12 +7,10 @@ server logs no unhandled error meanwhile.
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -27,7 +25,7 @@ import pytest
 import aiosdk
 from aiosdk.catalog.queries import Key, encode_filters
 from aiosdk.server import ServerThread
-from outside._tools import Unhandled, log_in, new_user
+from outside._tools import Unhandled, load_grpcio_stubs, log_in, new_user
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -35,20 +33,9 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 WITHIN = 15.0
 
 
-def _load_stub_builder() -> Any:
-    """tests/server/grpcio_stubs.py, loaded by its path (tests/ is no package)."""
-    path = Path(__file__).parents[1] / "server" / "grpcio_stubs.py"
-    spec = importlib.util.spec_from_file_location("sessions_grpcio_stubs", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.grpcio_stubs
-
-
 @pytest.fixture(scope="module")
 def grpcio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModuleType]]:
-    with _load_stub_builder()(tmp_path_factory.mktemp("grpcio"), "sessions") as modules:
+    with load_grpcio_stubs()(tmp_path_factory.mktemp("grpcio"), "sessions") as modules:
         yield modules
 
 

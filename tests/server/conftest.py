@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aiosdk.server import Server, ServerConfig
 from aiosdk.server.storage import create_engine, default_database_url, session_factory
+from aiosdk.server.unit_of_work import UnitOfWork
 
 POSTGRES_URL_ENV = "AIOSDK_TEST_DATABASE_URL"
 
@@ -278,3 +280,15 @@ async def home(owner: tuple[str, httpx.AsyncClient]) -> tuple[str, httpx.AsyncCl
     name, http = owner
     box = await create(http, name, unique("t"))
     return box["path"], http
+
+
+@asynccontextmanager
+async def unit(database: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One unit of work, begun for writing and committed at the end (rolled back on error)."""
+    work = UnitOfWork(database)
+    try:
+        await work.begin_write()
+        yield work.session
+        await work.commit()
+    finally:
+        await work.close()

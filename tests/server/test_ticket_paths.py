@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,27 +28,15 @@ from aiosdk.server.storage import utcnow
 from aiosdk.server.tickets import registry
 from aiosdk.server.tickets.models import TicketSession
 from aiosdk.server.tickets.registry import Target
-from aiosdk.server.unit_of_work import UnitOfWork
 
 from . import _tables
 from ._arrays import decoded, new_array, put_all, read_full
 from ._arrays import sample as array_sample
-from .conftest import Users, assert_error, create, get, make_client, unique, url
+from .conftest import Users, assert_error, create, get, make_client, unique, unit, url
 
 pytestmark = pytest.mark.anyio
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@asynccontextmanager
-async def unit(database: Sessions) -> AsyncIterator[AsyncSession]:
-    work = UnitOfWork(database)
-    try:
-        await work.begin_write()
-        yield work.session
-        await work.commit()
-    finally:
-        await work.close()
 
 
 class Exports:

@@ -10,7 +10,7 @@ import math
 import os
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,27 +39,14 @@ from aiosdk.server.tickets.models import (
     TicketShared,
 )
 from aiosdk.server.tickets.registry import Target, TicketExistsError
-from aiosdk.server.unit_of_work import UnitOfWork
 
-from .conftest import POSTGRES_URL_ENV, Users, create, fresh_postgres_database, unique, url
+from .conftest import POSTGRES_URL_ENV, Users, create, fresh_postgres_database, unique, unit, url
 from .test_migrations import Database
 
 pytestmark = pytest.mark.anyio
 
 Sessions = async_sessionmaker[AsyncSession]
 TABLE = "table"
-
-
-@asynccontextmanager
-async def unit(database: Sessions) -> AsyncIterator[AsyncSession]:
-    """One unit of work, begun for writing and committed at the end (rolled back on error)."""
-    work = UnitOfWork(database)
-    try:
-        await work.begin_write()
-        yield work.session
-        await work.commit()
-    finally:
-        await work.close()
 
 
 async def viewer_of(db: AsyncSession, name: str) -> Viewer:
