@@ -165,32 +165,21 @@ class SessionService(proto.SessionServiceBase):
             result_family, structure = await views.compute_view(
                 self.state.blobs, source, view, result_id
             )
-        db = work.session
         async with self._written(result_id):
-            await work.begin_write()
-            session = await registry.live_session(db, owner, message.session_id, lock=True)
-            replay = await self._replay(db, session, number, request)  # the same, meanwhile
-            if replay is not None:
-                self._remove_after_commit(work, [result_id])
-                return replay
-            result = Target(
-                type=result_family,
-                object_id=result_id,
-                sources=target.sources,
-                revision=target.revision,
+            return await self._export_computed(
+                work,
+                message.session_id,
+                number,
+                request,
+                Target(
+                    type=result_family,
+                    object_id=result_id,
+                    sources=target.sources,
+                    revision=target.revision,
+                ),
+                structure,
+                computed_for,
             )
-            await registry.new_object(
-                db,
-                object_id=result_id,
-                type=result_family,
-                family=result_family,
-                structure=structure,
-                sources=target.sources,
-                owner=computed_for,
-                revision=target.revision,
-            )
-            await _add_export(db, session, number, result, request)
-        return _export_info(session.id, number, result, structure)
 
     @mutating(proto.ReleaseResponse, read_only_callers=True)
     async def release(
@@ -421,23 +410,43 @@ class SessionService(proto.SessionServiceBase):
                 structure = await views.write_table_object(self.state.blobs, result_id, computed)
             else:
                 structure = await views.write_array_object(self.state.blobs, result_id, computed)
-            await work.begin_write()
-            db = work.session
-            session = await registry.live_session(db, owner, session_id, lock=True)
-            replay = await self._replay(db, session, number, request)  # the same, meanwhile
-            if replay is not None:
-                self._remove_after_commit(work, [result_id])
-                return replay
-            await registry.new_object(
-                db,
-                object_id=result_id,
-                type=family,
-                family=family,
-                structure=structure,
-                owner=owner,
-            )
             target = Target(type=family, object_id=result_id)
-            await _add_export(db, session, number, target, request)
+            return await self._export_computed(
+                work, session_id, number, request, target, structure, owner
+            )
+
+    async def _export_computed(
+        self,
+        work: UnitOfWork,
+        session_id: str,
+        number: int,
+        request: str,
+        target: Target,
+        structure: dict[str, Any],
+        computed_for: str | None,
+    ) -> proto.ExportInfo:
+        """Record the server object whose data was written (``target.object_id``; a view's, a
+        computed field's) and export it as ``number``, in ``work``; the answer of the same
+        request made meanwhile instead, if one was (the data written is then removed)."""
+        assert target.object_id is not None
+        await work.begin_write()
+        db = work.session
+        session = await registry.live_session(db, _owner(), session_id, lock=True)
+        replay = await self._replay(db, session, number, request)  # the same, meanwhile
+        if replay is not None:
+            self._remove_after_commit(work, [target.object_id])
+            return replay
+        await registry.new_object(
+            db,
+            object_id=target.object_id,
+            type=target.type,
+            family=target.type,
+            structure=structure,
+            sources=target.sources,
+            owner=computed_for,
+            revision=target.revision,
+        )
+        await _add_export(db, session, number, target, request)
         return _export_info(session.id, number, target, structure)
 
     async def _replay(
