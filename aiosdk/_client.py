@@ -33,6 +33,7 @@ from .catalog import listings as _listings
 from .catalog.containers import AsyncContainer
 from .catalog.listings import Permission, Strings
 from .catalog.nodes import AsyncNode
+from .channels import AsyncChannels
 from .proto import GetStatusRequest, ServerStatus, StatusServiceStub, WatchStatusRequest
 from .tickets.session import AsyncSession
 
@@ -142,6 +143,7 @@ class AsyncClient:
         self._tokens = AsyncTokens(self._ctx)
         self._admin = AsyncAdmin(self._ctx)
         self._catalog = AsyncContainer._root(self._ctx)
+        self._channels = AsyncChannels(self._ctx)
 
     @classmethod
     def _with_bootstrap(
@@ -282,6 +284,12 @@ class AsyncClient:
         """Administration: users and organizations (the admin token), organization members
         (also an organization's owners and admins)."""
         return self._admin
+
+    @property
+    def channels(self) -> AsyncChannels:
+        """Channels (gRPC): the user's channels (create a token, send, presence), and the
+        token holder's calls, which need no login (``connect(token)``...)."""
+        return self._channels
 
     @property
     def catalog(self) -> AsyncContainer:

@@ -76,9 +76,10 @@ class Summary:
         return len(self.values)
 
 
-def verdict(value: float, goal: float) -> str:
-    """``PASS`` when ``value`` is at most ``goal``, else ``MISS``."""
-    return "PASS" if value <= goal else "MISS"
+def verdict(value: float, goal: float, *, at_least: bool = False) -> str:
+    """``PASS`` when ``value`` is at most ``goal`` (at least ``goal`` with ``at_least``), else
+    ``MISS``."""
+    return "PASS" if (value >= goal if at_least else value <= goal) else "MISS"
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -109,12 +110,21 @@ class Table:
         )
 
     def ratio(
-        self, label: str, value: float, goal: float, unit: str = "x", digits: int = 2
+        self,
+        label: str,
+        value: float,
+        goal: float,
+        unit: str = "x",
+        digits: int = 2,
+        *,
+        at_least: bool = False,
     ) -> None:
-        """A figure with its goal and PASS/MISS beside it."""
+        """A figure with its goal (at most ``goal``; at least, with ``at_least``) and PASS/MISS
+        beside it."""
+        bound = ">=" if at_least else "<="
         self.lines.append(
             f"  {label:<{self.label_width}} {value:>9.{digits}f} {unit:<3} "
-            f"goal <= {goal:g} {unit}  {verdict(value, goal)}"
+            f"goal {bound} {goal:g} {unit}  {verdict(value, goal, at_least=at_least)}"
         )
 
     def text(self, line: str) -> None:

@@ -55,6 +55,25 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
                 "blocking: [15.0, 18.0, 21.0] Session",
             ],
         ),
+        (
+            "channels.py",
+            [
+                "connected to 'device-17'",
+                "received in order: ['hello', 'how are you?', b'\\x00\\x01 raw bytes', 'live!']",
+                "resumable after offset 4",
+                "presence: ['device-17 connected', 'device-17 disconnected (clean)']",
+                "pending: ['one', 'two']",
+                "popped: 'one'",
+                "connect and pop: 'two'",
+                "has messages: False",
+                "a forged token's client id: None",
+                "a forged token is an InvalidTokenError",
+                "a replaced token is a TokenTimedOutError",
+                "over 32 KiB is a MessageTooLargeError, before any request",
+                "a client id without a channel is a NotFoundError",
+                "blocking: ['a', 'b', 'c'] ChannelConnection",
+            ],
+        ),
     ],
 )
 def test_example_runs(

@@ -82,6 +82,8 @@ FACADES = [
     Facade("aiosdk.catalog.datasets", "AsyncDatasetClient", "datasets", abc="Mapping[str, Node]"),
     Facade("aiosdk.tickets.session", "AsyncSession", "tickets"),
     Facade("aiosdk.tickets.session", "AsyncPluginObject", "tickets"),
+    Facade("aiosdk.channels.service", "AsyncChannels", "channels"),
+    Facade("aiosdk.channels.connection", "AsyncChannelConnection", "channel_connection"),
     Facade("aiosdk._client", "AsyncClient", "client", constructible=True),
 ]
 """The public facade: each twin is exported from ``aiosdk`` too."""

@@ -15,15 +15,19 @@ __all__ = [
     "AiosdkError",
     "AuthenticationError",
     "BadRequestError",
+    "ChannelFullError",
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
     "ConnectError",
+    "ContinuityLostError",
     "DeadlineExceededError",
     "InternalServerError",
     "IdempotencyInProgressError",
+    "InvalidChannelIdError",
     "InvalidTokenError",
     "MalformedTicketError",
+    "MessageTooLargeError",
     "MissingDependencyError",
     "NodeNotFoundError",
     "NotFoundError",
@@ -37,6 +41,7 @@ __all__ = [
     "SessionExpiredError",
     "StatusError",
     "TimeoutError",
+    "TokenTimedOutError",
     "TransportError",
     "UnprocessableEntityError",
     "UnsupportedBackendError",
@@ -71,6 +76,11 @@ class SessionClosedError(AiosdkError, RuntimeError):
 class MalformedTicketError(AiosdkError, ValueError):
     """Bytes that are no ticket, or no ticket of the class asked for (an export ticket given to
     :class:`~aiosdk.ScopeTicket`); the message names the problem. A ``ValueError`` too."""
+
+
+class InvalidChannelIdError(AiosdkError, ValueError):
+    """A channel's client id the server would refuse, found before any request: not a ``str``,
+    empty, longer than 64 bytes of UTF-8, or with a control character. A ``ValueError`` too."""
 
 
 class MissingDependencyError(AiosdkError, ImportError):
@@ -195,6 +205,17 @@ class SessionExpiredError(NotFoundError):
         return super().__str__() if self.grpc_status or self.request_id else self.message
 
 
+class TokenTimedOutError(NotFoundError):
+    """A channel token that was signed by the server but is no longer good: it expired, a newer
+    :meth:`~aiosdk.AsyncChannels.create_channel` for its client id replaced it, or the server no
+    longer has its channel (gRPC ``NOT_FOUND`` on a token holder's call). Ask the application
+    for a new token. A :class:`NotFoundError` too."""
+
+    def __str__(self) -> str:
+        # Found out by the client itself (an InspectToken answer), no status came: the message.
+        return super().__str__() if self.grpc_status or self.request_id else self.message
+
+
 class ConflictError(StatusError):
     status_code = 409
 
@@ -214,11 +235,28 @@ class WatchGapError(StatusError):
     status_code = 400
 
 
+class ContinuityLostError(StatusError):
+    """A channel's messages cannot go on from the position asked for: the channel's history was
+    lost (its messages were cleared, or it ended and was created anew: a new epoch), or the
+    position is past its last message (gRPC ``OUT_OF_RANGE``). Raised instead of skipping
+    anything silently; connect again without a position to take what is pending now."""
+
+    status_code = 400
+
+
 class RequestTooLargeError(StatusError):
     """The request exceeds a size limit of the server (body, header fields, or a gRPC message);
     ``GET /api/v1/`` advertises the limits (:attr:`~aiosdk.ServerInfo.limits`). Not retried."""
 
     status_code = 413
+
+
+class MessageTooLargeError(RequestTooLargeError):
+    """A channel message over the limit of 32 KiB, refused by the client before sending it."""
+
+    def __str__(self) -> str:
+        # Found out by the client itself, no status came: the message alone.
+        return super().__str__() if self.grpc_status or self.request_id else self.message
 
 
 class UnprocessableEntityError(StatusError):
@@ -229,6 +267,12 @@ class RateLimitError(StatusError):
     """Too many requests; ``retry_after`` says how long the server asked to wait, if it did."""
 
     status_code = 429
+
+
+class ChannelFullError(RateLimitError):
+    """A channel's queue holds as many pending messages as the server keeps for it (gRPC
+    ``RESOURCE_EXHAUSTED`` on a send or a broadcast): nothing was stored. Retry once its holder
+    has taken some."""
 
 
 class ServerError(StatusError):

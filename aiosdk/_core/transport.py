@@ -26,9 +26,9 @@ import anyio
 import anyio.lowlevel
 import httpx
 import sniffio
-from grpclib.client import Channel
+from grpclib.client import Channel, Stream
 from grpclib.config import Configuration
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from h2.exceptions import ProtocolError as H2ProtocolError
 
@@ -45,7 +45,14 @@ from .options import RequestOptions
 from .retry import RetryBudget, RetryMode, RetryPolicy, parse_retry_after
 from .secrets import Secret, keep_credentials_out_of_hpack_logs
 
-__all__ = ["AUTH_TIMEOUT", "MIN_AUTH_TIMEOUT", "Bootstrap", "Transport", "auth_timeout_for"]
+__all__ = [
+    "AUTH_TIMEOUT",
+    "MIN_AUTH_TIMEOUT",
+    "Bootstrap",
+    "GrpcDuplex",
+    "Transport",
+    "auth_timeout_for",
+]
 
 log = logging.getLogger("aiosdk")
 keep_credentials_out_of_hpack_logs()  # gRPC metadata carries the credentials
@@ -115,6 +122,42 @@ class Bootstrap(Protocol):
     async def stop(self) -> None:
         """Stop; called once by :meth:`Transport.aclose`."""
         ...
+
+
+class GrpcDuplex:
+    """One attempt of a bidirectional gRPC call, as :meth:`Transport.grpc_duplex` hands it to
+    its ``run``: send requests, receive answers. Failures on the wire propagate to the request
+    path, which maps and retries them."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: Stream[Any, Any]) -> None:
+        self._stream = stream
+
+    async def send(self, message: Any) -> None:
+        """Send one request message."""
+        await self._stream.send_message(message)
+
+    async def recv(self) -> Any:
+        """The next answer; ``None`` once the server has ended the stream."""
+        return await self._stream.recv_message()
+
+    async def finish(self, *last: Any, within: float) -> bool:
+        """Send ``last``, end the client's side, and wait (``within`` seconds at most) for the
+        server to end the stream, dropping what it still sends; whether it ended in time and
+        well. Never raises what the wire does: this is a goodbye, the stream is over anyway."""
+        with anyio.move_on_after(within):
+            try:
+                for message in last:
+                    await self._stream.send_message(message)
+                await self._stream.end()
+                while await self._stream.recv_message() is not None:
+                    pass
+            except (*_GRPC_FAILURES, errors.AiosdkError) as exc:
+                log.debug("ending a gRPC stream: %s: %s", type(exc).__name__, exc)
+                return False
+            return True
+        return False
 
 
 class _HttpPool:
@@ -887,11 +930,14 @@ class Transport:
         idempotent: bool,
         options: RequestOptions,
         what: str,
+        login_hint: bool = True,
     ) -> T:
         """One unary gRPC call through the request path (auth, retries, deadline, errors).
 
         A call that is not ``idempotent`` carries an ``idempotency-key`` (the same on every
         attempt), which the server honours: ``"forceful"`` may retry it without applying it twice.
+        ``login_hint=False``: a call that needs no login (its request carries its own
+        credential, as a channel token), whose refusals say nothing about logging in.
         """
         self._check_grpc_backend()
         key = None if idempotent else uuid.uuid4().hex
@@ -918,7 +964,7 @@ class Transport:
                     ):
                         replayed = True  # refused before it was applied: send it once more
                         continue
-                    raise self._grpc_error(exc, what, sent) from exc
+                    raise self._grpc_error(exc, what, sent, login_hint) from exc
 
         return await self.call(attempt, idempotent=idempotent, options=options, what=what)
 
@@ -930,12 +976,16 @@ class Transport:
         idempotent: bool,
         options: RequestOptions,
         what: str,
+        resumable: bool = False,
+        login_hint: bool = True,
     ) -> AsyncIterator[T]:
         """Items of a server-streaming gRPC call, retried under ``options``.
 
         ``open_stream(stub, last)`` opens the stream; ``last`` is the last item received before an
         interruption, so the call can resume after it. A stream that already delivered items is
-        resumed only in ``"forceful"`` mode; otherwise its failure is raised.
+        resumed only in ``"forceful"`` mode, or in every mode that retries when ``resumable``
+        (``open_stream`` resumes exactly after ``last``, by a position the server keeps);
+        otherwise its failure is raised. ``login_hint`` as for :meth:`grpc_unary`.
         """
         self._check_grpc_backend()
         options = _unkeyed_stream(options, idempotent)
@@ -943,7 +993,7 @@ class Transport:
         last: T | None = None
         delivered = 0
         spent: list[int] = []
-        resumable = options.retry.mode is RetryMode.FORCEFUL
+        resumable = resumable or options.retry.mode is RetryMode.FORCEFUL
         retrying = options.retry.retrying(
             idempotent=idempotent,
             budget=self.budget,
@@ -988,7 +1038,7 @@ class Transport:
                         ):
                             replayed = True  # refused at the start: open it once more
                             continue
-                        raise self._grpc_error(exc, what, sent) from exc
+                        raise self._grpc_error(exc, what, sent, login_hint) from exc
                     finally:
                         aclose = getattr(items, "aclose", None)
                         if aclose is not None:
@@ -997,14 +1047,100 @@ class Transport:
                 if not progressed:  # an empty stream that ended well is a successful call
                     self.budget.refund(sum(spent))
 
+    async def grpc_duplex(
+        self,
+        route: str,
+        request_type: type[Any],
+        response_type: type[Any],
+        run: Callable[[GrpcDuplex], AsyncIterator[T]],
+        *,
+        options: RequestOptions,
+        what: str,
+        resumable: bool = False,
+        progress: Callable[[T], bool] | None = None,
+        login_hint: bool = True,
+    ) -> AsyncIterator[T]:
+        """Items of a bidirectional gRPC call (``route``), retried under ``options``.
+
+        Each attempt opens the stream and hands it to ``run(duplex)``, an async generator that
+        sends and receives on it (:class:`GrpcDuplex`) and yields items. It goes through the
+        same path as :meth:`grpc_stream`: auth (and one replay after a renewed login), the
+        retry mode, budget and deadline, error mapping. An attempt that delivered ``progress``
+        items (every item, by default) starts a fresh count of retries. A stream that already
+        delivered items is opened again only when ``resumable`` (``run`` resumes by a position
+        the server keeps) or in ``"forceful"`` mode; streams carry no idempotency key.
+        """
+        self._check_grpc_backend()
+        await self.start()
+        delivered = 0
+        spent: list[int] = []
+        resumable = resumable or options.retry.mode is RetryMode.FORCEFUL
+        retrying = options.retry.retrying(
+            idempotent=True,
+            budget=self.budget,
+            deadline=None if options.deadline is None else time.monotonic() + options.deadline,
+            spent=spent,
+            allow=lambda: resumable or not delivered,
+        )
+        retrying.before_sleep = lambda state: _log_retry(what, state, options.retry.max_retries)
+        auth = self.auth
+        async for attempt in retrying:
+            with attempt:
+                channel = await self._grpc_channel(options)
+                if auth.renewal_due():
+                    await auth.ensure_fresh(self.auth_sender())
+                replayed = False
+                while True:
+                    generation = auth.generation
+                    sent = self._grpc_metadata
+                    progressed = False
+                    try:
+                        async with channel.request(
+                            route,
+                            Cardinality.STREAM_STREAM,
+                            request_type,
+                            response_type,
+                            metadata=sent,
+                        ) as stream:
+                            await stream.send_request()
+                            items = run(GrpcDuplex(stream))
+                            try:
+                                async for item in items:
+                                    if not progressed and (progress is None or progress(item)):
+                                        # Progress: as in grpc_stream.
+                                        progressed = True
+                                        delivered += 1
+                                        attempt.retry_state.attempt_number = 1
+                                        self.budget.refund(sum(spent))
+                                        spent.clear()
+                                    yield item
+                            finally:
+                                aclose = getattr(items, "aclose", None)
+                                if aclose is not None:
+                                    await aclose()
+                    except _GRPC_FAILURES as exc:
+                        if (
+                            not progressed
+                            and not replayed
+                            and isinstance(exc, GRPCError)
+                            and exc.status is Status.UNAUTHENTICATED
+                            and await auth.recover(generation, self.auth_sender())
+                        ):
+                            replayed = True  # refused at the start: open it once more
+                            continue
+                        raise self._grpc_error(exc, what, sent, login_hint) from exc
+                    break
+                if not progressed:  # a stream that ended well is a successful call
+                    self.budget.refund(sum(spent))
+
     def _grpc_error(
-        self, exc: BaseException, what: str, sent: Mapping[str, str]
+        self, exc: BaseException, what: str, sent: Mapping[str, str], login_hint: bool = True
     ) -> errors.AiosdkError:
         if self._closed and not isinstance(exc, GRPCError):
             return errors.ClientClosedError(f"{what}: {_CLOSED}")
         credentials = sent.get("authorization")
         error = _map_grpc_error(exc, what, bool(credentials and credentials.startswith("Bearer ")))
-        if isinstance(error, errors.AuthenticationError) and not credentials:
+        if isinstance(error, errors.AuthenticationError) and not credentials and login_hint:
             error.message = f"{error.message}: {_NO_CREDENTIALS}"
             error.args = (error.message,)
         return error

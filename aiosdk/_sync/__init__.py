@@ -4,6 +4,8 @@
 
 from .admin import Admin
 from .arrays import ArrayClient
+from .channel_connection import ChannelConnection
+from .channels import Channels
 from .client import Client
 from .containers import Container
 from .datasets import DatasetClient
@@ -20,6 +22,8 @@ __all__ = [
     "Accounts",
     "Admin",
     "ArrayClient",
+    "ChannelConnection",
+    "Channels",
     "Client",
     "Container",
     "ContainerItems",

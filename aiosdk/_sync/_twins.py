@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from aiosdk._core.paging import AsyncPager
     from aiosdk._sync.admin import Admin
     from aiosdk._sync.arrays import ArrayClient
+    from aiosdk._sync.channel_connection import ChannelConnection
+    from aiosdk._sync.channels import Channels
     from aiosdk._sync.client import Client
     from aiosdk._sync.containers import Container
     from aiosdk._sync.datasets import DatasetClient
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from aiosdk.catalog.sparse import AsyncSparseClient
     from aiosdk.catalog.tables import AsyncTableClient
     from aiosdk.catalog.views import AsyncContainerItems, AsyncContainerKeys, AsyncContainerValues
+    from aiosdk.channels.connection import AsyncChannelConnection
+    from aiosdk.channels.service import AsyncChannels
     from aiosdk.testing.accounts import AsyncAccounts
     from aiosdk.tickets.session import AsyncPluginObject, AsyncSession
 
@@ -67,6 +71,10 @@ if TYPE_CHECKING:
     @overload
     def twin(obj: AsyncPluginObject) -> PluginObject: ...
     @overload
+    def twin(obj: AsyncChannels) -> Channels: ...
+    @overload
+    def twin(obj: AsyncChannelConnection) -> ChannelConnection: ...
+    @overload
     def twin(obj: AsyncClient) -> Client: ...
     @overload
     def twin(obj: AsyncAccounts) -> Accounts: ...
@@ -100,6 +108,10 @@ if TYPE_CHECKING:
     def unwrap(obj: Session) -> AsyncSession: ...
     @overload
     def unwrap(obj: PluginObject) -> AsyncPluginObject: ...
+    @overload
+    def unwrap(obj: Channels) -> AsyncChannels: ...
+    @overload
+    def unwrap(obj: ChannelConnection) -> AsyncChannelConnection: ...
     @overload
     def unwrap(obj: Client) -> AsyncClient: ...
     @overload

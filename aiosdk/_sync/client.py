@@ -26,6 +26,7 @@ from aiosdk.proto import ServerStatus
 
 if TYPE_CHECKING:
     from aiosdk._sync.admin import Admin
+    from aiosdk._sync.channels import Channels
     from aiosdk._sync.containers import Container
     from aiosdk._sync.nodes import Node
     from aiosdk._sync.paging import Pager
@@ -214,6 +215,12 @@ class Client(Twin):
         """Administration: users and organizations (the admin token), organization members
         (also an organization's owners and admins)."""
         return twin(self._async.admin)
+
+    @property
+    def channels(self) -> Channels:
+        """Channels (gRPC): the user's channels (create a token, send, presence), and the
+        token holder's calls, which need no login (``connect(token)``...)."""
+        return twin(self._async.channels)
 
     @property
     def catalog(self) -> Container:

@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import accounts, catalog, data, db, keyring, serve
+from . import accounts, catalog, channels, data, db, keyring, serve
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (serve, db, keyring, accounts, catalog, data)
+COMMANDS = (serve, db, keyring, accounts, catalog, data, channels)
 """The modules whose ``register(commands)`` make up the command line, in ``--help`` order."""
 
 

@@ -113,6 +113,21 @@ def register(commands: Subparsers) -> None:
         metavar="SECONDS",
         help="the longest ttl a ticket session may ask for, at most a day (default: 86400)",
     )
+    channels = serve.add_argument_group("channels", "gRPC channels and their clients' presence")
+    channels.add_argument(
+        "--channel-queue-size",
+        type=_positive_count,
+        metavar="N",
+        help="pending messages a channel holds at most; a send to a full one is refused"
+        " (default: 1000)",
+    )
+    channels.add_argument(
+        "--channel-grace",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="how long a channel's client may stay silent (a dropped connection) before it counts"
+        " as disconnected (default: 10)",
+    )
     limits = serve.add_argument_group(
         "limits", "what one client may take; the sizes are advertised in GET /api/v1/"
     )
@@ -191,6 +206,18 @@ _LIMIT_FIELDS = {
 }
 _ACCOUNT_FIELDS = ("access_token_ttl", "session_ttl")
 _TICKET_FIELDS = {"ticket_session_ttl": "session_ttl", "max_ticket_session_ttl": "max_session_ttl"}
+_CHANNEL_FIELDS = {"channel_queue_size": "max_queue", "channel_grace": "grace"}
+
+
+def _positive_count(text: str) -> int:
+    """A whole number of at least 1 (argparse's type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
@@ -198,12 +225,13 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     :class:`ValueError` for a value the server does not accept (and :class:`ImportError`
     without the server extra)."""
     from ..server import Limits, ServerConfig
-    from ..server.config import AccountSettings, TicketSettings
+    from ..server.config import AccountSettings, ChannelSettings, TicketSettings
     from ..server.tickets.apps import load_application
 
     given = {field: getattr(args, dest) for dest, field in _LIMIT_FIELDS.items()}
     accounts = {field: getattr(args, field) for field in _ACCOUNT_FIELDS}
     tickets = {field: getattr(args, dest) for dest, field in _TICKET_FIELDS.items()}
+    channels = {field: getattr(args, dest) for dest, field in _CHANNEL_FIELDS.items()}
     return ServerConfig(
         data_dir=args.data,
         database_url=args.database,
@@ -225,6 +253,9 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
             **{field: value for field, value in tickets.items() if value is not None}
         ),
         applications=[load_application(spec) for spec in args.app],
+        channels=ChannelSettings(
+            **{field: value for field, value in channels.items() if value is not None}
+        ),
     )
 
 

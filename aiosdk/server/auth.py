@@ -22,6 +22,7 @@ from .unit_of_work import UnitOfWork
 
 __all__ = [
     "ADMIN_PRINCIPAL",
+    "ANONYMOUS",
     "READ_SCOPE",
     "TOKEN_PREFIX",
     "AdminTokenState",
@@ -78,6 +79,12 @@ class Principal:
         if self.session_id is not None:
             return self.session_expires_at or self.expires_at
         return self.expires_at
+
+
+ANONYMOUS = Principal(name="~anonymous", is_admin=False, token_id="")
+"""Who asks without credentials where that is allowed: ``GET /api/v1/`` (where the gRPC endpoint
+is) and a channel token holder's gRPC calls, whose request carries its own credential. Its
+idempotency keys are this principal's; ``~`` keeps it apart from every username."""
 
 
 def generate_token() -> str:

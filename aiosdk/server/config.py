@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "AccountSettings",
+    "ChannelSettings",
     "Limits",
     "ServerConfig",
     "TicketSettings",
@@ -150,6 +151,78 @@ class TicketSettings:
             )
 
 
+@dataclass(frozen=True)
+class ChannelSettings:
+    """Channels (gRPC ``ChannelService``): queue bounds, presence timing, Listen streams.
+
+    Raises :class:`ValueError` for a value that is not a positive number, or a default above
+    the maximum.
+    """
+
+    max_queue: int = 1000
+    """Pending messages a channel holds at most; a send to a full one is ``RESOURCE_EXHAUSTED``."""
+    grace: float = 10.0
+    """Seconds after which a channel whose holder went silent (a dropped Listen stream, a
+    ConnectChannel not refreshed) is disconnected (an unclean disconnect event)."""
+    heartbeat: float = 15.0
+    """Seconds of silence after which a Listen stream gets a heartbeat."""
+    window: int = 256
+    """Messages in flight (sent, not yet acknowledged) on a Listen stream that asks for no
+    window."""
+    max_window: int = 4096
+    """The largest window a Listen stream may ask for (a larger one gets this)."""
+    sweep_interval: float = 1.0
+    """Seconds between two sweeps (silent channels disconnected, expired ones and old events
+    removed)."""
+    default_duration_minutes: int = 120
+    """How long a channel token lives when CreateChannel names no duration."""
+    max_duration_minutes: int = 1440
+    """The longest duration CreateChannel accepts (a day at most)."""
+    events_retention: float = 3600.0
+    """Seconds presence events are kept (a Presence stream resumes within them)."""
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            self,
+            (
+                "max_queue",
+                "grace",
+                "heartbeat",
+                "window",
+                "max_window",
+                "sweep_interval",
+                "default_duration_minutes",
+                "max_duration_minutes",
+                "events_retention",
+            ),
+        )
+        for name in (
+            "max_queue",
+            "window",
+            "max_window",
+            "default_duration_minutes",
+            "max_duration_minutes",
+        ):
+            if not isinstance(getattr(self, name), int):
+                raise ValueError(  # noqa: TRY004  # (as every other setting's refusal)
+                    f"ChannelSettings.{name} must be a whole number, not {getattr(self, name)!r}"
+                )
+        if self.max_duration_minutes > 1440:
+            raise ValueError(
+                "ChannelSettings.max_duration_minutes is at most 1440 (a day), not"
+                f" {self.max_duration_minutes}"
+            )
+        if self.default_duration_minutes > self.max_duration_minutes:
+            raise ValueError(
+                f"ChannelSettings.default_duration_minutes ({self.default_duration_minutes}) is"
+                f" above max_duration_minutes ({self.max_duration_minutes})"
+            )
+        if self.window > self.max_window:
+            raise ValueError(
+                f"ChannelSettings.window ({self.window}) is above max_window ({self.max_window})"
+            )
+
+
 @dataclass
 class ServerConfig:
     """How to run a :class:`~aiosdk.server.Server`.
@@ -185,6 +258,7 @@ class ServerConfig:
     spec: called with the metadata, the structure family and the specs, it raises
     :class:`ValueError` with the reason to refuse the node (answered 422)."""
     tickets: TicketSettings = field(default_factory=TicketSettings)
+    channels: ChannelSettings = field(default_factory=ChannelSettings)
     applications: Sequence[str | Application] = ()
     """Applications served besides the built-in ones (see :mod:`aiosdk.server.tickets.apps`):
     each an :class:`~aiosdk.server.tickets.apps.Application`, or a ``"module:factory"`` spec

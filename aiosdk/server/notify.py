@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Text, bindparam, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .logs import logger
@@ -69,6 +70,26 @@ class Notifier:
                 )
             )
         uow.after_commit(lambda: self._deliver(channel, payload))
+
+    @property
+    def shared(self) -> bool:
+        """Whether messages reach other processes (PostgreSQL)."""
+        return self._shared
+
+    def publish_elsewhere(self, uow: UnitOfWork, channel: str, payloads: Sequence[str]) -> None:
+        """Send every one of ``payloads`` on ``channel`` to the processes listening on the
+        database when ``uow`` commits, in one statement (PostgreSQL only; nothing with SQLite).
+        This process's listeners hear them too, later, through ``LISTEN``: a payload that
+        names its origin lets them skip their own."""
+        if not self._shared or not payloads:
+            return
+        if not all(payloads):
+            raise ValueError("a notification needs a payload")
+        statement = text("SELECT pg_notify(:channel, p) FROM unnest(:payloads) AS p").bindparams(
+            bindparam("payloads", type_=postgresql.ARRAY(Text))
+        )
+        values = {"channel": _pg_channel(channel), "payloads": list(payloads)}
+        uow.before_commit(lambda: uow.session.execute(statement, values))
 
     async def start(self) -> None:
         """Start listening for other processes' messages (PostgreSQL only)."""

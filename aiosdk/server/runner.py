@@ -23,6 +23,8 @@ from .auth import AdminTokenState, ensure_admin_token
 from .authenticator import Authenticator
 from .authorization import Callers
 from .catalog.state import CatalogState, NodeReads, Wakeups
+from .channels import presence
+from .channels.hub import ChannelHub
 from .config import Limits, ServerConfig
 from .connections import ConnectionSlots, default_max_connections, log_accept_errors
 from .data import STRUCTURE_VALIDATORS
@@ -35,7 +37,7 @@ from .idempotency import IdempotencyStore
 from .keyring import Keyring, resolve_keyring
 from .logs import logger
 from .notify import Notifier
-from .state import ServerState, TicketState
+from .state import ChannelState, ServerState, TicketState
 from .storage import create_engine, default_database_url, session_factory
 from .storage.migrations import upgrade_database
 from .tickets import registry
@@ -229,8 +231,10 @@ class Server:
             structures=dict(STRUCTURE_VALIDATORS),
             remove_data=cleanup.remove,
         )
+        channels = ChannelState(settings=config.channels, hub=ChannelHub(notifier))
         await notifier.start()
         stack.push_async_callback(notifier.aclose)
+        stack.push_async_callback(channels.hub.aclose)  # (after the servers stop: acks written)
         stack.push_async_callback(authenticator.aclose)
         tickets = TicketState(
             applications=await _applications(config.applications),
@@ -250,6 +254,7 @@ class Server:
             keyring=keyring,
             blobs=blobs,
             tickets=tickets,
+            channels=channels,
         )
         loop = asyncio.get_running_loop()
         stack.enter_context(log_accept_errors(loop, {http_socket: "HTTP", grpc_socket: "gRPC"}))
@@ -259,6 +264,8 @@ class Server:
         self._start_task(
             _sweep_sessions(state, config.tickets.sweep_interval), "aiosdk-session-sweep"
         )
+        self._start_task(_sweep_channels(state), "aiosdk-channel-sweep")
+        self._start_task(_refresh_channels(state), "aiosdk-channel-presence")
         logger.info(
             "Serving HTTP on port %d and gRPC on port %d of %s",
             self._http_port,
@@ -385,6 +392,63 @@ async def _sweep_sessions(state: ServerState, interval: float) -> None:
                     expired,
                     len(data_ids),
                 )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await work.close()
+
+
+async def _sweep_channels(state: ServerState) -> None:
+    """Every ``sweep_interval`` seconds, disconnect the channels whose holder went silent for
+    longer than the grace period, remove the expired channels and the old presence events
+    (see :func:`~.channels.presence.sweep`)."""
+    settings = state.channels.settings
+    hub = state.channels.hub
+    while True:
+        await asyncio.sleep(settings.sweep_interval)
+        work = UnitOfWork(state.sessions)
+        try:
+            async with state.sessions() as db:
+                if not await presence.sweep_due(db, settings.grace, settings.events_retention):
+                    continue
+            await work.begin_write()
+            swept = await presence.sweep(work.session, settings.grace, settings.events_retention)
+            for owner in swept.owners:
+                hub.presence_changed(work, owner)
+            if swept.expired:
+                hub.wake(work, swept.expired)
+            await work.commit()
+        except Exception:
+            logger.exception("Sweeping channels failed")
+        else:
+            if swept.disconnected or swept.expired:
+                logger.debug(
+                    "Disconnected %d silent channels, removed %d expired ones",
+                    swept.disconnected,
+                    len(swept.expired),
+                )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await work.close()
+
+
+async def _refresh_channels(state: ServerState) -> None:
+    """Keep the channels of this process's open Listen streams seen: every third of the grace
+    period, one UPDATE for all of them."""
+    settings = state.channels.settings
+    hub = state.channels.hub
+    while True:
+        await asyncio.sleep(settings.grace / 3)
+        channel_ids = list(hub.stream_ids())
+        if not channel_ids:
+            continue
+        work = UnitOfWork(state.sessions)
+        try:
+            await work.begin_write()
+            for owner in await presence.refresh(work.session, channel_ids):
+                hub.presence_changed(work, owner)
+            await work.commit()
+        except Exception:
+            logger.exception("Refreshing %d open channels failed", len(channel_ids))
         finally:
             with anyio.CancelScope(shield=True):
                 await work.close()

@@ -5,8 +5,16 @@ Each capability keeps its tables in its own folder; migrations and the server im
 
 from .accounts import models as accounts_models
 from .catalog import models as catalog_models
+from .channels import models as channels_models
 from .storage import models as storage_models
 from .storage.models import Base
 from .tickets import models as tickets_models
 
-__all__ = ["Base", "accounts_models", "catalog_models", "storage_models", "tickets_models"]
+__all__ = [
+    "Base",
+    "accounts_models",
+    "catalog_models",
+    "channels_models",
+    "storage_models",
+    "tickets_models",
+]

@@ -12,14 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from .authenticator import Authenticator
 from .authorization import Callers
 from .catalog.state import CatalogState, Wakeups
-from .config import AccountSettings, Limits, TicketSettings
+from .channels.hub import ChannelHub
+from .config import AccountSettings, ChannelSettings, Limits, TicketSettings
 from .data.store import BlobStore
 from .keyring import Keyring
 
 if TYPE_CHECKING:
     from .tickets.apps import Applications
 
-__all__ = ["Metrics", "ServerState", "TicketState"]
+__all__ = ["ChannelState", "Metrics", "ServerState", "TicketState"]
 
 
 @dataclass
@@ -64,6 +65,17 @@ class TicketState:
 
 
 @dataclass
+class ChannelState:
+    """The channels' part of the server's state (see :mod:`aiosdk.server.channels`)."""
+
+    settings: ChannelSettings = field(default_factory=ChannelSettings)
+    """Queue bounds, presence timing, Listen windows and heartbeats."""
+    hub: ChannelHub = field(default_factory=ChannelHub)
+    """This process's Listen and Presence streams and their wake-ups (a state made without
+    one reaches no other process)."""
+
+
+@dataclass
 class ServerState:
     """Everything a request handler needs: storage, keys, limits, addresses and counters."""
 
@@ -88,3 +100,5 @@ class ServerState:
     one keeps them in memory."""
     tickets: TicketState = field(default_factory=TicketState)
     """Ticket sessions: applications, lifetimes, release wake-ups (see :class:`TicketState`)."""
+    channels: ChannelState = field(default_factory=ChannelState)
+    """Channels: settings, this process's streams (see :class:`ChannelState`)."""

@@ -17,7 +17,6 @@ from .conftest import assert_error, create_token, make_client
 pytestmark = pytest.mark.anyio
 
 ROUTES = [
-    ("GET", "/"),
     ("GET", "/tokens"),
     ("POST", "/tokens"),
     ("GET", "/tokens/abc"),
@@ -44,6 +43,18 @@ async def test_info(server: Server, client: httpx.AsyncClient) -> None:
         },
         "principal": "admin",
     }
+
+
+async def test_info_needs_no_credentials_but_checks_those_sent(
+    server: Server, anonymous: httpx.AsyncClient
+) -> None:
+    # (a channel token holder has no login: it finds the gRPC endpoint here all the same)
+    info = (await anonymous.get("/")).json()
+    assert info["principal"] == "~anonymous"
+    assert info["grpc"] == {"host": server.grpc_host, "port": server.grpc_port, "tls": False}
+    for authorization in ("Bearer aio_not-a-token", "Basic YWRtaW46YWRtaW4=", "Bearer"):
+        response = await anonymous.get("/", headers={"Authorization": authorization})
+        assert_error(response, 401, "unauthenticated")
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
@@ -258,7 +269,7 @@ async def test_request_id_is_echoed_or_generated(
     assert generated.headers["x-request-id"] not in ("", "my-request.42")
     assert " " not in generated.headers["x-request-id"]
 
-    failed = await anonymous.get("/", headers={"X-Request-ID": "abc-123"})
+    failed = await anonymous.get("/tokens", headers={"X-Request-ID": "abc-123"})
     assert assert_error(failed, 401, "unauthenticated")["request_id"] == "abc-123"
 
 

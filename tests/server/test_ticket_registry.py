@@ -41,7 +41,7 @@ from aiosdk.server.tickets.models import (
 from aiosdk.server.tickets.registry import Target, TicketExistsError
 
 from .conftest import POSTGRES_URL_ENV, Users, create, fresh_postgres_database, unique, unit, url
-from .test_migrations import Database
+from .test_migrations import HEAD, Database
 
 pytestmark = pytest.mark.anyio
 
@@ -582,7 +582,7 @@ async def test_a_database_of_the_previous_schema_gets_the_ticket_tables(
     )
     assert not TICKET_TABLES & await _tables(database)
     async with database.engine() as engine:
-        assert await upgrade_database(engine) == ("0003", "0004")
+        assert await upgrade_database(engine) == ("0003", HEAD)
         assert await schema_differences(engine) == []
         sessions = session_factory(engine)
         session = await opened(sessions, "olduser")
@@ -590,10 +590,10 @@ async def test_a_database_of_the_previous_schema_gets_the_ticket_tables(
         await export(sessions, session, 1, Target(type=TABLE, object_id=view))
         async with sessions() as db:
             assert (await live(db, session)).owner == "olduser"
-        assert await downgrade_database(engine, "0003") == ("0004", "0003")
+        assert await downgrade_database(engine, "0003") == (HEAD, "0003")
     assert not TICKET_TABLES & await _tables(database)
     async with database.engine() as engine:
-        assert await upgrade_database(engine) == ("0003", "0004")
+        assert await upgrade_database(engine) == ("0003", HEAD)
         assert await schema_differences(engine) == []
         async with engine.connect() as connection:
             kept = await connection.scalar(text("SELECT count(*) FROM namespaces"))

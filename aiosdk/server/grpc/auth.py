@@ -12,13 +12,40 @@ from grpclib.events import RecvRequest, listen
 from grpclib.server import Server
 
 from ..accounts.ratelimit import LoginRateLimitedError, client_address
-from ..auth import Principal, parse_basic, parse_bearer
+from ..auth import ANONYMOUS, Principal, parse_basic, parse_bearer
 from ..authenticator import Authenticator
 
-__all__ = ["IDEMPOTENCY_KEY", "Call", "authenticate_calls", "current_call"]
+__all__ = [
+    "IDEMPOTENCY_KEY",
+    "TOKEN_HOLDER_METHODS",
+    "Call",
+    "authenticate_calls",
+    "current_call",
+]
 
 IDEMPOTENCY_KEY = "idempotency-key"
 """The metadata entry that makes a repeat of a mutating call a replay."""
+
+
+TOKEN_HOLDER_METHODS = frozenset(
+    f"/aiosdk.v1.ChannelService/{name}"
+    for name in (
+        "InspectToken",
+        "GetMessages",
+        "HasMessages",
+        "PopMessage",
+        "ClearMessages",
+        "ConnectChannel",
+        "DisconnectChannel",
+        "Listen",
+    )
+)
+"""The calls whose request carries their credential (a channel token): they need no
+authorization metadata (one sent is checked as on any call)."""
+
+
+async def _always() -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -45,6 +72,12 @@ def authenticate_calls(server: Server, authenticator: Authenticator) -> None:
     async def on_request(event: RecvRequest) -> None:
         authorization = event.metadata.get("authorization")
         value = authorization if isinstance(authorization, str) else None
+        key = event.metadata.get(IDEMPOTENCY_KEY)
+        if authorization is None and event.method_name in TOKEN_HOLDER_METHODS:
+            current_call.set(
+                Call(ANONYMOUS, event.method_name, key if isinstance(key, str) else None, _always)
+            )
+            return
         secret = parse_bearer(value)
         principal: Principal | None
         if secret is not None:
@@ -77,7 +110,6 @@ def authenticate_calls(server: Server, authenticator: Authenticator) -> None:
                     return False
                 return checked is not None
 
-        key = event.metadata.get(IDEMPOTENCY_KEY)
         current_call.set(
             Call(
                 principal,

@@ -17,6 +17,7 @@ from ..state import ServerState
 from .auth import authenticate_calls
 from .calls import track_calls
 from .catalog import CatalogService
+from .channels import ChannelService
 from .connection import LimitedConnection
 from .messages import RequestCodec
 from .sessions import SessionService
@@ -43,6 +44,7 @@ class GrpcServer(Server):
             TokenService(state),
             CatalogService(state, self._closing),
             SessionService(state, self._closing),
+            ChannelService(state, self._closing),
         ]
         super().__init__(services, codec=RequestCodec())
         limits = state.limits

@@ -28,6 +28,9 @@ OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 DOCS_URL = f"{API_PREFIX}/docs"
 _LOGIN_PATHS = frozenset(API_PREFIX + path for path in auth.PUBLIC_PATHS)
 _LOGOUT = ("POST", f"{API_PREFIX}/auth/logout")
+_OPTIONAL_PATHS = frozenset({f"{API_PREFIX}/"})
+"""Where a request without credentials is the anonymous caller's: the server's information (a
+channel token holder has no login, yet must find the gRPC endpoint)."""
 
 
 class _Api(FastAPI):
@@ -36,7 +39,7 @@ class _Api(FastAPI):
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
             document = super().openapi()
-            describe_layers(document, _LOGIN_PATHS)
+            describe_layers(document, _LOGIN_PATHS, _OPTIONAL_PATHS)
             self.openapi_schema = document
         return self.openapi_schema
 
@@ -70,6 +73,7 @@ def create_app(state: ServerState) -> FastAPI:
         AuthenticationMiddleware,
         authenticator=state.authenticator,
         public_paths={OPENAPI_URL, DOCS_URL, *_LOGIN_PATHS},
+        optional_paths=_OPTIONAL_PATHS,
         always_allowed={_LOGOUT},
     )
     app.add_middleware(

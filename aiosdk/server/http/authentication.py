@@ -9,7 +9,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..accounts.ratelimit import client_address
-from ..auth import Principal, parse_basic, parse_bearer
+from ..auth import ANONYMOUS, Principal, parse_basic, parse_bearer
 from ..authenticator import Authenticator
 from ..errors import PermissionDeniedError, UnauthenticatedError
 
@@ -21,7 +21,8 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 
 class AuthenticationMiddleware:
     """Requires a valid bearer token, or Basic credentials (``no_session`` logins), on every
-    path except ``public_paths``.
+    path except ``public_paths``; at ``optional_paths`` a request without an ``Authorization``
+    header is made by :data:`~aiosdk.server.auth.ANONYMOUS` (one with it is checked as anywhere).
 
     The principal is put in the request state for the routes and the idempotency layer. A
     read-scoped principal may only make GET (and HEAD) requests, and the ones at
@@ -35,11 +36,13 @@ class AuthenticationMiddleware:
         app: ASGIApp,
         authenticator: Authenticator,
         public_paths: Collection[str],
+        optional_paths: Collection[str] = (),
         always_allowed: Collection[tuple[str, str]] = (),
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.public_paths = frozenset(public_paths)
+        self.optional_paths = frozenset(optional_paths)
         self.always_allowed = frozenset(always_allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -56,6 +59,8 @@ class AuthenticationMiddleware:
 
     async def _authenticate(self, scope: Scope) -> Principal:
         authorization = Headers(scope=scope).get("authorization")
+        if authorization is None and scope["path"] in self.optional_paths:
+            return ANONYMOUS
         secret = parse_bearer(authorization)
         if secret is not None:
             principal = await self.authenticator.authenticate(secret)

@@ -97,18 +97,26 @@ _BASIC = {
 }
 
 
-def describe_layers(document: dict[str, Any], public_paths: Collection[str] = ()) -> None:
+def describe_layers(
+    document: dict[str, Any],
+    public_paths: Collection[str] = (),
+    optional_paths: Collection[str] = (),
+) -> None:
     """Add to ``document``, in place, what the layers around the routes do (see the module);
-    operations under ``public_paths`` need no credentials."""
+    operations under ``public_paths`` need no credentials, those under ``optional_paths`` check
+    credentials when some are sent."""
     components = document.setdefault("components", {})
     schemes = components.setdefault("securitySchemes", {})
     schemes["HTTPBearer"] = _BEARER
     schemes["HTTPBasic"] = _BASIC
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
-            operation["security"] = (
-                [] if path in public_paths else [{"HTTPBearer": []}, {"HTTPBasic": []}]
-            )
+            schemes_accepted: list[dict[str, list[str]]] = [{"HTTPBearer": []}, {"HTTPBasic": []}]
+            if path in public_paths:
+                schemes_accepted = []
+            elif path in optional_paths:
+                schemes_accepted = [{}, *schemes_accepted]  # ({}: no credentials at all)
+            operation["security"] = schemes_accepted
             responses: dict[str, Any] = operation["responses"]
             if method.upper() in MUTATING_METHODS:
                 _describe_idempotency(operation, responses)

@@ -33,7 +33,9 @@ Notes for the gRPC service (and any other caller):
   0 released), then :func:`expire_sessions` deletes them.
 - **Locks.** ``live_session(..., lock=True)`` locks the session's row ``FOR UPDATE`` (the
   calls of one session then take turns); the functions that add to a session hold it
-  ``FOR SHARE`` themselves, so a concurrent close waits for them or they find it closed.
+  ``FOR SHARE`` themselves, so a concurrent close waits for them or they find it closed (a
+  session :func:`live_session` locked in the same transaction is held already: they skip
+  the statement).
 - **Ticket paths.** :func:`ticket_path` is ``ExportInfo.path``: the HTTP routes read the export's
   data and metadata there (see :mod:`.resolve`).
 """
@@ -112,6 +114,9 @@ path)."""
 _SWEEP_BATCH = 500
 """How many expired sessions :func:`expire_sessions` ends at most per call."""
 _IDS_PER_QUERY = 500
+_LOCKED = "aiosdk_locked_ticket_sessions"
+"""The key, in an ``AsyncSession``'s ``info``, of the transaction and the ids of the sessions
+:func:`live_session` found live and locked ``FOR UPDATE`` in it (see :func:`_hold`)."""
 
 
 class TicketExistsError(ConflictError):
@@ -223,7 +228,20 @@ async def live_session(
     session = await db.scalar(query)
     if session is None or session.closed_at is not None or session.expires_at <= utcnow():
         raise _no_session(session_id)
+    if lock:
+        _locked_sessions(db).add(session.id)
     return session
+
+
+def _locked_sessions(db: AsyncSession) -> set[str]:
+    """The ids of the sessions :func:`live_session` found live and locked (``FOR UPDATE``) in
+    the transaction ``db`` is in now."""
+    transaction = db.sync_session.get_transaction()
+    kept: tuple[object, set[str]] | None = db.info.get(_LOCKED)
+    if kept is None or kept[0] is not transaction:
+        kept = (transaction, set())
+        db.info[_LOCKED] = kept
+    return kept[1]
 
 
 async def refresh_session(db: AsyncSession, owner: str, session_id: str) -> TicketSession:
@@ -325,7 +343,10 @@ async def _end_sessions(
 
 async def _hold(db: AsyncSession, session: TicketSession) -> None:
     """Check ``session`` is still live and keep it so (``FOR SHARE``: a close waits for this
-    transaction) while something is added to it."""
+    transaction) while something is added to it; nothing to do if :func:`live_session` found
+    it live and locked it ``FOR UPDATE`` in this transaction (a close waits for that lock)."""
+    if session.id in _locked_sessions(db):
+        return
     found = await db.scalar(
         select(TicketSession.id)
         .where(
