@@ -62,8 +62,9 @@ async def test_tokens_lifecycle(client: aiosdk.AsyncClient, server: object) -> N
             await revoked.server_info()
     assert info.value.status_code == 401
     async with aiosdk.AsyncClient(client.url) as anonymous:
+        assert (await anonymous.server_info()).principal == "~anonymous"  # optional auth
         with pytest.raises(aiosdk.AuthenticationError) as info:
-            await anonymous.server_info()
+            await anonymous.tokens.get(new.id)
     assert not isinstance(info.value, aiosdk.InvalidTokenError)  # no token was sent at all
     with pytest.raises(aiosdk.NotFoundError):
         await client.tokens.get("no-such-id")

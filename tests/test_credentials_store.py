@@ -537,8 +537,10 @@ def test_save_profile_writes_an_owner_only_file_that_from_profile_reads(
     with aiosdk.Client.from_profile('odd "name"\n') as odd:
         assert odd.url == "http://127.0.0.1:1"
     aiosdk.save_profile("lab", url=url)  # replaced: no token now
-    with aiosdk.Client.from_profile("lab") as c, pytest.raises(aiosdk.AuthenticationError):
-        c.server_info()
+    with aiosdk.Client.from_profile("lab") as c:
+        assert c.server_info().principal == "~anonymous"
+        with pytest.raises(aiosdk.AuthenticationError):
+            c.tokens.get("any")
     with pytest.raises(aiosdk.ConfigurationError):
         aiosdk.save_profile("bad", url="ftp://nowhere")
     with pytest.raises(aiosdk.ConfigurationError, match="control character"):

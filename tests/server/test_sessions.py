@@ -9,7 +9,7 @@ import base64
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
 
@@ -117,8 +117,10 @@ async def test_a_password_login_opens_a_session(
     assert grant["token_type"] == "bearer"
     assert grant["username"] == username
     assert grant["expires_in"] == 900  # the default access_token_ttl
+    after = datetime.now(timezone.utc)
     expires_at = datetime.fromisoformat(grant["expires_at"])
-    assert 899 <= (expires_at - before).total_seconds() <= 901
+    # Issued between before and after, whatever the machine's speed.
+    assert before + timedelta(seconds=899) <= expires_at <= after + timedelta(seconds=901)
     assert grant["access_token"] != grant["refresh_token"]
     assert await whoami(server, f"Bearer {grant['access_token']}") == (200, username)
     # The refresh token is no bearer token.
