@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import re
+import signal
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
     another server, and ``AIOSDK_TEST_DATABASE_URL=`` (empty) turns them off."""
     if POSTGRES_URL_ENV not in os.environ and _answers(LOCAL_POSTGRES):
         os.environ[POSTGRES_URL_ENV] = LOCAL_POSTGRES
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A shell without job control starts a background command with SIGINT ignored, and
+        # its children inherit that: the Ctrl-C tests' processes would never see theirs. A
+        # handler (unlike SIG_IGN) is reset to the default in every child pytest starts.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _answers(url: str) -> bool:
