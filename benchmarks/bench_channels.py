@@ -24,7 +24,9 @@ nothing else: no database, no tokens, no acknowledgements. It prints a table:
     ``send_message`` callers send to an open subscription, and the median time from a send to
     its arrival; and the CPU time per message of each server and of the client.
 (b) fan-out: 1,000 channels, each with an open ``connect`` (spread over several AsyncClient
-    instances, since one HTTP/2 connection carries at most 100 concurrent streams), and one
+    instances, as the raw side spreads its streams over as many grpclib channels: a raw
+    grpclib server keeps h2's limit of 100 concurrent streams per HTTP/2 connection, where
+    ours advertises 10,000 and a client opens another connection when one is full), and one
     ``client.channels.broadcast(client_ids, message)``; each subscriber notes when the message
     is in hand, and the figures are the p50 and p99 of (arrival - start of the broadcast call)
     per round. Against a raw server holding 1,000 ``Listen`` streams over the same number of

@@ -1,10 +1,11 @@
 """The shared pool and the one request path.
 
-A :class:`Transport` owns one httpx transport (the HTTP connection pool) and one lazily opened
-grpclib ``Channel``; every service object of a client sends through it. :meth:`Transport.request`
-and the ``grpc_*`` methods apply the same things in the same order: bootstrap (embedded server),
-auth, ``Idempotency-Key``, a retryer built for the call, the overall deadline, error mapping and
-logging.
+A :class:`Transport` owns one httpx transport (the HTTP connection pool) and lazily opened
+grpclib ``Channel`` objects (one HTTP/2 connection each: a second one opens when the streams in
+flight fill the first, see :class:`_GrpcChannels`); every service object of a client sends
+through it. :meth:`Transport.request` and the ``grpc_*`` methods apply the same things in the
+same order: bootstrap (embedded server), auth, ``Idempotency-Key``, a retryer built for the
+call, the overall deadline, error mapping and logging.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from h2.exceptions import ProtocolError as H2ProtocolError
+from h2.settings import SettingCodes
 
 from .._version import __version__
 from . import errors, forking
@@ -81,6 +83,9 @@ _GRPC_CONFIG = Configuration(
     _http2_max_pings_without_data=0,  # a quiet server stream is pinged for as long as it lasts
     _http2_min_sent_ping_interval_without_data=GRPC_KEEPALIVE_INTERVAL,
 )
+DEFAULT_MAX_CONCURRENT_STREAMS = 100
+"""The streams one gRPC connection carries at once when the server has not (yet) said how many
+it allows (HTTP/2 recommends no fewer than 100, and h2 and grpclib allow exactly that)."""
 AUTH_TIMEOUT = 30.0
 """Seconds a login or renewal may wait to connect, read, write or get a pooled connection when
 the client's own timeout is ``None`` (a renewal cannot be cancelled, so it needs a bound)."""
@@ -158,6 +163,79 @@ class GrpcDuplex:
                 return False
             return True
         return False
+
+
+class _GrpcConnection:
+    """One grpclib channel (one HTTP/2 connection, opened on its first call) and the calls this
+    client has in flight on it."""
+
+    __slots__ = ("calls", "channel")
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.calls = 0
+
+    def has_room(self) -> bool:
+        """Whether one more stream may open now, within the server's
+        ``SETTINGS_MAX_CONCURRENT_STREAMS`` (:data:`DEFAULT_MAX_CONCURRENT_STREAMS` until the
+        server's settings came).
+
+        grpclib does not say: it reads h2's view of the server's settings, in attributes of
+        grpclib's (the channel's protocol, its connection, and that one's h2 connection).
+        """
+        protocol = getattr(self.channel, "_protocol", None)
+        h2 = getattr(getattr(protocol, "connection", None), "_connection", None)
+        settings = getattr(h2, "remote_settings", None)
+        limit = DEFAULT_MAX_CONCURRENT_STREAMS
+        if settings is not None and SettingCodes.MAX_CONCURRENT_STREAMS in settings:
+            limit = settings.max_concurrent_streams
+        return self.calls < limit
+
+
+class _GrpcChannels:
+    """The gRPC connections to one endpoint.
+
+    An HTTP/2 connection carries at most as many streams at once as the server allows
+    (``SETTINGS_MAX_CONCURRENT_STREAMS``: 100 in h2 by default); grpclib makes a call past it
+    wait, with no bound, until another stream ends, which a long-lived stream (a channel's
+    ``Listen``) may never do. Each call therefore takes a slot on the first connection with room
+    and holds it until it ends, and when all are full another connection opens. Connections stay
+    until the client closes (the server closes one left idle; grpclib reconnects it on its next
+    call).
+    """
+
+    __slots__ = ("_connections", "_context", "_host", "_port")
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext | None) -> None:
+        self._host, self._port, self._context = host, port, context
+        self._connections: list[_GrpcConnection] = []
+
+    @property
+    def channels(self) -> list[Channel]:
+        return [connection.channel for connection in self._connections]
+
+    def acquire(self) -> _GrpcConnection:
+        """A slot for one call: release it (:meth:`release`) when the call has ended."""
+        for connection in self._connections:
+            if connection.has_room():
+                break
+        else:
+            channel = Channel(self._host, self._port, ssl=self._context, config=_GRPC_CONFIG)
+            connection = _GrpcConnection(channel)
+            self._connections.append(connection)
+            log.debug(
+                "gRPC channel opened: %s:%s (%s, connection %d)",
+                self._host,
+                self._port,
+                "TLS" if self._context is not None else "plain",
+                len(self._connections),
+            )
+        connection.calls += 1
+        return connection
+
+    @staticmethod
+    def release(connection: _GrpcConnection) -> None:
+        connection.calls -= 1
 
 
 class _HttpPool:
@@ -255,7 +333,7 @@ class Transport:
         self._urls: dict[str, httpx.URL] = {}
         self._base_headers: list[tuple[str, str]] | None = None
         self._transport_name = type(http_transport).__name__ if http_transport else "auto"
-        self._channel: Channel | None = None
+        self._grpc: _GrpcChannels | None = None
         self._lock: anyio.Lock | None = None
         self._pool_lock: anyio.Lock | None = None
         self.budget = RetryBudget()
@@ -281,7 +359,13 @@ class Transport:
     @property
     def connected(self) -> bool:
         """Whether a connection pool (HTTP or gRPC) was opened already."""
-        return self._pool is not None or self._channel is not None or bool(self._retired)
+        return self._pool is not None or self._grpc is not None or bool(self._retired)
+
+    @property
+    def _channel(self) -> Channel | None:
+        """The first gRPC channel, if one was opened."""
+        channels = self._grpc.channels if self._grpc is not None else []
+        return channels[0] if channels else None
 
     def retarget(self, url: str | None = None, verify: bool | str | None = None) -> None:
         """Point the client at another server URL, or verify TLS otherwise, before it connects.
@@ -362,9 +446,9 @@ class Transport:
         for dependent in list(self.closing_with):
             await dependent.aclose()
         self._closed = True
-        if self._channel is not None:
-            _abort_channel(self._channel)
-            self._channel = None
+        grpc, self._grpc = self._grpc, None
+        for channel in grpc.channels if grpc is not None else []:
+            _abort_channel(channel)
         pools = [*self._retired, *([self._pool] if self._pool else [])]
         self._pool, self._retired = None, []
 
@@ -396,8 +480,9 @@ class Transport:
     def _abandon(self) -> None:
         """In a forked child: forget the parent's pool and channel without touching them."""
         self.auth.abandon()
-        forking.abandon(self._pool, self._channel, *self._retired, self._lock, self._pool_lock)
-        self._pool, self._channel, self._retired = None, None, []
+        channels = self._grpc.channels if self._grpc is not None else []
+        forking.abandon(self._pool, *channels, *self._retired, self._lock, self._pool_lock)
+        self._pool, self._grpc, self._retired = None, None, []
         self._lock = self._pool_lock = None
         self._loop = None
 
@@ -871,15 +956,17 @@ class Transport:
                 "HTTP features also work under trio"
             )
 
-    async def _grpc_channel(self, options: RequestOptions) -> Channel:
-        """The gRPC channel, opened on first use where ``GET /api/v1/`` says it listens."""
+    async def _grpc_slot(self, options: RequestOptions) -> _GrpcConnection:
+        """A slot for one gRPC call on a connection with room (see :class:`_GrpcChannels`), the
+        first opened where ``GET /api/v1/`` says gRPC listens; release it with
+        :meth:`_GrpcChannels.release` when the call has ended."""
         if self._closed:
             raise errors.ClientClosedError(_CLOSED)
-        if self._channel is not None and self._loop is _current_loop():
-            return self._channel
+        if self._grpc is not None and self._loop is _current_loop():
+            return self._grpc.acquire()
         self._check_loop()
         async with self._get_lock():
-            if self._channel is None:
+            if self._grpc is None:
                 host, port, tls = await self._discover_grpc(options)
                 if self.url is not None and httpx.URL(self.url).scheme == "https" and not tls:
                     # The server's HTTP is private; its gRPC would not be: keep the token safe.
@@ -891,9 +978,8 @@ class Transport:
                 context = await anyio.to_thread.run_sync(self._grpc_ssl_context) if tls else None
                 if self._closed:
                     raise errors.ClientClosedError(_CLOSED)
-                self._channel = Channel(host, port, ssl=context, config=_GRPC_CONFIG)
-                log.debug("gRPC channel opened: %s:%s (%s)", host, port, "TLS" if tls else "plain")
-        return self._channel
+                self._grpc = _GrpcChannels(host, port, context)
+            return self._grpc.acquire()
 
     def _grpc_ssl_context(self) -> ssl.SSLContext:
         """TLS for gRPC, verified like the HTTP side (``verify=``), speaking HTTP/2."""
@@ -944,27 +1030,31 @@ class Transport:
         auth = self.auth
 
         async def attempt() -> T:
-            channel = await self._grpc_channel(options)
-            if auth.renewal_due():
-                await auth.ensure_fresh(self.auth_sender())
-            replayed = False
-            while True:
-                generation = auth.generation
-                sent = self._grpc_metadata
-                metadata = sent if key is None else {**sent, _KEY: key}
-                stub = stub_cls(channel, metadata=metadata, timeout=options.timeout)
-                try:
-                    return await invoke(stub)
-                except _GRPC_FAILURES as exc:
-                    if (
-                        not replayed
-                        and isinstance(exc, GRPCError)
-                        and exc.status is Status.UNAUTHENTICATED
-                        and await auth.recover(generation, self.auth_sender())
-                    ):
-                        replayed = True  # refused before it was applied: send it once more
-                        continue
-                    raise self._grpc_error(exc, what, sent, login_hint) from exc
+            slot = await self._grpc_slot(options)
+            try:
+                channel = slot.channel
+                if auth.renewal_due():
+                    await auth.ensure_fresh(self.auth_sender())
+                replayed = False
+                while True:
+                    generation = auth.generation
+                    sent = self._grpc_metadata
+                    metadata = sent if key is None else {**sent, _KEY: key}
+                    stub = stub_cls(channel, metadata=metadata, timeout=options.timeout)
+                    try:
+                        return await invoke(stub)
+                    except _GRPC_FAILURES as exc:
+                        if (
+                            not replayed
+                            and isinstance(exc, GRPCError)
+                            and exc.status is Status.UNAUTHENTICATED
+                            and await auth.recover(generation, self.auth_sender())
+                        ):
+                            replayed = True  # refused before it was applied: send it once more
+                            continue
+                        raise self._grpc_error(exc, what, sent, login_hint) from exc
+            finally:
+                _GrpcChannels.release(slot)
 
         return await self.call(attempt, idempotent=idempotent, options=options, what=what)
 
@@ -1005,45 +1095,49 @@ class Transport:
         auth = self.auth
         async for attempt in retrying:
             with attempt:
-                channel = await self._grpc_channel(options)
-                if auth.renewal_due():
-                    await auth.ensure_fresh(self.auth_sender())
-                replayed = False
-                while True:
-                    generation = auth.generation
-                    sent = self._grpc_metadata
-                    stub = stub_cls(channel, metadata=sent)
-                    items = open_stream(stub, last)
-                    progressed = False
-                    try:
-                        async for item in items:
-                            last, delivered = item, delivered + 1
-                            if not progressed:
-                                # Progress: a later interruption starts a fresh count of
-                                # retries, and the budget gets back what the reconnections
-                                # spent (or one token, once per attempt that delivered, as for
-                                # a successful call).
-                                progressed = True
-                                attempt.retry_state.attempt_number = 1
-                                self.budget.refund(sum(spent))
-                                spent.clear()
-                            yield item
-                    except _GRPC_FAILURES as exc:
-                        if (
-                            not progressed
-                            and not replayed
-                            and isinstance(exc, GRPCError)
-                            and exc.status is Status.UNAUTHENTICATED
-                            and await auth.recover(generation, self.auth_sender())
-                        ):
-                            replayed = True  # refused at the start: open it once more
-                            continue
-                        raise self._grpc_error(exc, what, sent, login_hint) from exc
-                    finally:
-                        aclose = getattr(items, "aclose", None)
-                        if aclose is not None:
-                            await aclose()
-                    break
+                slot = await self._grpc_slot(options)
+                try:
+                    channel = slot.channel
+                    if auth.renewal_due():
+                        await auth.ensure_fresh(self.auth_sender())
+                    replayed = False
+                    while True:
+                        generation = auth.generation
+                        sent = self._grpc_metadata
+                        stub = stub_cls(channel, metadata=sent)
+                        items = open_stream(stub, last)
+                        progressed = False
+                        try:
+                            async for item in items:
+                                last, delivered = item, delivered + 1
+                                if not progressed:
+                                    # Progress: a later interruption starts a fresh count of
+                                    # retries, and the budget gets back what the reconnections
+                                    # spent (or one token, once per attempt that delivered, as for
+                                    # a successful call).
+                                    progressed = True
+                                    attempt.retry_state.attempt_number = 1
+                                    self.budget.refund(sum(spent))
+                                    spent.clear()
+                                yield item
+                        except _GRPC_FAILURES as exc:
+                            if (
+                                not progressed
+                                and not replayed
+                                and isinstance(exc, GRPCError)
+                                and exc.status is Status.UNAUTHENTICATED
+                                and await auth.recover(generation, self.auth_sender())
+                            ):
+                                replayed = True  # refused at the start: open it once more
+                                continue
+                            raise self._grpc_error(exc, what, sent, login_hint) from exc
+                        finally:
+                            aclose = getattr(items, "aclose", None)
+                            if aclose is not None:
+                                await aclose()
+                        break
+                finally:
+                    _GrpcChannels.release(slot)
                 if not progressed:  # an empty stream that ended well is a successful call
                     self.budget.refund(sum(spent))
 
@@ -1086,50 +1180,54 @@ class Transport:
         auth = self.auth
         async for attempt in retrying:
             with attempt:
-                channel = await self._grpc_channel(options)
-                if auth.renewal_due():
-                    await auth.ensure_fresh(self.auth_sender())
-                replayed = False
-                while True:
-                    generation = auth.generation
-                    sent = self._grpc_metadata
-                    progressed = False
-                    try:
-                        async with channel.request(
-                            route,
-                            Cardinality.STREAM_STREAM,
-                            request_type,
-                            response_type,
-                            metadata=sent,
-                        ) as stream:
-                            await stream.send_request()
-                            items = run(GrpcDuplex(stream))
-                            try:
-                                async for item in items:
-                                    if not progressed and (progress is None or progress(item)):
-                                        # Progress: as in grpc_stream.
-                                        progressed = True
-                                        delivered += 1
-                                        attempt.retry_state.attempt_number = 1
-                                        self.budget.refund(sum(spent))
-                                        spent.clear()
-                                    yield item
-                            finally:
-                                aclose = getattr(items, "aclose", None)
-                                if aclose is not None:
-                                    await aclose()
-                    except _GRPC_FAILURES as exc:
-                        if (
-                            not progressed
-                            and not replayed
-                            and isinstance(exc, GRPCError)
-                            and exc.status is Status.UNAUTHENTICATED
-                            and await auth.recover(generation, self.auth_sender())
-                        ):
-                            replayed = True  # refused at the start: open it once more
-                            continue
-                        raise self._grpc_error(exc, what, sent, login_hint) from exc
-                    break
+                slot = await self._grpc_slot(options)
+                try:
+                    channel = slot.channel
+                    if auth.renewal_due():
+                        await auth.ensure_fresh(self.auth_sender())
+                    replayed = False
+                    while True:
+                        generation = auth.generation
+                        sent = self._grpc_metadata
+                        progressed = False
+                        try:
+                            async with channel.request(
+                                route,
+                                Cardinality.STREAM_STREAM,
+                                request_type,
+                                response_type,
+                                metadata=sent,
+                            ) as stream:
+                                await stream.send_request()
+                                items = run(GrpcDuplex(stream))
+                                try:
+                                    async for item in items:
+                                        if not progressed and (progress is None or progress(item)):
+                                            # Progress: as in grpc_stream.
+                                            progressed = True
+                                            delivered += 1
+                                            attempt.retry_state.attempt_number = 1
+                                            self.budget.refund(sum(spent))
+                                            spent.clear()
+                                        yield item
+                                finally:
+                                    aclose = getattr(items, "aclose", None)
+                                    if aclose is not None:
+                                        await aclose()
+                        except _GRPC_FAILURES as exc:
+                            if (
+                                not progressed
+                                and not replayed
+                                and isinstance(exc, GRPCError)
+                                and exc.status is Status.UNAUTHENTICATED
+                                and await auth.recover(generation, self.auth_sender())
+                            ):
+                                replayed = True  # refused at the start: open it once more
+                                continue
+                            raise self._grpc_error(exc, what, sent, login_hint) from exc
+                        break
+                finally:
+                    _GrpcChannels.release(slot)
                 if not progressed:  # a stream that ended well is a successful call
                     self.budget.refund(sum(spent))
 

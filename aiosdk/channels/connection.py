@@ -2,8 +2,14 @@
 
 The server sends what is pending in batches (at most ``window`` messages not yet acknowledged
 in flight) and a heartbeat after a quiet while. The connection acknowledges what the caller
-consumed (a message is consumed when the loop asks for the next one), in batches: when a batch
-is used up, or a short while after the first message left unacknowledged. A connection that
+consumed (a message is consumed when the loop asks for the next one), in batches: when a
+quarter of the window was consumed, or :data:`ACK_DELAY` after the first message left
+unacknowledged (a timer sends it alongside the pending receive, since cancelling grpclib's
+``recv_message`` halfway through a message would lose the stream's framing), or at close; so
+a fan-out's subscribers do not answer at once while the server still sends. (A caller
+cancelled while it waits for a message leaves at once, without a goodbye: what it consumed in
+the last :data:`ACK_DELAY` may come again on a new connection, unless that one resumes with
+``after=position``, which is always exact.) A connection that
 breaks, or hears nothing for three heartbeats, is opened again as the client's retry mode
 allows (``"default"`` and ``"forceful"``: with backoff, within the retry budget; a message
 consumed since starts a fresh count; ``"disabled"``: the failure is raised), resuming after the
@@ -15,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from types import TracebackType
@@ -135,7 +140,9 @@ class AsyncChannelConnection:
         self._duplex: GrpcDuplex | None = None
         self._delivered: ChannelMessage | None = None  # yielded, not yet consumed
         self._acked = 0  # the offset acknowledged on the current stream
-        self._unacked_since: float | None = None  # when the first unacknowledged was consumed
+        self._ack_timer: asyncio.TimerHandle | None = None  # ACK_DELAY after the first unacked
+        self._ack_task: asyncio.Task[None] | None = None  # the timer's acknowledgement, sending
+        self._sending = asyncio.Lock()  # acknowledgements go out one at a time, in order
         self._heartbeat = _DEFAULT_HEARTBEAT
         self._cut = False  # the stream was cut by a cancellation of the caller
         self.expires_at: datetime | None = None
@@ -220,7 +227,7 @@ class AsyncChannelConnection:
         duplex: GrpcDuplex | None,
     ) -> None:
         try:
-            if duplex is not None:
+            if duplex is not None and await self._settle_acks():
                 last = []
                 done = self.position
                 if done is not None and done.epoch == self.epoch and done.offset > self._acked:
@@ -229,6 +236,7 @@ class AsyncChannelConnection:
                 if not await duplex.finish(*last, within=CLOSE_TIMEOUT):
                     log.debug("Listen %r: the server did not end the stream", self.client_id)
         finally:
+            self._stop_acks()
             await items.aclose()  # type: ignore[attr-defined]  # an async generator
 
     async def _disconnect(self) -> None:
@@ -317,55 +325,90 @@ class AsyncChannelConnection:
         if connected.heartbeat_seconds > 0:
             self._heartbeat = connected.heartbeat_seconds
         self._acked = resume.offset if resume is not None else 0
-        self._unacked_since = None
-        yield _Connected(connected)
-        batch_size = max(1, (self._window or _DEFAULT_WINDOW) // 4)
-        alive = False
-        while True:
-            await self._flush(duplex)  # a batch used up: acknowledge it before waiting
-            response = await self._receive(duplex, self._heartbeat * HEARTBEATS_MISSED)
-            if response is None:
-                raise ProtocolError("Listen: the server ended the stream without a reason")
-            batch = response.messages
-            if batch is None:  # a heartbeat (or what this client does not know)
-                if not alive and response.heartbeat is not None:
-                    alive = True
-                    yield _ALIVE
-                continue
-            if batch.epoch and batch.epoch != self.epoch:
-                raise ContinuityLostError(
-                    f"continuity lost: the channel's epoch changed from {self.epoch!r}"
-                    f" to {batch.epoch!r}",
-                    grpc_status="OUT_OF_RANGE",
-                )
-            for wire in batch.messages:
-                done = self.position
-                if done is not None and done.epoch == self.epoch and wire.offset <= done.offset:
-                    continue  # had it already (consumed before a reconnection)
-                message = channel_message(wire, self.epoch, "Listen")
-                self._delivered = message
-                yield message
-                self._delivered = None
-                self._consume(message)  # the caller asked for the next one
-                since = self._unacked_since
-                assert self.position is not None
-                if (
-                    since is not None and time.monotonic() - since >= ACK_DELAY
-                ) or self.position.offset - self._acked >= batch_size:
-                    await self._flush(duplex)
+        try:
+            yield _Connected(connected)
+            batch_size = max(1, (self._window or _DEFAULT_WINDOW) // 4)
+            alive = False
+            loop = asyncio.get_running_loop()
+            while True:
+                response = await self._receive(duplex, self._heartbeat * HEARTBEATS_MISSED)
+                if response is None:
+                    raise ProtocolError("Listen: the server ended the stream without a reason")
+                batch = response.messages
+                if batch is None:  # a heartbeat (or what this client does not know)
+                    if not alive and response.heartbeat is not None:
+                        alive = True
+                        yield _ALIVE
+                    continue
+                if batch.epoch and batch.epoch != self.epoch:
+                    raise ContinuityLostError(
+                        f"continuity lost: the channel's epoch changed from {self.epoch!r}"
+                        f" to {batch.epoch!r}",
+                        grpc_status="OUT_OF_RANGE",
+                    )
+                for wire in batch.messages:
+                    done = self.position
+                    if done is not None and done.epoch == self.epoch and wire.offset <= done.offset:
+                        continue  # had it already (consumed before a reconnection)
+                    message = channel_message(wire, self.epoch, "Listen")
+                    self._delivered = message
+                    yield message
+                    self._delivered = None
+                    self._consume(message)  # the caller asked for the next one
+                    if message.position.offset - self._acked >= batch_size:
+                        await self._flush(duplex)
+                    elif self._ack_timer is None:
+                        self._ack_timer = loop.call_later(ACK_DELAY, self._ack_due, duplex)
+        finally:
+            self._stop_acks()
 
     def _consume(self, message: ChannelMessage) -> None:
         self.position = message.position
-        if self._unacked_since is None:
-            self._unacked_since = time.monotonic()
+
+    def _ack_due(self, duplex: GrpcDuplex) -> None:
+        """The timer: acknowledge what was consumed, alongside the receive that waits."""
+        loop = asyncio.get_running_loop()
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_timer = None
+            self._ack_task = loop.create_task(self._flush(duplex))
+            self._ack_task.add_done_callback(_ack_sent)
+        else:  # the last one is still on its way: this one after it
+            self._ack_timer = loop.call_later(ACK_DELAY, self._ack_due, duplex)
+
+    async def _settle_acks(self) -> bool:
+        """Before the goodbye: the timer off, and its acknowledgement sent if it is on its way
+        (not cut short halfway through a message); whether the stream can still take one."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        task, self._ack_task = self._ack_task, None
+        if task is None or task.done():
+            return True
+        await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)  # (waiting does not cancel it)
+        if task.done():
+            return True
+        task.cancel()  # stuck: the stream cannot take the goodbye either
+        return False
+
+    def _stop_acks(self) -> None:
+        """The stream is over: no acknowledgement goes out on it any more."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        task, self._ack_task = self._ack_task, None
+        if task is not None and not task.done():
+            task.cancel()
 
     async def _flush(self, duplex: GrpcDuplex) -> None:
-        done = self.position
-        if done is None or done.epoch != self.epoch or done.offset <= self._acked:
-            return
-        await duplex.send(ListenRequest(ack=ListenAck(offset=done.offset)))
-        self._acked = done.offset
-        self._unacked_since = None
+        async with self._sending:  # read the position here: acknowledgements never go back
+            done = self.position
+            if done is None or done.epoch != self.epoch or done.offset <= self._acked:
+                return
+            await duplex.send(ListenRequest(ack=ListenAck(offset=done.offset)))
+            self._acked = done.offset
+        if self._ack_timer is not None and self.position is done:  # none consumed meanwhile
+            self._ack_timer.cancel()
+            self._ack_timer = None
 
     async def _receive(self, duplex: GrpcDuplex, seconds: float) -> ListenResponse | None:
         """The next answer (``None``: the stream ended); a dropped connection after
@@ -374,3 +417,10 @@ class AsyncChannelConnection:
             response: ListenResponse | None = await duplex.recv()
             return response
         raise SdkTimeoutError(f"Listen: heard nothing from the server for {seconds:g} s")
+
+
+def _ack_sent(task: asyncio.Task[None]) -> None:
+    """A timer's acknowledgement ended: a failure to send it shows on the stream's receive too
+    (the stream broke), so it is only logged."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("Listen: an acknowledgement was not sent: %s: %s", type(exc).__name__, exc)

@@ -11,6 +11,7 @@ import anyio
 from grpclib.const import Cardinality, Handler
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
+from h2.settings import SettingCodes
 
 from ..connections import ConnectionSlots
 from ..state import ServerState
@@ -24,7 +25,14 @@ from .sessions import SessionService
 from .status import StatusService
 from .tokens import TokenService
 
-__all__ = ["GrpcServer"]
+__all__ = ["MAX_CONCURRENT_STREAMS", "GrpcServer"]
+
+MAX_CONCURRENT_STREAMS = 10_000
+"""The streams (calls) one client connection may have open at once, advertised in HTTP/2's
+``SETTINGS_MAX_CONCURRENT_STREAMS``. h2's default is 100, which one client holding more than
+100 channel connections would reach: an open ``Listen`` stream costs the server a task and a
+few small buffers, so a connection may hold thousands (the number of connections is capped
+separately, by ``Limits.max_connections``)."""
 
 
 class GrpcServer(Server):
@@ -61,7 +69,8 @@ class GrpcServer(Server):
         return LimitedConnection(self._serving_protocol, self._limits, self._slots)
 
     def _serving_protocol(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
+        made = super()._protocol_factory()
+        protocol = _ManyStreams(made.handler, made.config, made.h2_config)
         self._protocols.add(protocol)
         return protocol
 
@@ -77,6 +86,24 @@ class GrpcServer(Server):
             if connection is not None:
                 connection.close()
         await self.wait_closed()
+
+
+class _ManyStreams(H2Protocol):
+    """grpclib's protocol, advertising :data:`MAX_CONCURRENT_STREAMS`.
+
+    grpclib offers no setting for it and sends h2's defaults as soon as the connection is made,
+    so a second SETTINGS frame follows the first at once. h2 applies it when the client
+    acknowledges it; the client sends its acknowledgement before any stream it opens on the
+    strength of the new value, so the server never sees more streams than it has allowed.
+    (grpclib keeps the h2 connection in an attribute of its ``Connection``.)
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.connection._connection.update_settings(
+            {SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS}
+        )
+        self.connection.flush()
 
 
 class _Service(Protocol):
