@@ -59,6 +59,7 @@ from ._sync import (
     ContainerValues,
     DatasetClient,
     Node,
+    Objects,
     Pager,
     PluginObject,
     Session,
@@ -116,6 +117,7 @@ from .channels import (
     ChannelPosition,
     PresenceEvent,
 )
+from .objects import AsyncObjects, BucketInfo, ObjectInfo
 from .proto import ServerStatus
 from .tickets import (
     Application,
@@ -157,6 +159,7 @@ __all__ = [
     "AsyncContainerValues",
     "AsyncDatasetClient",
     "AsyncNode",
+    "AsyncObjects",
     "AsyncPager",
     "AsyncPluginObject",
     "AsyncSession",
@@ -165,6 +168,7 @@ __all__ = [
     "AsyncTokens",
     "AuthenticationError",
     "BadRequestError",
+    "BucketInfo",
     "Cache",
     "CacheError",
     "CatalogEvent",
@@ -211,6 +215,8 @@ __all__ = [
     "NotFoundError",
     "NotGiven",
     "NotIn",
+    "ObjectInfo",
+    "Objects",
     "Organization",
     "OrganizationMembership",
     "Page",

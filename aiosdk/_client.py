@@ -34,6 +34,7 @@ from .catalog.containers import AsyncContainer
 from .catalog.listings import Permission, Strings
 from .catalog.nodes import AsyncNode
 from .channels import AsyncChannels
+from .objects import AsyncObjects
 from .proto import GetStatusRequest, ServerStatus, StatusServiceStub, WatchStatusRequest
 from .tickets.session import AsyncSession
 
@@ -144,6 +145,7 @@ class AsyncClient:
         self._admin = AsyncAdmin(self._ctx)
         self._catalog = AsyncContainer._root(self._ctx)
         self._channels = AsyncChannels(self._ctx)
+        self._objects = AsyncObjects(self._ctx)
 
     @classmethod
     def _with_bootstrap(
@@ -290,6 +292,12 @@ class AsyncClient:
         """Channels (gRPC): the user's channels (create a token, send, presence), and the
         token holder's calls, which need no login (``connect(token)``...)."""
         return self._channels
+
+    @property
+    def objects(self) -> AsyncObjects:
+        """The object store: buckets in namespaces and objects by key
+        (``client.objects.put("alice/uploads", "report.pdf", data)``)."""
+        return self._objects
 
     @property
     def catalog(self) -> AsyncContainer:

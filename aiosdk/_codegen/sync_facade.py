@@ -84,6 +84,7 @@ FACADES = [
     Facade("aiosdk.tickets.session", "AsyncPluginObject", "tickets"),
     Facade("aiosdk.channels.service", "AsyncChannels", "channels"),
     Facade("aiosdk.channels.connection", "AsyncChannelConnection", "channel_connection"),
+    Facade("aiosdk.objects.service", "AsyncObjects", "objects"),
     Facade("aiosdk._client", "AsyncClient", "client", constructible=True),
 ]
 """The public facade: each twin is exported from ``aiosdk`` too."""

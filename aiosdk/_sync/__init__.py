@@ -10,6 +10,7 @@ from .client import Client
 from .containers import Container
 from .datasets import DatasetClient
 from .nodes import Node
+from .objects import Objects
 from .paging import Pager
 from .sparse import SparseClient
 from .tables import TableClient
@@ -31,6 +32,7 @@ __all__ = [
     "ContainerValues",
     "DatasetClient",
     "Node",
+    "Objects",
     "Pager",
     "PluginObject",
     "Session",

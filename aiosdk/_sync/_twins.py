@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from aiosdk._sync.containers import Container
     from aiosdk._sync.datasets import DatasetClient
     from aiosdk._sync.nodes import Node
+    from aiosdk._sync.objects import Objects
     from aiosdk._sync.paging import Pager
     from aiosdk._sync.sparse import SparseClient
     from aiosdk._sync.tables import TableClient
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from aiosdk.catalog.views import AsyncContainerItems, AsyncContainerKeys, AsyncContainerValues
     from aiosdk.channels.connection import AsyncChannelConnection
     from aiosdk.channels.service import AsyncChannels
+    from aiosdk.objects.service import AsyncObjects
     from aiosdk.testing.accounts import AsyncAccounts
     from aiosdk.tickets.session import AsyncPluginObject, AsyncSession
 
@@ -75,6 +77,8 @@ if TYPE_CHECKING:
     @overload
     def twin(obj: AsyncChannelConnection) -> ChannelConnection: ...
     @overload
+    def twin(obj: AsyncObjects) -> Objects: ...
+    @overload
     def twin(obj: AsyncClient) -> Client: ...
     @overload
     def twin(obj: AsyncAccounts) -> Accounts: ...
@@ -112,6 +116,8 @@ if TYPE_CHECKING:
     def unwrap(obj: Channels) -> AsyncChannels: ...
     @overload
     def unwrap(obj: ChannelConnection) -> AsyncChannelConnection: ...
+    @overload
+    def unwrap(obj: Objects) -> AsyncObjects: ...
     @overload
     def unwrap(obj: Client) -> AsyncClient: ...
     @overload

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from aiosdk._sync.channels import Channels
     from aiosdk._sync.containers import Container
     from aiosdk._sync.nodes import Node
+    from aiosdk._sync.objects import Objects
     from aiosdk._sync.paging import Pager
     from aiosdk._sync.tickets import Session
     from aiosdk._sync.tokens import Tokens
@@ -221,6 +222,12 @@ class Client(Twin):
         """Channels (gRPC): the user's channels (create a token, send, presence), and the
         token holder's calls, which need no login (``connect(token)``...)."""
         return twin(self._async.channels)
+
+    @property
+    def objects(self) -> Objects:
+        """The object store: buckets in namespaces and objects by key
+        (``client.objects.put("alice/uploads", "report.pdf", data)``)."""
+        return twin(self._async.objects)
 
     @property
     def catalog(self) -> Container:

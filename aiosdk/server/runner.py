@@ -37,6 +37,7 @@ from .idempotency import IdempotencyStore
 from .keyring import Keyring, resolve_keyring
 from .logs import logger
 from .notify import Notifier
+from .objects.store import OBJECTS_DIRECTORY, ObjectFiles
 from .state import ChannelState, ServerState, TicketState
 from .storage import create_engine, default_database_url, session_factory
 from .storage.migrations import upgrade_database
@@ -255,6 +256,7 @@ class Server:
             blobs=blobs,
             tickets=tickets,
             channels=channels,
+            objects=ObjectFiles(data_dir / OBJECTS_DIRECTORY),
         )
         loop = asyncio.get_running_loop()
         stack.enter_context(log_accept_errors(loop, {http_socket: "HTTP", grpc_socket: "gRPC"}))

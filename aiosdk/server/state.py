@@ -16,6 +16,7 @@ from .channels.hub import ChannelHub
 from .config import AccountSettings, ChannelSettings, Limits, TicketSettings
 from .data.store import BlobStore
 from .keyring import Keyring
+from .objects.store import ObjectFiles
 
 if TYPE_CHECKING:
     from .tickets.apps import Applications
@@ -102,3 +103,6 @@ class ServerState:
     """Ticket sessions: applications, lifetimes, release wake-ups (see :class:`TicketState`)."""
     channels: ChannelState = field(default_factory=ChannelState)
     """Channels: settings, this process's streams (see :class:`ChannelState`)."""
+    objects: ObjectFiles = field(default_factory=lambda: ObjectFiles(None))
+    """The object store's files (see :mod:`aiosdk.server.objects.store`). A state made without
+    a directory keeps no objects."""

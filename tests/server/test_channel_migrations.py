@@ -16,7 +16,7 @@ from aiosdk.server.storage.migrations import (
     upgrade_database,
 )
 
-from .test_migrations import DatabaseFactory, new_database
+from .test_migrations import HEAD, DatabaseFactory, new_database
 
 __all__ = ["new_database"]  # (the fixture, imported)
 
@@ -34,7 +34,7 @@ async def test_a_0004_database_upgrades_and_serves_channels(new_database: Databa
             " VALUES ('s1', 'admin', 60, '2026-06-01 00:00:00', '2026-06-01 00:01:00')"
         )
         async with database.engine() as engine:
-            assert await upgrade_database(engine) == ("0004", "0005")
+            assert await upgrade_database(engine) == ("0004", HEAD)
             assert await schema_differences(engine) == []
             async with engine.connect() as connection:
                 tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
@@ -58,10 +58,10 @@ async def test_a_0004_database_upgrades_and_serves_channels(new_database: Databa
             finally:
                 grpc.close()
         async with database.engine() as engine:
-            assert await downgrade_database(engine, "0004") == ("0005", "0004")
+            assert await downgrade_database(engine, "0004") == (HEAD, "0004")
             async with engine.connect() as connection:
                 tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
             assert not tables & TABLES
             assert "ticket_sessions" in tables
-            assert await upgrade_database(engine) == ("0004", "0005")
+            assert await upgrade_database(engine) == ("0004", HEAD)
             assert await schema_differences(engine) == []

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.anyio
 
 DATA = Path(__file__).parent / "data"
 PREVIOUS_ADMIN_TOKEN = "aio_previous-main-admin-token"  # see data/make_previous_main.py
-HEAD = "0005"
+HEAD = "0006"
 GUARD_SECONDS = 60  # a hang guard, not a timing assertion
 
 

@@ -164,8 +164,9 @@ class HeadMiddleware:
         await self.app({**scope, "method": "GET", HEAD_REQUEST: True}, receive, send_headers_only)
 
 
-DATA_PATHS = ("/api/v1/array/", "/api/v1/table/", "/api/v1/sparse/")
-"""The paths of the data routes, whose bodies (blocks, partitions) have a limit of their own."""
+DATA_PATHS = ("/api/v1/array/", "/api/v1/table/", "/api/v1/sparse/", "/api/v1/buckets/")
+"""The paths of the data routes, whose bodies (blocks, partitions, objects) have a limit of their
+own."""
 
 
 class BodySizeLimitMiddleware:

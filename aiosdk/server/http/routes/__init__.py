@@ -12,6 +12,7 @@ from . import (
     catalog,
     formats,
     info,
+    objects,
     organizations,
     sparse,
     tables,
@@ -70,6 +71,7 @@ ROUTERS = (
     tables.router,
     sparse.router,
     formats.router,
+    objects.router,
 )
 """Every router of the API, each mounted under :data:`API_PREFIX`."""
 
