@@ -7,9 +7,9 @@ quarter of the window was consumed, or :data:`ACK_DELAY` after the first message
 unacknowledged (a timer sends it alongside the pending receive, since cancelling grpclib's
 ``recv_message`` halfway through a message would lose the stream's framing), or at close; so
 a fan-out's subscribers do not answer at once while the server still sends. (A caller
-cancelled while it waits for a message leaves at once, without a goodbye: what it consumed in
-the last :data:`ACK_DELAY` may come again on a new connection, unless that one resumes with
-``after=position``, which is always exact.) A connection that
+cancelled while it waits for a message, Ctrl-C say, loses the stream with the wait: its
+DisconnectChannel carries what it consumed, so that nothing consumed comes again.) A
+connection that
 breaks, or hears nothing for three heartbeats, is opened again as the client's retry mode
 allows (``"default"`` and ``"forceful"``: with backoff, within the retry budget; a message
 consumed since starts a fresh count; ``"disabled"``: the failure is raised), resuming after the
@@ -43,13 +43,13 @@ from .._core.secrets import Secret
 from .._core.transport import GrpcDuplex
 from ..proto import (
     ChannelServiceStub,
+    DisconnectChannelRequest,
     ListenAck,
     ListenClose,
     ListenConnected,
     ListenRequest,
     ListenResponse,
     ListenStart,
-    TokenRequest,
 )
 from .types import (
     ChannelMessage,
@@ -240,7 +240,9 @@ class AsyncChannelConnection:
             await items.aclose()  # type: ignore[attr-defined]  # an async generator
 
     async def _disconnect(self) -> None:
-        request = TokenRequest(token=self._token.reveal())
+        done = self.position
+        acked = done._wire if done is not None else None
+        request = DisconnectChannelRequest(token=self._token.reveal(), acked=acked)
         with anyio.move_on_after(CLOSE_TIMEOUT):
             try:
                 await self._ctx.transport.grpc_unary(

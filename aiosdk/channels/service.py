@@ -29,6 +29,7 @@ from ..proto import (
     BroadcastRequest,
     ChannelServiceStub,
     CreateChannelRequest,
+    DisconnectChannelRequest,
     PopMessageRequest,
     PresenceRequest,
     SendMessageRequest,
@@ -301,7 +302,7 @@ class AsyncChannels:
     async def disconnect_channel_event(self, token: str) -> None:
         """Mark the channel of ``token`` disconnected (a clean ``"disconnected"`` event for the
         application, if it was connected)."""
-        request = TokenRequest(token=check_token(token))
+        request = DisconnectChannelRequest(token=check_token(token))
         await self._call(
             "DisconnectChannel",
             lambda stub: stub.disconnect_channel(request),

@@ -218,9 +218,9 @@ def test_every_rpc(app: App, unhandled: Unhandled) -> None:
     assert again.connected is False
     popped = app.ok("PopMessage", pb.PopMessageRequest(token=token, connect=True), anonymous=True)
     assert popped.message.offset == 2
-    gone = app.ok("DisconnectChannel", pb.TokenRequest(token=token), anonymous=True)
+    gone = app.ok("DisconnectChannel", pb.DisconnectChannelRequest(token=token), anonymous=True)
     assert gone.disconnected is True
-    gone = app.ok("DisconnectChannel", pb.TokenRequest(token=token), anonymous=True)
+    gone = app.ok("DisconnectChannel", pb.DisconnectChannelRequest(token=token), anonymous=True)
     assert gone.disconnected is False
     cleared = app.ok("ClearMessages", pb.TokenRequest(token=token), anonymous=True)
     assert cleared.cleared == 1

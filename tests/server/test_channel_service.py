@@ -426,6 +426,26 @@ async def test_clear_gives_a_new_epoch(app: App) -> None:
     assert after.offset == 4  # offsets never go back
 
 
+async def test_disconnect_removes_what_the_holder_consumed(app: App) -> None:
+    cid = client()
+    made = await app.create(cid)
+    for i in range(4):
+        await app.send(cid, f"m{i}")
+    token = proto.TokenRequest(token=made.token)
+    await app.holder.connect_channel(token)
+
+    def consumed(epoch: str, offset: int) -> proto.DisconnectChannelRequest:
+        acked = proto.ChannelPosition(epoch=epoch, offset=offset)
+        return proto.DisconnectChannelRequest(token=made.token, acked=acked)
+
+    assert (await app.holder.disconnect_channel(consumed("another epoch", 3))).disconnected
+    left = await app.holder.get_messages(token)
+    assert [m.offset for m in left.messages] == [1, 2, 3, 4]  # not this channel's history
+    await app.holder.disconnect_channel(consumed(made.epoch, 2))
+    left = await app.holder.get_messages(token)
+    assert [m.data for m in left.messages] == [b"m2", b"m3"]
+
+
 # --- Listen ---
 
 
@@ -543,8 +563,9 @@ async def test_presence_clean_and_after_grace(app: App, channel: Channel) -> Non
     with anyio.fail_after(GUARD):
         assert (await app.holder.connect_channel(token)).connected
         assert not (await app.holder.connect_channel(token)).connected  # refreshed
-        assert (await app.holder.disconnect_channel(token)).disconnected
-        assert not (await app.holder.disconnect_channel(token)).disconnected
+        gone = proto.DisconnectChannelRequest(token=made.token)
+        assert (await app.holder.disconnect_channel(gone)).disconnected
+        assert not (await app.holder.disconnect_channel(gone)).disconnected
         events = await presence_events(app, 2, after=0)
         assert [(e.client_id, e.kind, e.clean) for e in events] == [
             (cid, kinds.CONNECTED, False),
@@ -594,7 +615,7 @@ async def test_presence_from_now_on(app: App) -> None:
 
             group.start_soon(watch)
             await anyio.sleep(0.2)
-            await app.holder.disconnect_channel(proto.TokenRequest(token=made.token))
+            await app.holder.disconnect_channel(proto.DisconnectChannelRequest(token=made.token))
     assert [(e.kind, e.clean) for e in got] == [(proto.PresenceKind.DISCONNECTED, True)]
 
 

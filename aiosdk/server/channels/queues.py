@@ -266,6 +266,15 @@ async def pop(db: AsyncSession, channel: Channel, grace: float) -> Handed | None
     return popped
 
 
+async def remove_through(db: AsyncSession, channel: Channel, offset: int) -> None:
+    """Remove the messages of ``channel`` up to ``offset``: the holder consumed them."""
+    await db.execute(
+        delete(ChannelMessage)
+        .where(ChannelMessage.channel_id == channel.id, ChannelMessage.offset <= offset)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def clear(db: AsyncSession, channel: Channel) -> int:
     """Remove every pending message of ``channel`` and give it a new epoch; how many went."""
     removed = await db.execute(

@@ -217,12 +217,16 @@ class ChannelService(proto.ChannelServiceBase):
 
     @mutating(proto.DisconnectChannelResponse, read_only_callers=True)
     async def disconnect_channel(
-        self, message: proto.TokenRequest, work: UnitOfWork
+        self, message: proto.DisconnectChannelRequest, work: UnitOfWork
     ) -> proto.DisconnectChannelResponse:
-        """Mark the channel disconnected (a clean event if it was connected)."""
+        """Mark the channel disconnected (a clean event if it was connected), first removing
+        what the holder says it consumed (``acked``, in the channel's epoch)."""
         claims = self._claims(message.token)
         await work.begin_write()
         channel = await queues.holder_channel(work.session, claims, lock=True)
+        acked = message.acked
+        if acked is not None and acked.epoch == channel.epoch and acked.offset > 0:
+            await queues.remove_through(work.session, channel, acked.offset)
         disconnected = await presence.disconnect(work.session, channel, clean=True)
         if disconnected:
             self.state.channels.hub.presence_changed(work, channel.owner)

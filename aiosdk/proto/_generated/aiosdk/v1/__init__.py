@@ -29,6 +29,7 @@ __all__ = (
     "CreateChannelRequest",
     "CreateTokenRequest",
     "CreateTokenResponse",
+    "DisconnectChannelRequest",
     "DisconnectChannelResponse",
     "ExportChange",
     "ExportChangeKind",
@@ -555,6 +556,25 @@ class CreateTokenResponse(betterproto2.Message):
 
 default_message_pool.register_message(
     "aiosdk.v1", "CreateTokenResponse", CreateTokenResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class DisconnectChannelRequest(betterproto2.Message):
+    token: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    acked: "ChannelPosition | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    What the holder consumed on a Listen stream that ended without its goodbye (cancelled while
+    it waited): the messages up to it are removed, as that stream's `ack` would have. Ignored
+    when its epoch is no longer the channel's.
+    """
+
+
+default_message_pool.register_message(
+    "aiosdk.v1", "DisconnectChannelRequest", DisconnectChannelRequest
 )
 
 
@@ -1581,7 +1601,7 @@ class ChannelServiceStub(betterproto2_grpclib.ServiceStub):
 
     async def disconnect_channel(
         self,
-        message: "TokenRequest",
+        message: "DisconnectChannelRequest",
         *,
         timeout: "float | None" = None,
         deadline: "Deadline | None" = None,
@@ -2021,7 +2041,7 @@ class ChannelServiceBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def disconnect_channel(
-        self, message: "TokenRequest"
+        self, message: "DisconnectChannelRequest"
     ) -> "DisconnectChannelResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -2117,7 +2137,8 @@ class ChannelServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_disconnect_channel(
-        self, stream: "grpclib.server.Stream[TokenRequest, DisconnectChannelResponse]"
+        self,
+        stream: "grpclib.server.Stream[DisconnectChannelRequest, DisconnectChannelResponse]",
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2199,7 +2220,7 @@ class ChannelServiceBase(betterproto2_grpclib.ServiceBase):
             "/aiosdk.v1.ChannelService/DisconnectChannel": grpclib.const.Handler(
                 self.__rpc_disconnect_channel,
                 grpclib.const.Cardinality.UNARY_UNARY,
-                TokenRequest,
+                DisconnectChannelRequest,
                 DisconnectChannelResponse,
             ),
             "/aiosdk.v1.ChannelService/Listen": grpclib.const.Handler(
